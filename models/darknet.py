@@ -1,0 +1,274 @@
+"""Build a YOLOv3-family model from a darknet cfg file.
+
+    model = Darknet("cfg/yolov3-tiny.cfg", num_classes=4)   # adapts the yolo heads to 4 classes
+    model.train(); outputs = model(images)                # list of [B, A, H, W, 5 + C]
+    model.eval();  detections, raw = model(images)        # detections [B, N, 5 + C], xywh pixels
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.cfg_parser import ACTIVATIONS, get_int, get_int_list, parse_cfg, parse_cfg_text
+from models.layers import RepeatUpsample, Route, Shortcut, YOLOLayer
+from utils.errors import CfgError
+
+UPSAMPLE_MODES = ("nearest", "deterministic")
+
+
+def _absolute(index: int, current: int) -> int:
+    return index + current if index < 0 else index
+
+
+def _check_source(index: int, current: int, section: dict, key: str, path) -> int:
+    absolute = _absolute(index, current)
+    if not 0 <= absolute < current:
+        raise CfgError(f"{key}={index} points at layer {absolute}, but only layers 0..{current - 1}"
+                       " come before this one", path, section["key_lines"][key])
+    return absolute
+
+
+def _adapt_classes(sections: list[dict], num_classes: int | None, path) -> list[str]:
+    """Set every [yolo] ``classes`` to ``num_classes`` and the filters of the conv feeding it.
+
+    Returns one message per change so the caller can say what it did to the cfg.
+    """
+    notes = []
+    layers = sections[1:]
+    for i, section in enumerate(layers):
+        if section["type"] != "yolo" or num_classes is None:
+            continue
+        cfg_classes = get_int(section, "classes", path)
+        if cfg_classes == num_classes:
+            continue
+        mask = get_int_list(section, "mask", path)
+        if i == 0 or layers[i - 1]["type"] != "convolutional":
+            raise CfgError("a [yolo] layer must follow a [convolutional] layer",
+                           path, section["line"])
+        conv = layers[i - 1]
+        new_filters = len(mask) * (num_classes + 5)
+        notes.append(f"yolo layer {i} (line {section['line']}): classes {cfg_classes} -> "
+                     f"{num_classes}; conv layer {i - 1} filters {conv.get('filters')} -> "
+                     f"{new_filters}")
+        section["classes"] = str(num_classes)
+        conv["filters"] = str(new_filters)
+    return notes
+
+
+class Darknet(nn.Module):
+    """A darknet cfg as a torch module.
+
+    Args:
+        cfg: path of a darknet ``.cfg`` file.
+        num_classes: when given and different from the cfg's ``classes``, the yolo layers and the
+            convs feeding them are resized to it (listed in ``self.adaptations``).
+        upsample: ``"nearest"`` (``nn.Upsample``) or ``"deterministic"`` (:class:`RepeatUpsample`).
+    """
+
+    def __init__(self, cfg: str | Path, num_classes: int | None = None,
+                 upsample: str = "nearest", cfg_text: str | None = None):
+        super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.cfg_path = str(cfg)
+        # cfg_text: the cfg's content stored in a checkpoint, so a model rebuilds without its file.
+        self.cfg_text = Path(cfg).read_text() if cfg_text is None and Path(cfg).is_file() else cfg_text
+        self.upsample_mode = upsample
+        sections = parse_cfg(cfg) if cfg_text is None else parse_cfg_text(cfg_text, cfg)
+        self.adaptations = _adapt_classes(sections, num_classes, cfg)
+        self.net_info = sections[0]
+        in_channels = get_int(self.net_info, "channels", cfg, default=3)
+        self.module_list, self.keep_outputs = self._build(sections[1:], in_channels, cfg, upsample)
+        self.yolo_layers = [i for i, m in enumerate(self.module_list) if isinstance(m, YOLOLayer)]
+        if not self.yolo_layers:
+            raise CfgError("the cfg has no [yolo] layer", cfg, sections[-1]["line"])
+        classes = {self.module_list[i].num_classes for i in self.yolo_layers}
+        if len(classes) != 1:
+            raise CfgError(f"the [yolo] layers disagree on classes: {sorted(classes)}", cfg)
+        self.num_classes = classes.pop()
+
+    @staticmethod
+    def _build(layers: list[dict], in_channels: int, path, upsample: str):
+        modules = nn.ModuleList()
+        keep = set()
+        out_channels: list[int] = []
+        out_strides: list[int] = []
+        for i, s in enumerate(layers):
+            kind = s["type"]
+            in_ch = out_channels[-1] if out_channels else in_channels
+            stride_in = out_strides[-1] if out_strides else 1
+            if kind == "convolutional":
+                filters = get_int(s, "filters", path)
+                size = get_int(s, "size", path)
+                stride = get_int(s, "stride", path, default=1)
+                groups = get_int(s, "groups", path, default=1)
+                pad = get_int(s, "pad", path, default=0)
+                padding = get_int(s, "padding", path, default=size // 2 if pad else 0)
+                bn = get_int(s, "batch_normalize", path, default=0)
+                activation = s.get("activation", "logistic")
+                if activation not in ACTIVATIONS:
+                    raise CfgError(f"activation={activation!r} is not supported, expected one of "
+                                   f"{sorted(ACTIVATIONS)}", path, s["key_lines"]["activation"])
+                if filters <= 0 or size <= 0 or stride <= 0 or in_ch % groups:
+                    raise CfgError("filters, size and stride must be positive and the input "
+                                   f"channels ({in_ch}) divisible by groups", path, s["line"])
+                m = nn.Sequential()
+                m.add_module("Conv2d", nn.Conv2d(in_ch, filters, size, stride, padding,
+                                                 groups=groups, bias=not bn))
+                if bn:
+                    m.add_module("BatchNorm2d", nn.BatchNorm2d(filters, momentum=0.03, eps=1e-4))
+                act = {"leaky": nn.LeakyReLU(0.1), "relu": nn.ReLU(), "mish": nn.Mish(),
+                       "swish": nn.SiLU(), "logistic": nn.Sigmoid()}.get(activation)
+                if act is not None:
+                    m.add_module("activation", act)
+                out_channels.append(filters)
+                out_strides.append(stride_in * stride)
+            elif kind == "maxpool":
+                size = get_int(s, "size", path)
+                stride = get_int(s, "stride", path, default=1)
+                pool = nn.MaxPool2d(size, stride, padding=(size - 1) // 2)
+                if size == 2 and stride == 1:
+                    # yolov3-tiny's 'same' max pool: darknet pads right and bottom only.
+                    m = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(2, 1))
+                else:
+                    m = pool
+                out_channels.append(in_ch)
+                out_strides.append(stride_in * stride)
+            elif kind == "upsample":
+                factor = get_int(s, "stride", path, default=2)
+                m = (RepeatUpsample(factor) if upsample == "deterministic"
+                     else nn.Upsample(scale_factor=factor, mode="nearest"))
+                out_channels.append(in_ch)
+                out_strides.append(max(stride_in // factor, 1))
+            elif kind == "route":
+                sources = [_check_source(v, i, s, "layers", path)
+                           for v in get_int_list(s, "layers", path)]
+                if not sources:
+                    raise CfgError("[route] needs at least one layer", path, s["line"])
+                keep.update(sources)
+                m = Route(sources)
+                out_channels.append(sum(out_channels[j] for j in sources))
+                out_strides.append(out_strides[sources[0]])
+                if len({out_strides[j] for j in sources}) != 1:
+                    raise CfgError(f"[route] joins layers {sources} of different resolutions",
+                                   path, s["line"])
+            elif kind == "shortcut":
+                source = _check_source(get_int(s, "from", path), i, s, "from", path)
+                if out_channels[source] != in_ch:
+                    raise CfgError(f"[shortcut] adds layer {source} ({out_channels[source]} "
+                                   f"channels) to layer {i - 1} ({in_ch} channels)",
+                                   path, s["line"])
+                keep.add(source)
+                m = Shortcut(source)
+                out_channels.append(in_ch)
+                out_strides.append(stride_in)
+            elif kind == "yolo":
+                m = _build_yolo(s, i, layers, in_ch, stride_in, path)
+                out_channels.append(in_ch)
+                out_strides.append(stride_in)
+            else:  # parse_cfg only lets [net] through besides the kinds above
+                raise CfgError(f"[{kind}] may only appear first", path, s["line"])
+            modules.append(m)
+        return modules, keep
+
+    @property
+    def yolo_modules(self) -> list[YOLOLayer]:
+        return [self.module_list[i] for i in self.yolo_layers]
+
+    def anchors(self) -> list[torch.Tensor]:
+        """Per yolo layer, its anchors [A, 2] in pixels."""
+        return [m.anchors for m in self.yolo_modules]
+
+    def strides(self) -> list[int]:
+        return [m.stride for m in self.yolo_modules]
+
+    def forward(self, x: torch.Tensor):
+        outputs: list[torch.Tensor | None] = []
+        yolo_outputs = []
+        for i, module in enumerate(self.module_list):
+            if isinstance(module, Route):
+                x = module(outputs)
+            elif isinstance(module, Shortcut):
+                x = module(x, outputs)
+            elif isinstance(module, YOLOLayer):
+                yolo_outputs.append(module(x))
+            else:
+                x = module(x)
+            # Only outputs that a later route or shortcut reads are kept alive.
+            outputs.append(x if i in self.keep_outputs else None)
+        if self.training:
+            return yolo_outputs
+        detections, raw = zip(*yolo_outputs)
+        return torch.cat(detections, dim=1), list(raw)
+
+    def fuse(self) -> "Darknet":
+        """Fold each BatchNorm into its convolution (inference only; detections change only by
+        float rounding)."""
+        for block in self.module_list:
+            if isinstance(block, nn.Sequential) and hasattr(block, "BatchNorm2d"):
+                block.Conv2d = torch.nn.utils.fusion.fuse_conv_bn_eval(block.Conv2d.eval(),
+                                                                      block.BatchNorm2d.eval())
+                del block.BatchNorm2d
+        return self
+
+
+def _build_yolo(s: dict, i: int, layers: list[dict], in_ch: int, stride: int, path) -> YOLOLayer:
+    mask = get_int_list(s, "mask", path)
+    anchors = get_int_list(s, "anchors", path)
+    if len(anchors) % 2:
+        raise CfgError(f"anchors has {len(anchors)} numbers, expected width,height pairs",
+                       path, s["key_lines"]["anchors"])
+    pairs = torch.tensor(anchors, dtype=torch.float32).view(-1, 2)
+    bad = [m for m in mask if not 0 <= m < len(pairs)]
+    if bad or not mask:
+        raise CfgError(f"mask={s['mask']} names anchors {bad or 'none'}, but there are only "
+                       f"{len(pairs)} anchors (indices 0..{len(pairs) - 1})",
+                       path, s["key_lines"].get("mask", s["line"]))
+    classes = get_int(s, "classes", path)
+    expected = len(mask) * (classes + 5)
+    if in_ch != expected:
+        raise CfgError(f"[yolo] with {len(mask)} anchors and {classes} classes needs "
+                       f"filters={expected} in the conv before it (layer {i - 1}), got {in_ch}",
+                       path, s["line"])
+    return YOLOLayer(pairs[mask], classes, stride)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: Darknet, img_size: int) -> float:
+    """Floating point operations of one forward pass at ``img_size`` (2 per multiply-add of the
+    convolutions, the usual GFLOPs convention)."""
+    flops = 0
+
+    def hook(module: nn.Conv2d, _inputs, output):
+        nonlocal flops
+        kernel = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+        flops += 2 * kernel * output.numel()
+
+    param = next(model.parameters())
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, img_size, img_size, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return float(flops)
+
+
+def model_summary(model: Darknet, img_size: int) -> str:
+    """One line: layers, parameters, GFLOPs at ``img_size``, and the kind of upsampling."""
+    ups = [m for m in model.modules() if isinstance(m, (nn.Upsample, RepeatUpsample))]
+    deterministic = sum(isinstance(m, RepeatUpsample) for m in ups)
+    upsample_note = (f"{len(ups)} upsample layers, {deterministic} of them deterministic "
+                     "(expand+reshape)" if ups else "no upsample layers")
+    return (f"Model summary: {len(model.module_list)} layers, {count_parameters(model):,} "
+            f"parameters, {count_flops(model, img_size) / 1e9:.2f} GFLOPs at {img_size} px, "
+            f"{model.num_classes} classes, {upsample_note}")

@@ -1,0 +1,323 @@
+"""Train a YOLOv3-family model from a darknet cfg.
+
+    python train.py                                  # yolov3-tiny on the built-in shapes set
+    python train.py --repro --device cpu             # the same bits every run
+    python train.py --resume runs/train/exp          # continue an interrupted run exactly
+    python train.py --cfg cfg/yolov3.cfg --data my.data --epochs 100 --batch-size 16
+
+Each run writes runs/train/<name>/: results.txt, results.png, weights/last.pt, weights/best.pt,
+opt.yaml, hyp.yaml, repro.yaml, train_batch0.jpg, val_predictions.jpg.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def _restart_with_fixed_hash_seed() -> None:
+    """PYTHONHASHSEED only acts at interpreter start: under --repro, restart once with it set
+    (and CUBLAS_WORKSPACE_CONFIG, which must precede CUDA's start)."""
+    if "--repro" in sys.argv and os.environ.get("PYTHONHASHSEED") != "0":
+        env = dict(os.environ, PYTHONHASHSEED="0", CUBLAS_WORKSPACE_CONFIG=":4096:8")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+if __name__ == "__main__":
+    _restart_with_fixed_hash_seed()
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
+
+from models import Darknet, model_summary  # noqa: E402
+from test import evaluate, make_val_dataset  # noqa: E402
+from utils.checkpoint import CHECKPOINT_KIND, load_checkpoint, load_initial_weights  # noqa: E402
+from utils.checkpoint import load_state_checked  # noqa: E402
+from utils.atomic_io import atomic_torch_save, atomic_write_text  # noqa: E402
+from utils.data_config import list_images, prepare_data  # noqa: E402
+from utils.datasets import AUGMENT_KEYS, YoloDataset, create_dataloader  # noqa: E402
+from utils.device import select_device  # noqa: E402
+from utils.ema import ModelEMA  # noqa: E402
+from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch  # noqa: E402
+from utils.errors import InputError  # noqa: E402
+from utils.hyp import DEFAULT_HYP, load_hyp  # noqa: E402
+from utils.repro import (configure_determinism, get_rng_state, seed_everything,  # noqa: E402
+                         set_rng_state, state_fingerprint)
+from utils.results import format_line, plot_results, write_results  # noqa: E402
+from utils.run_record import environment, file_digest, files_digest, next_run_dir  # noqa: E402
+from utils.schedule import cosine_factor  # noqa: E402
+
+NOMINAL_BATCH = 64
+REPRO_THREADS = 2
+# Options a resume takes from the checkpoint; giving another value on the command line is refused.
+PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
+                    "augment", "adam", "single_cls", "rect", "multi_scale", "threads")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train YOLOv3 from a darknet cfg.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--cfg", default="cfg/yolov3-tiny.cfg", help="darknet model cfg")
+    p.add_argument("--data", default="data/shapes.data", help=".data file")
+    p.add_argument("--hyp", default=str(DEFAULT_HYP), help="hyperparameter yaml")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--img-size", type=int, default=256, help="train and test size (pixels)")
+    p.add_argument("--weights", default="", help="initial weights (.pt or darknet .weights)")
+    p.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers (default 2, or 0 under --repro)")
+    p.add_argument("--threads", type=int, default=None,
+                   help=f"CPU threads for torch (default all, or {REPRO_THREADS} under --repro)")
+    p.add_argument("--project", default="runs/train", help="folder of run folders")
+    p.add_argument("--name", default="exp", help="run folder name (exp, exp2, ... if taken)")
+    p.add_argument("--resume", default="", help="a run folder or its weights/last.pt")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs of the schedule (resume later)")
+    p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
+    p.add_argument("--notest", action="store_true", help="only evaluate after the last epoch")
+    p.add_argument("--multi-scale", action="store_true", help="vary image size +/- 50%%")
+    p.add_argument("--rect", action="store_true", help="rectangular batches")
+    p.add_argument("--cache-images", action="store_true", help="keep decoded images in RAM")
+    p.add_argument("--adam", action="store_true", help="Adam instead of SGD")
+    p.add_argument("--single-cls", action="store_true", help="train as one class")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repro", action="store_true",
+                   help="bit-reproducible training (see README: what it turns off)")
+    p.add_argument("--augment", action="store_true",
+                   help="with --repro: keep online augmentation on (still deterministic)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.epochs <= 0:
+        raise InputError(f"--epochs {args.epochs}: must be a positive number of epochs")
+    if args.batch_size <= 0:
+        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.img_size <= 0 or args.img_size % 32:
+        raise InputError(f"--img-size {args.img_size}: must be a positive multiple of 32 "
+                         "(the largest stride)")
+    if args.stop_after is not None and not 0 < args.stop_after <= args.epochs:
+        raise InputError(f"--stop-after {args.stop_after}: must be in 1..{args.epochs}")
+    if args.workers is not None and args.workers < 0:
+        raise InputError(f"--workers {args.workers}: must be 0 or more")
+    if args.threads is not None and args.threads <= 0:
+        raise InputError(f"--threads {args.threads}: must be at least 1")
+
+
+def apply_repro(args: argparse.Namespace, hyp: dict) -> list[str]:
+    """Pin what makes runs differ. Returns what was turned off or fixed, to print."""
+    if not args.repro:
+        return []
+    notes = [f"seed {args.seed} for python, numpy, torch (CPU and CUDA)",
+             "deterministic kernels (strict), cuDNN deterministic, no benchmark, no TF32",
+             f"batch size pinned at {args.batch_size} (last partial batch dropped)",
+             "upsample layers -> deterministic expand+reshape"]
+    if args.augment:
+        notes.append("online augmentation kept on (--augment), drawn from (seed, epoch, index)")
+    else:
+        off = [k for k in AUGMENT_KEYS if hyp[k]]
+        for k in AUGMENT_KEYS:
+            hyp[k] = 0.0
+        notes.append(f"online augmentation off: {', '.join(off) or 'nothing was on'}")
+    if args.multi_scale:
+        args.multi_scale = False
+        notes.append("multi-scale off")
+    if args.workers is None:
+        args.workers = 0
+        notes.append("DataLoader workers 0")
+    if args.threads is None:
+        args.threads = REPRO_THREADS
+    notes.append(f"CPU threads {args.threads}")
+    return notes
+
+
+def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
+                ) -> tuple[argparse.Namespace, dict, Path]:
+    """Options of the run being resumed, with the checkpoint; refuses changed pinned options."""
+    path = Path(args.resume)
+    ckpt_path = path / "weights" / "last.pt" if path.is_dir() else path
+    if not ckpt_path.is_file():
+        raise InputError("--resume: no such run folder or checkpoint (expected a run folder "
+                         "holding weights/last.pt, or a last.pt)", path)
+    ckpt = load_checkpoint(ckpt_path)
+    saved = argparse.Namespace(**ckpt["args"])
+    for key in PINNED_ON_RESUME:
+        given = getattr(args, key)
+        if given != parser.get_default(key) and given != getattr(saved, key):
+            raise InputError(f"--resume continues the same training: --{key.replace('_', '-')} "
+                             f"{given} differs from the checkpoint's {getattr(saved, key)}; "
+                             "start a new run to change it", ckpt_path)
+    for key in ("device", "workers", "quiet", "stop_after"):
+        setattr(saved, key, getattr(args, key))
+    saved.resume = str(ckpt_path)
+    return saved, ckpt, ckpt_path.parent.parent
+
+
+def main(args: argparse.Namespace) -> Path:
+    parser = get_args_parser()
+    ckpt, run_dir = None, None
+    if args.resume:
+        args, ckpt, run_dir = resume_args(args, parser)
+    check_args(args)
+    device = select_device(args.device)
+    hyp = ckpt["hyp"] if ckpt else load_hyp(args.hyp)
+    repro_notes = apply_repro(args, hyp) if not ckpt else []
+    configure_determinism(args.repro, args.threads)
+    seed_everything(args.seed)
+    if args.workers is None:
+        args.workers = min(2, os.cpu_count() or 1)
+    for note in repro_notes:
+        print(f"repro: {note}")
+
+    data = prepare_data(args.data)
+    num_classes = 1 if args.single_cls else data.num_classes
+    names = ["object"] if args.single_cls else data.names
+    model = Darknet(args.cfg, num_classes=num_classes,
+                    upsample="deterministic" if args.repro else "nearest")
+    for note in model.adaptations:
+        print(f"cfg adapted to the data: {note}")
+    print(model_summary(model, args.img_size))
+    if args.weights and not ckpt:
+        for line in load_initial_weights(model, args.weights):
+            print(f"weights: not loaded {line}")
+    model.to(device)
+
+    augment = not args.repro or args.augment
+    train_set = YoloDataset(list_images(data.train, data.path, data.lines.get("train")),
+                            num_classes, args.img_size, augment=augment, hyp=hyp,
+                            seed=args.seed, rect=args.rect, batch_size=args.batch_size,
+                            cache_images=args.cache_images, single_cls=args.single_cls)
+    val_set = make_val_dataset(data, args.img_size, args.batch_size, args.single_cls,
+                               cache_images=args.cache_images)
+    for name, ds in (("train", train_set), ("val", val_set)):
+        print(f"{name}: {ds.report.summary()}")
+        for message in ds.report.skipped_images + ds.report.labels.skipped:
+            print(f"  skipped {message}")
+    if len(train_set) < args.batch_size and args.repro:
+        raise InputError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} "
+                         "training images; under --repro partial batches are dropped")
+    train_loader = create_dataloader(train_set, args.batch_size, args.workers, shuffle=True,
+                                     drop_last=args.repro, seed=args.seed)
+    val_loader = create_dataloader(val_set, args.batch_size, args.workers, shuffle=False)
+
+    accumulate = max(round(NOMINAL_BATCH / args.batch_size), 1)
+    hyp["weight_decay"] *= args.batch_size * accumulate / NOMINAL_BATCH
+    optimizer = build_optimizer(model, hyp, args.adam)
+    lr_factor = functools.partial(cosine_factor, epochs=args.epochs, lrf=hyp["lrf"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
+    ema = ModelEMA(model)
+    start_epoch, best_fitness, lines = 0, -1.0, []
+    if ckpt:
+        load_state_checked(model, ckpt["model"], args.resume)
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, best_fitness, lines = ckpt["epoch"] + 1, ckpt["best_fitness"], ckpt["results"]
+        write_results(run_dir / "results.txt", lines)  # drops a line written after last.pt
+        print(f"Resuming {run_dir} from epoch {start_epoch}")
+    else:
+        run_dir = next_run_dir(args.project, args.name)
+        (run_dir / "weights").mkdir()
+        record = {"options": vars(args), "repro": repro_notes, "accumulate": accumulate,
+                  "environment": environment(device),
+                  "digests": {"cfg": file_digest(args.cfg), "hyp": file_digest(args.hyp),
+                              "train": files_digest(train_set.files + train_set.label_files),
+                              "val": files_digest(val_set.files + val_set.label_files)}}
+        atomic_write_text(run_dir / "opt.yaml", yaml.safe_dump(vars(args), sort_keys=False))
+        atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(hyp, sort_keys=False))
+        atomic_write_text(run_dir / "repro.yaml", yaml.safe_dump(record, sort_keys=False))
+    print(f"Run folder {run_dir}; {len(train_set)} train / {len(val_set)} val images, batch "
+          f"{args.batch_size} x accumulate {accumulate}, {args.epochs} epochs on {device}")
+
+    warmup_iterations = round(hyp["warmup_epochs"] * len(train_loader))
+    last_epoch = min(args.epochs, args.stop_after or args.epochs) - 1
+    done_epoch = start_epoch - 1
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.time()
+    try:
+        for epoch in range(start_epoch, last_epoch + 1):
+            train_loader.batch_sampler.set_epoch(epoch)
+            stats = train_one_epoch(
+                model, ema, optimizer, train_loader, device, epoch, args.epochs, hyp, accumulate,
+                warmup_iterations, hyp["lr0"] * lr_factor(epoch), args.seed, args.multi_scale,
+                run_dir / "train_batch0.jpg" if epoch == 0 else None, names, not args.quiet)
+            scheduler.step()
+            final = epoch == args.epochs - 1
+            result = None
+            if not args.notest or final:
+                result = evaluate(ema.module, val_loader, device, hyp, names=names,
+                                  plot_path=run_dir / "val_predictions.jpg",
+                                  progress=not args.quiet)
+            fingerprint = state_fingerprint(model.state_dict())
+            lines.append(format_line(epoch, args.epochs, _row(stats, result), fingerprint))
+            score = fitness(result.map50, result.map) if result else -1.0
+            is_best = score > best_fitness
+            best_fitness = max(best_fitness, score)
+            if not args.nosave or final or epoch == last_epoch:
+                state = _checkpoint(args, epoch, model, ema, optimizer, scheduler, hyp,
+                                    num_classes, names, best_fitness, lines)
+                atomic_torch_save(state, run_dir / "weights" / "last.pt")
+                if is_best:
+                    atomic_torch_save(state, run_dir / "weights" / "best.pt")
+            write_results(run_dir / "results.txt", lines)
+            done_epoch = epoch
+            summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map:.4f}"
+                       if result else "not evaluated (--notest)")
+            print(f"epoch {epoch}/{args.epochs - 1}: loss {stats.losses[3]:.5f}, {summary}, "
+                  f"fingerprint {fingerprint}")
+    except KeyboardInterrupt:
+        print(f"\nInterrupted during epoch {done_epoch + 1}. Kept results.txt and "
+              f"weights/last.pt through epoch {done_epoch}. Resume with:\n"
+              f"  python train.py --resume {run_dir}")
+        raise SystemExit(130)
+    except NonFiniteLoss as err:
+        print(f"\nStopped: {err}. weights/last.pt holds epoch {done_epoch}, the last good one.")
+        raise SystemExit(1)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if lines:
+        plot_results(run_dir / "results.txt", run_dir / "results.png")
+    minutes = (time.time() - started) / 60
+    print(f"Epochs {start_epoch}..{done_epoch} done in {minutes:.1f} min. Results in {run_dir}")
+    return run_dir
+
+
+def _raise_interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def _row(stats, result) -> dict:
+    row = {"mem_gb": stats.memory_gb, "targets": stats.targets, "img_size": stats.img_size}
+    row.update(zip(("box", "obj", "cls", "total"), stats.losses))
+    metrics = (result.precision, result.recall, result.map50, result.f1, *result.losses,
+               result.map) if result else (0.0,) * 8
+    row.update(zip(("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95"),
+                   metrics))
+    return row
+
+
+def _checkpoint(args, epoch, model, ema, optimizer, scheduler, hyp, num_classes, names,
+                best_fitness, lines) -> dict:
+    return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
+            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": get_rng_state(),
+            "data_order": {"seed": args.seed, "next_epoch": epoch + 1}, "args": vars(args),
+            "hyp": hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
+            "num_classes": num_classes, "names": names, "data": args.data,
+            "img_size": args.img_size, "upsample": model.upsample_mode,
+            "best_fitness": best_fitness, "results": lines}
+
+
+if __name__ == "__main__":
+    try:
+        main(get_args_parser().parse_args())
+    except InputError as err:
+        sys.exit(f"error: {err}")

@@ -1,0 +1,1 @@
+"""Library code of the trainer: data, boxes, loss, metrics, reproducibility."""

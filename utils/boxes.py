@@ -1,0 +1,47 @@
+"""Box format conversions and IoU variants.
+
+Formats: ``xyxy`` = (x1, y1, x2, y2) corners, ``xywh`` = (x_center, y_center, width, height);
+both in the same units (pixels or normalized), the functions do not care which.
+"""
+from __future__ import annotations
+
+import torch
+from torchvision.ops import box_iou, complete_box_iou_loss, generalized_box_iou_loss
+
+__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "box_iou", "paired_iou", "wh_ratio_match"]
+
+
+def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """[..., 4] xywh -> [..., 4] xyxy."""
+    xy, wh = boxes[..., :2], boxes[..., 2:4]
+    return torch.cat((xy - wh / 2, xy + wh / 2), dim=-1)
+
+
+def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
+    """[..., 4] xyxy -> [..., 4] xywh."""
+    return torch.cat(((boxes[..., :2] + boxes[..., 2:4]) / 2, boxes[..., 2:4] - boxes[..., :2]),
+                     dim=-1)
+
+
+def paired_iou(pred: torch.Tensor, target: torch.Tensor, kind: str = "giou") -> torch.Tensor:
+    """IoU variant of each pair: ``pred[i]`` with ``target[i]``, both [N, 4] xywh -> [N].
+
+    ``kind``: ``"giou"`` (generalized IoU, in -1..1) or ``"ciou"`` (complete IoU).
+    """
+    a, b = xywh_to_xyxy(pred), xywh_to_xyxy(target)
+    if kind == "giou":
+        return 1.0 - generalized_box_iou_loss(a, b, reduction="none")
+    if kind == "ciou":
+        return 1.0 - complete_box_iou_loss(a, b, reduction="none")
+    raise ValueError(f"kind must be 'giou' or 'ciou', got {kind!r}")
+
+
+def wh_ratio_match(target_wh: torch.Tensor, anchor_wh: torch.Tensor,
+                   threshold: float) -> torch.Tensor:
+    """Which (anchor, target) pairs have width and height within a factor ``threshold``.
+
+    target_wh [N, 2], anchor_wh [A, 2] (same units) -> bool [A, N].
+    """
+    ratio = target_wh[None, :, :] / anchor_wh[:, None, :]
+    worst = torch.max(ratio, 1.0 / ratio).max(dim=2).values
+    return worst < threshold

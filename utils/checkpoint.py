@@ -1,0 +1,95 @@
+"""Checkpoints: everything an exact resume needs, and loading weights for inference.
+
+A training checkpoint holds the raw weights and the EMA weights apart, the EMA update count, the
+optimizer and scheduler, the epoch, every RNG state, the data-order state, the resolved options
+and hyperparameters, the cfg text and class names, and the results.txt lines so far.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from models.darknet import Darknet
+from models.darknet_weights import load_darknet_weights
+from utils.errors import InputError, WeightsError
+
+CHECKPOINT_KIND = "yolov3-repro-checkpoint"
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and check a training checkpoint (.pt). Raises WeightsError for any other file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError("no such checkpoint file", path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a file that is not its own
+        raise WeightsError(f"not a PyTorch checkpoint ({type(err).__name__}: "
+                           f"{str(err).splitlines()[0][:120]})", path) from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+        raise WeightsError("a PyTorch file, but not a checkpoint written by this trainer "
+                           f"(expected kind={CHECKPOINT_KIND!r})", path)
+    return ckpt
+
+
+def load_state_checked(model: torch.nn.Module, state: dict, source: str | Path) -> None:
+    """Load ``state`` into ``model`` strictly; list every missing, unexpected or misshapen key."""
+    own = model.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                 for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more"
+                                             if len(problems) > 20 else "")
+        raise WeightsError(f"weights do not fit the model ({len(problems)} keys): {shown}",
+                           source)
+    model.load_state_dict(state)
+
+
+def model_from_checkpoint(ckpt: dict, source: str | Path, use_ema: bool = True) -> Darknet:
+    model = Darknet(ckpt["cfg_path"], num_classes=ckpt["num_classes"],
+                    upsample=ckpt.get("upsample", "nearest"), cfg_text=ckpt["cfg_text"])
+    state = ckpt["ema"]["weights"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    load_state_checked(model, state, source)
+    return model
+
+
+def load_inference_model(weights: str | Path, cfg: str | Path | None = None,
+                         num_classes: int | None = None) -> tuple[Darknet, dict]:
+    """A model ready for evaluation from a checkpoint (its EMA weights) or a darknet .weights file
+    (with ``cfg``). Returns the model and the checkpoint's metadata (empty for .weights)."""
+    weights = Path(weights)
+    if weights.suffix == ".weights":
+        if cfg is None:
+            raise InputError("a darknet .weights file needs --cfg", weights)
+        model = Darknet(cfg, num_classes=num_classes)
+        load_darknet_weights(model, weights)
+        return model, {}
+    ckpt = load_checkpoint(weights)
+    model = model_from_checkpoint(ckpt, weights)
+    meta = {k: ckpt.get(k) for k in ("names", "args", "epoch", "data", "img_size")}
+    return model, meta
+
+
+def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
+    """Start training from ``weights`` (a checkpoint's raw weights, or darknet .weights for the
+    same cfg). Tensors whose shape differs (e.g. yolo heads for another class count) are left
+    as initialized; returns one line per such key, so nothing is dropped silently."""
+    weights = Path(weights)
+    if weights.suffix == ".weights":
+        source = Darknet(model.cfg_path, cfg_text=model.cfg_text)  # the cfg's own class count
+        load_darknet_weights(source, weights)
+        state = source.state_dict()
+    else:
+        state = load_checkpoint(weights)["model"]
+    own = model.state_dict()
+    skipped = [f"{k}: not in the model" for k in state if k not in own]
+    skipped += [f"{k}: weights {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                for k, v in own.items() if k in state and state[k].shape != v.shape]
+    skipped += [f"{k}: not in the weights" for k in own if k not in state]
+    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    own.update(fitting)
+    model.load_state_dict(own)
+    return skipped

@@ -1,0 +1,234 @@
+"""The detection dataset, its epoch-aware sampler and the DataLoader that joins them.
+
+A sample is addressed by ``(epoch, index)``: its augmentation is drawn from
+``utils.repro.sample_rng(seed, epoch, index)``, so a sample looks the same whichever worker
+loads it and whether or not the run was resumed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from utils.augment import (augment_hsv, flip_lr, flip_ud, letterbox, mosaic, random_affine)
+from utils.errors import ImageError
+from utils.image_io import load_image
+from utils.labels import LabelReport, read_labels
+from utils.data_config import label_path_for
+from utils.repro import epoch_permutation, sample_rng
+
+AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "fliplr",
+                "flipud", "mosaic")
+
+
+@dataclass
+class DatasetReport:
+    images: int = 0
+    skipped_images: list[str] = field(default_factory=list)
+    labels: LabelReport = field(default_factory=LabelReport)
+
+    def summary(self) -> str:
+        lab = self.labels
+        text = (f"{self.images} images, {lab.boxes} boxes, {lab.missing} without a label file, "
+                f"{lab.empty} with an empty one")
+        if self.skipped_images or lab.skipped:
+            text += (f"; skipped {len(self.skipped_images)} bad images and "
+                     f"{len(lab.skipped)} bad label rows")
+        return text
+
+
+def _xywhn_to_xyxy(labels: np.ndarray, w: float, h: float, left: float = 0, top: float = 0
+                   ) -> np.ndarray:
+    """[class, x, y, w, h] normalized -> [class, x1, y1, x2, y2] pixels, scaled and shifted."""
+    out = labels.astype(np.float64).copy()
+    out[:, 1] = w * (labels[:, 1] - labels[:, 3] / 2) + left
+    out[:, 2] = h * (labels[:, 2] - labels[:, 4] / 2) + top
+    out[:, 3] = w * (labels[:, 1] + labels[:, 3] / 2) + left
+    out[:, 4] = h * (labels[:, 2] + labels[:, 4] / 2) + top
+    return out
+
+
+class YoloDataset(Dataset):
+    """Images and YOLO labels, letterboxed (and augmented when ``augment``) to ``img_size``.
+
+    Every image is decoded once here, in the main process, so a bad file is reported and skipped
+    before training, never from inside a DataLoader worker.
+
+    Items: ``(image [3, H, W] uint8 RGB, labels [N, 6] (0, class, x, y, w, h normalized),
+    path, shapes ((h0, w0), (scale, (left, top))))``.
+    """
+
+    def __init__(self, image_files: list[Path], num_classes: int, img_size: int,
+                 augment: bool = False, hyp: dict | None = None, seed: int = 0,
+                 rect: bool = False, batch_size: int = 16, stride: int = 32,
+                 cache_images: bool = False, single_cls: bool = False):
+        self.img_size = img_size
+        self.augment = augment
+        self.hyp = hyp or {}
+        self.seed = seed
+        self.rect = rect
+        self.report = DatasetReport()
+        self.files: list[Path] = []
+        self.shapes: list[tuple[int, int]] = []
+        self.cache: list[np.ndarray] | None = [] if cache_images else None
+        for path in image_files:
+            try:
+                img = load_image(path)
+            except ImageError as err:
+                self.report.skipped_images.append(str(err))
+                continue
+            self.files.append(path)
+            self.shapes.append(img.shape[:2])
+            if self.cache is not None:
+                self.cache.append(self._resize(img))
+        if not self.files:
+            raise ImageError(f"none of the {len(image_files)} images could be read: "
+                             + "; ".join(self.report.skipped_images[:3]))
+        self.report.images = len(self.files)
+        self.label_files = [label_path_for(p) for p in self.files]
+        self.labels, self.report.labels = read_labels(self.label_files, num_classes, single_cls)
+        self.batch_shapes = self._rect_shapes(batch_size, stride) if rect else None
+
+    def _rect_shapes(self, batch_size: int, stride: int) -> np.ndarray:
+        """Sort by aspect ratio; each batch gets the smallest stride-multiple shape that fits."""
+        aspect = np.array([h / w for h, w in self.shapes])
+        order = aspect.argsort(kind="stable")
+        for name in ("files", "shapes", "labels", "label_files"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in order])
+        if self.cache is not None:
+            self.cache = [self.cache[i] for i in order]
+        aspect = aspect[order]
+        batch_count = math.ceil(len(aspect) / batch_size)
+        shapes = np.ones((batch_count, 2))
+        for b in range(batch_count):
+            ar = aspect[b * batch_size:(b + 1) * batch_size]
+            if ar.max() < 1:
+                shapes[b] = [ar.max(), 1]
+            elif ar.min() > 1:
+                shapes[b] = [1, 1 / ar.min()]
+        shapes = np.ceil(shapes * self.img_size / stride).astype(int) * stride
+        self.batch_size = batch_size
+        return shapes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _resize(self, img: np.ndarray) -> np.ndarray:
+        """Resize so the longer side is ``img_size`` (shrinking never enlarges by accident)."""
+        h, w = img.shape[:2]
+        r = self.img_size / max(h, w)
+        if r != 1:
+            interp = cv2.INTER_AREA if r < 1 and not self.augment else cv2.INTER_LINEAR
+            img = cv2.resize(img, (int(round(w * r)), int(round(h * r))), interpolation=interp)
+        return img
+
+    def load_resized(self, index: int) -> np.ndarray:
+        if self.cache is not None:
+            return self.cache[index]
+        return self._resize(load_image(self.files[index]))
+
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        rng = sample_rng(self.seed, epoch, index)
+        hyp = self.hyp
+        h0, w0 = self.shapes[index]
+        use_mosaic = self.augment and not self.rect and rng.random() < hyp.get("mosaic", 0.0)
+        if use_mosaic:
+            others = rng.integers(0, len(self), 3).tolist()
+            images, boxes = [], []
+            for k in [index] + others:
+                img = self.load_resized(k)
+                boxes.append(_xywhn_to_xyxy(self.labels[k], img.shape[1], img.shape[0]))
+                images.append(img)
+            img, boxes = mosaic(images, boxes, self.img_size, rng)
+            border = -self.img_size // 2
+            shapes = ((h0, w0), (1.0, (0.0, 0.0)))
+        else:
+            img = self.load_resized(index)
+            shape = (tuple(self.batch_shapes[index // self.batch_size]) if self.rect
+                     else (self.img_size, self.img_size))
+            resized_h, resized_w = img.shape[:2]
+            img, scale, (left, top) = letterbox(img, shape, scaleup=self.augment)
+            boxes = _xywhn_to_xyxy(self.labels[index], resized_w * scale, resized_h * scale,
+                                   left, top)
+            border = 0
+            shapes = ((h0, w0), (resized_w * scale / w0, (left, top)))
+        if self.augment:
+            img, boxes = random_affine(img, boxes, rng, hyp.get("degrees", 0.0),
+                                       hyp.get("translate", 0.0), hyp.get("scale", 0.0),
+                                       hyp.get("shear", 0.0), border)
+            if any(hyp.get(k, 0.0) for k in ("hsv_h", "hsv_s", "hsv_v")):
+                img = augment_hsv(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0),
+                                  hyp.get("hsv_v", 0.0))
+            if rng.random() < hyp.get("fliplr", 0.0):
+                img, boxes = flip_lr(img, boxes)
+            if rng.random() < hyp.get("flipud", 0.0):
+                img, boxes = flip_ud(img, boxes)
+        h, w = img.shape[:2]
+        labels = torch.zeros((len(boxes), 6))
+        if len(boxes):
+            b = torch.from_numpy(boxes).float()
+            labels[:, 1] = b[:, 0]
+            labels[:, 2] = (b[:, 1] + b[:, 3]) / 2 / w
+            labels[:, 3] = (b[:, 2] + b[:, 4]) / 2 / h
+            labels[:, 4] = (b[:, 3] - b[:, 1]) / w
+            labels[:, 5] = (b[:, 4] - b[:, 2]) / h
+        image = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
+        return image, labels, str(self.files[index]), shapes
+
+
+def collate(batch):
+    """Stack images; concatenate labels, writing each one's image index into column 0."""
+    images, labels, paths, shapes = zip(*batch)
+    for i, lab in enumerate(labels):
+        lab[:, 0] = i
+    return torch.stack(images, 0), torch.cat(labels, 0), paths, shapes
+
+
+class EpochBatchSampler(Sampler):
+    """Batches of ``(epoch, index)``; the order is a function of (seed, epoch) alone.
+
+    Call :meth:`set_epoch` before iterating. With ``drop_last`` every batch has exactly
+    ``batch_size`` samples.
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
+        self.size = size
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = (epoch_permutation(self.seed, self.epoch, self.size) if self.shuffle
+                 else range(self.size))
+        batch = []
+        for index in order:
+            batch.append((self.epoch, index))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+
+def create_dataloader(dataset: YoloDataset, batch_size: int, workers: int, shuffle: bool,
+                      drop_last: bool = False, seed: int = 0) -> DataLoader:
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle and not dataset.rect,
+                                drop_last, seed)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False)

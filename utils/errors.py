@@ -1,0 +1,37 @@
+"""The project's own error types: each message names the file, the line and what was expected."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad user input (a file or an option). ``str(err)`` is the whole message for the user."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        where = ""
+        if self.path is not None:
+            where = self.path if line is None else f"{self.path}:{line}"
+            where += ": "
+        super().__init__(where + message)
+
+
+class CfgError(InputError):
+    """A darknet .cfg file that cannot be turned into a model."""
+
+
+class DataConfigError(InputError):
+    """A .data file (or a path it names) that cannot be used."""
+
+
+class LabelError(InputError):
+    """One bad row in a YOLO label file."""
+
+
+class ImageError(InputError):
+    """An image file that cannot be decoded."""
+
+
+class WeightsError(InputError):
+    """A weights or checkpoint file that does not fit the model."""

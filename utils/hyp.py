@@ -1,0 +1,44 @@
+"""Hyperparameter files: a yaml mapping with exactly the keys of data/hyp.scratch.yaml."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from utils.errors import InputError
+
+DEFAULT_HYP = Path(__file__).resolve().parent.parent / "data" / "hyp.scratch.yaml"
+STRING_KEYS = {"iou_type": ("giou", "ciou")}
+
+
+def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
+    """Read and check a hyperparameter file: every key known, every value a number (or one of
+    the allowed words), none missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("hyperparameter file not found", path)
+    try:
+        hyp = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        raise InputError(f"not valid yaml: {getattr(err, 'problem', err)}", path,
+                         None if line is None else line + 1) from None
+    if not isinstance(hyp, dict):
+        raise InputError("expected a mapping of hyperparameter: value", path)
+    known = yaml.safe_load(DEFAULT_HYP.read_text())
+    lines = {k: n for n, raw in enumerate(path.read_text().splitlines(), 1)
+             for k in [raw.split(":", 1)[0].strip()] if ":" in raw}
+    for key, value in hyp.items():
+        if key not in known:
+            raise InputError(f"unknown hyperparameter {key!r}, expected one of {sorted(known)}",
+                             path, lines.get(key))
+        if key in STRING_KEYS:
+            if value not in STRING_KEYS[key]:
+                raise InputError(f"{key}: {value!r}, expected one of {STRING_KEYS[key]}", path,
+                                 lines.get(key))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{key}: {value!r} is not a number", path, lines.get(key))
+    missing = sorted(set(known) - set(hyp))
+    if missing:
+        raise InputError(f"missing hyperparameters: {missing}", path)
+    return {k: (v if k in STRING_KEYS else float(v)) for k, v in hyp.items()}

@@ -1,0 +1,61 @@
+"""Reading image files with OpenCV, refusing the ones that would fail later.
+
+Grey and RGBA images are converted to 3-channel BGR. A zero-byte file, a file whose bytes are
+not an image, or a truncated JPEG / PNG (which OpenCV may half-decode with only a note on
+stderr) is reported with the reason.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from utils.errors import ImageError
+
+# OpenCV would otherwise start its own thread pool in every DataLoader worker, fighting torch's
+# threads for the two cores.
+cv2.setNumThreads(0)
+
+_JPEG_END = b"\xff\xd9"
+_PNG_END = b"IEND\xaeB`\x82"
+
+
+def image_problem(path: Path, data: bytes) -> str | None:
+    """Why ``data`` (the bytes of ``path``) is not a usable image, or None."""
+    if not data:
+        return "zero-byte file"
+    if data[:3] == b"\xff\xd8\xff":
+        # Trailing padding after the end marker happens in the wild; a missing marker is a cut.
+        if _JPEG_END not in data[-64:]:
+            return "truncated JPEG (no end-of-image marker)"
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        if _PNG_END not in data[-32:]:
+            return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """The image at ``path`` as (H, W, 3) BGR uint8. Raises ImageError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(f"cannot read: {err.strerror}", path) from None
+    problem = image_problem(path, data)
+    if problem:
+        raise ImageError(problem, path)
+    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageError("not an image OpenCV can decode", path)
+    if img.dtype == np.uint16:  # 16-bit PNG / TIFF: keep the high byte
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageError(f"unsupported pixel type {img.dtype}, expected 8 or 16 bit", path)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    return img

@@ -1,0 +1,107 @@
+"""The YOLOv3 loss: box regression by GIoU (or CIoU), objectness BCE against an IoU target,
+class BCE. Pure functions: anchors, strides and gains come in as arguments.
+
+Targets are [T, 6] rows ``(image index, class, x, y, w, h)`` with xywh normalized to the input
+image. Predictions are the training outputs of ``Darknet``, one [B, A, H, W, 5 + C] tensor per
+yolo layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from utils.boxes import paired_iou, wh_ratio_match
+
+
+@dataclass
+class LayerTargets:
+    """The targets assigned to one yolo layer; all tensors have one row per assignment."""
+    image: torch.Tensor    # [n] image index in the batch
+    anchor: torch.Tensor   # [n] anchor index within the layer
+    gy: torch.Tensor       # [n] grid row
+    gx: torch.Tensor       # [n] grid column
+    box: torch.Tensor      # [n, 4] x, y offset within the cell, w, h (grid units)
+    anchor_wh: torch.Tensor  # [n, 2] the matched anchor (grid units)
+    cls: torch.Tensor      # [n] class index
+
+
+def build_targets(targets: torch.Tensor, anchors: list[torch.Tensor],
+                  grid_shapes: list[tuple[int, int]], anchor_t: float) -> list[LayerTargets]:
+    """Assign each target to every anchor whose shape is within ``anchor_t`` of its own, in the
+    grid cell holding its centre.
+
+    anchors: per layer [A, 2] in grid units (pixels / stride); grid_shapes: per layer (H, W).
+    """
+    out = []
+    for layer_anchors, (ny, nx) in zip(anchors, grid_shapes):
+        scale = torch.tensor([nx, ny, nx, ny], dtype=targets.dtype, device=targets.device)
+        boxes = targets[:, 2:6] * scale  # [T, 4] xywh in grid units
+        match = wh_ratio_match(boxes[:, 2:4], layer_anchors, anchor_t)  # [A, T]
+        anchor_index, target_index = match.nonzero(as_tuple=True)
+        t = targets[target_index]
+        b = boxes[target_index]
+        cell = b[:, :2].long()
+        gx, gy = cell[:, 0].clamp(0, nx - 1), cell[:, 1].clamp(0, ny - 1)
+        offset = b[:, :2] - torch.stack((gx, gy), dim=1).to(b.dtype)
+        out.append(LayerTargets(t[:, 0].long(), anchor_index, gy, gx,
+                                torch.cat((offset, b[:, 2:4]), dim=1),
+                                layer_anchors[anchor_index], t[:, 1].long()))
+    return out
+
+
+def _unique_max(flat_index: torch.Tensor, values: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """For duplicate indices keep the largest value, so an indexed write does not depend on
+    which duplicate a device happens to write last. Returns (unique indices, their values)."""
+    by_value = torch.sort(values, stable=True).indices
+    by_index = torch.sort(flat_index[by_value], stable=True).indices
+    order = by_value[by_index]  # sorted by index, then by value within each index
+    sorted_index = flat_index[order]
+    last = torch.ones_like(sorted_index, dtype=torch.bool)
+    last[:-1] = sorted_index[1:] != sorted_index[:-1]
+    return sorted_index[last], values[order][last]
+
+
+def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[torch.Tensor],
+              strides: list[int], hyp: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns ``(loss, parts)``: loss is a scalar scaled by the batch size (the gradient of a
+    sum over images), parts is [4] (box, obj, cls, total) per image, detached.
+
+    anchors: per layer [A, 2] in pixels; strides: per layer, pixels per grid cell;
+    hyp keys: box, obj, cls (gains), cls_pw, obj_pw (BCE positive weights), anchor_t, iou_type.
+    """
+    device = preds[0].device
+    dtype = preds[0].dtype
+    grid_anchors = [a.to(device) / s for a, s in zip(anchors, strides)]
+    assigned = build_targets(targets.to(device), grid_anchors,
+                             [tuple(p.shape[2:4]) for p in preds], hyp["anchor_t"])
+    bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([hyp["cls_pw"]], device=device))
+    bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([hyp["obj_pw"]], device=device))
+    box_loss = torch.zeros((), device=device, dtype=dtype)
+    obj_loss = torch.zeros((), device=device, dtype=dtype)
+    cls_loss = torch.zeros((), device=device, dtype=dtype)
+    for p, t in zip(preds, assigned):
+        batch, num_anchors, ny, nx, outputs = p.shape
+        target_obj = torch.zeros(p.shape[:4], device=device, dtype=dtype)
+        if len(t.image):
+            ps = p[t.image, t.anchor, t.gy, t.gx]  # [n, 5 + C]
+            pxy = ps[:, :2].sigmoid()
+            pwh = ps[:, 2:4].clamp(max=10.0).exp() * t.anchor_wh
+            iou = paired_iou(torch.cat((pxy, pwh), 1), t.box, hyp.get("iou_type", "giou"))
+            box_loss = box_loss + (1.0 - iou).mean()
+            flat = ((t.image * num_anchors + t.anchor) * ny + t.gy) * nx + t.gx
+            index, value = _unique_max(flat, iou.detach().clamp(min=0).to(dtype))
+            target_obj.view(-1)[index] = value
+            if outputs > 6:  # more than one class
+                target_cls = torch.zeros_like(ps[:, 5:])
+                target_cls[torch.arange(len(t.cls), device=device), t.cls] = 1.0
+                cls_loss = cls_loss + bce_cls(ps[:, 5:], target_cls)
+        obj_loss = obj_loss + bce_obj(p[..., 4], target_obj)
+    box_loss = box_loss * hyp["box"]
+    obj_loss = obj_loss * hyp["obj"]
+    cls_loss = cls_loss * hyp["cls"]
+    total = box_loss + obj_loss + cls_loss
+    parts = torch.stack((box_loss, obj_loss, cls_loss, total)).detach()
+    return total * preds[0].shape[0], parts

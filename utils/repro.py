@@ -1,0 +1,93 @@
+"""The one module that owns randomness and determinism.
+
+Every random draw that shapes a training comes from here:
+- weight init from torch's CPU generator, seeded by :func:`seed_everything`;
+- the order of the samples from :func:`epoch_permutation` (seed, epoch);
+- each sample's augmentation from :func:`sample_rng` (seed, epoch, sample index).
+Draws derived from (seed, epoch, index) do not depend on the DataLoader's worker count or on the
+point where a run was resumed, which per-worker streams would.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+# Must be in the environment before CUDA/cuBLAS starts, else deterministic mm/bmm raise on CUDA.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def derive_seed(seed: int, *keys: object) -> int:
+    """A 63-bit seed from ``seed`` and ``keys``, stable across machines and Python versions."""
+    text = ":".join(str(k) for k in (seed, *keys)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's legacy global generator and torch (CPU and every CUDA
+    device). Every seed, 0 included, gives a deterministic run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator for one sample's augmentation in one epoch."""
+    return np.random.default_rng([seed % 2**63, epoch, index])
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
+    """The shuffled order of ``n`` samples for ``epoch``, drawn on a CPU generator."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "shuffle", epoch))
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def configure_determinism(deterministic: bool, threads: int | None = None) -> None:
+    """Set torch's global switches for a reproducible (or a fast) run.
+
+    Deterministic: strict ``use_deterministic_algorithms``, cuDNN deterministic and not
+    benchmarking, TF32 off for convolutions and matmuls. Otherwise cuDNN may benchmark and pick
+    the fastest (possibly nondeterministic) kernels.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.allow_tf32 = not deterministic
+    torch.backends.cuda.matmul.allow_tf32 = False
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Every global generator's state, for an exact resume."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"][:torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda_states)
+
+
+def state_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """First 16 hex digits of the SHA-256 of a state dict: names, dtypes, shapes and bytes, in
+    the state dict's own (fixed, model-defined) key order."""
+    digest = hashlib.sha256()
+    for name, tensor in state_dict.items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
