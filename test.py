@@ -19,9 +19,11 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import xywh_to_xyxy
-from utils.data_config import list_images, load_data_config
+from utils.checkpoint import load_inference_model
+from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, create_dataloader
 from utils.device import select_device
+from utils.engine import to_model_input
 from utils.errors import InputError
 from utils.loss import yolo_loss
 from utils.metrics import ap_per_class, match_predictions
@@ -66,7 +68,7 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     batches = 0
     for i, (images, targets, paths, shapes) in enumerate(
             tqdm(loader, desc="evaluating", disable=not progress, leave=False)):
-        images = images.to(device, non_blocking=True).float() / 255
+        images = to_model_input(images, device)
         targets = targets.to(device)
         _, _, height, width = images.shape
         detections, raw = model(images)
@@ -144,9 +146,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> EvalResult:
-    from utils.checkpoint import load_inference_model
-    from utils.shapes_data import prepare_data
-
     device = select_device(args.device)
     model, meta = load_inference_model(args.weights, args.cfg)
     data_path = args.data or meta.get("data")
@@ -157,7 +156,7 @@ def main(args: argparse.Namespace) -> EvalResult:
     names = meta.get("names") or data.names
     if args.fuse:
         model.fuse()
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)  # as in training: the same bits
     dataset = make_val_dataset(data, img_size, args.batch_size, args.single_cls)
     loader = create_dataloader(dataset, args.batch_size, workers=0, shuffle=False)
     coco = [] if args.save_json else None

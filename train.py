@@ -138,6 +138,18 @@ def apply_repro(args: argparse.Namespace, hyp: dict) -> list[str]:
     return notes
 
 
+def scale_hyp(hyp: dict, num_classes: int, yolo_layers: int, img_size: int,
+              nominal_batch: int) -> dict:
+    """Gains in the hyp file are for 80 classes, 3 yolo layers, 640 px and a batch of 64; adapt
+    them so the loss parts keep their balance (the yolov5 rule)."""
+    hyp = dict(hyp)
+    hyp["box"] *= 3 / yolo_layers
+    hyp["cls"] *= num_classes / 80 * 3 / yolo_layers
+    hyp["obj"] *= (img_size / 640) ** 2 * 3 / yolo_layers
+    hyp["weight_decay"] *= nominal_batch / NOMINAL_BATCH
+    return hyp
+
+
 def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
                 ) -> tuple[argparse.Namespace, dict, Path]:
     """Options of the run being resumed, with the checkpoint; refuses changed pinned options."""
@@ -167,8 +179,9 @@ def main(args: argparse.Namespace) -> Path:
         args, ckpt, run_dir = resume_args(args, parser)
     check_args(args)
     device = select_device(args.device)
-    hyp = ckpt["hyp"] if ckpt else load_hyp(args.hyp)
-    repro_notes = apply_repro(args, hyp) if not ckpt else []
+    # The hyp file's values (after --repro's changes); the gains used are scaled from them.
+    base_hyp = ckpt["hyp"] if ckpt else load_hyp(args.hyp)
+    repro_notes = apply_repro(args, base_hyp) if not ckpt else []
     configure_determinism(args.repro, args.threads)
     seed_everything(args.seed)
     if args.workers is None:
@@ -187,11 +200,11 @@ def main(args: argparse.Namespace) -> Path:
     if args.weights and not ckpt:
         for line in load_initial_weights(model, args.weights):
             print(f"weights: not loaded {line}")
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last)
 
     augment = not args.repro or args.augment
     train_set = YoloDataset(list_images(data.train, data.path, data.lines.get("train")),
-                            num_classes, args.img_size, augment=augment, hyp=hyp,
+                            num_classes, args.img_size, augment=augment, hyp=base_hyp,
                             seed=args.seed, rect=args.rect, batch_size=args.batch_size,
                             cache_images=args.cache_images, single_cls=args.single_cls)
     val_set = make_val_dataset(data, args.img_size, args.batch_size, args.single_cls,
@@ -208,7 +221,8 @@ def main(args: argparse.Namespace) -> Path:
     val_loader = create_dataloader(val_set, args.batch_size, args.workers, shuffle=False)
 
     accumulate = max(round(NOMINAL_BATCH / args.batch_size), 1)
-    hyp["weight_decay"] *= args.batch_size * accumulate / NOMINAL_BATCH
+    hyp = scale_hyp(base_hyp, num_classes, len(model.yolo_layers), args.img_size,
+                    args.batch_size * accumulate)
     optimizer = build_optimizer(model, hyp, args.adam)
     lr_factor = functools.partial(cosine_factor, epochs=args.epochs, lrf=hyp["lrf"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
@@ -227,12 +241,13 @@ def main(args: argparse.Namespace) -> Path:
         run_dir = next_run_dir(args.project, args.name)
         (run_dir / "weights").mkdir()
         record = {"options": vars(args), "repro": repro_notes, "accumulate": accumulate,
+                  "loss_gains_used": {k: hyp[k] for k in ("box", "obj", "cls", "weight_decay")},
                   "environment": environment(device),
                   "digests": {"cfg": file_digest(args.cfg), "hyp": file_digest(args.hyp),
                               "train": files_digest(train_set.files + train_set.label_files),
                               "val": files_digest(val_set.files + val_set.label_files)}}
         atomic_write_text(run_dir / "opt.yaml", yaml.safe_dump(vars(args), sort_keys=False))
-        atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(hyp, sort_keys=False))
+        atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(base_hyp, sort_keys=False))
         atomic_write_text(run_dir / "repro.yaml", yaml.safe_dump(record, sort_keys=False))
     print(f"Run folder {run_dir}; {len(train_set)} train / {len(val_set)} val images, batch "
           f"{args.batch_size} x accumulate {accumulate}, {args.epochs} epochs on {device}")
@@ -262,7 +277,7 @@ def main(args: argparse.Namespace) -> Path:
             is_best = score > best_fitness
             best_fitness = max(best_fitness, score)
             if not args.nosave or final or epoch == last_epoch:
-                state = _checkpoint(args, epoch, model, ema, optimizer, scheduler, hyp,
+                state = _checkpoint(args, epoch, model, ema, optimizer, scheduler, base_hyp,
                                     num_classes, names, best_fitness, lines)
                 atomic_torch_save(state, run_dir / "weights" / "last.pt")
                 if is_best:

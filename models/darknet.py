@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -88,6 +89,21 @@ class Darknet(nn.Module):
         if len(classes) != 1:
             raise CfgError(f"the [yolo] layers disagree on classes: {sorted(classes)}", cfg)
         self.num_classes = classes.pop()
+        self._init_head_biases()
+
+    def _init_head_biases(self) -> None:
+        """Start the heads at sensible priors (RetinaNet's trick): about 8 objects per 640 px
+        image, and class scores near 1/C, instead of 0.5 everywhere. This spares the first
+        hundreds of steps that would otherwise only push every objectness score down."""
+        with torch.no_grad():
+            for i in self.yolo_layers:
+                conv = self.module_list[i - 1].Conv2d
+                yolo = self.module_list[i]
+                if conv.bias is None:  # a head conv with batch norm: nothing to set
+                    continue
+                bias = conv.bias.view(yolo.num_anchors, yolo.num_outputs)
+                bias[:, 4] += math.log(8 / (640 / yolo.stride) ** 2)
+                bias[:, 5:] += math.log(0.6 / (yolo.num_classes - 0.99))
 
     @staticmethod
     def _build(layers: list[dict], in_channels: int, path, upsample: str):
@@ -270,5 +286,5 @@ def model_summary(model: Darknet, img_size: int) -> str:
     upsample_note = (f"{len(ups)} upsample layers, {deterministic} of them deterministic "
                      "(expand+reshape)" if ups else "no upsample layers")
     return (f"Model summary: {len(model.module_list)} layers, {count_parameters(model):,} "
-            f"parameters, {count_flops(model, img_size) / 1e9:.2f} GFLOPs at {img_size} px, "
+            f"parameters, {count_flops(model, img_size) / 1e9:.3g} GFLOPs at {img_size} px, "
             f"{model.num_classes} classes, {upsample_note}")

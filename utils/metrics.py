@@ -45,12 +45,16 @@ def match_predictions(detections: torch.Tensor, labels: torch.Tensor,
 
 
 def compute_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """AP of one precision-recall curve (points sorted by decreasing score), 101-point COCO."""
-    r = np.concatenate(([0.0], recall, [1.0]))
-    p = np.concatenate(([1.0], precision, [0.0]))
-    envelope = np.flip(np.maximum.accumulate(np.flip(p)))
-    x = np.linspace(0, 1, 101)
-    return float(np.trapezoid(np.interp(x, r, envelope), x))
+    """AP of one precision-recall curve (points in order of decreasing score), COCO's rule: the
+    mean over recall r = 0, 0.01, ..., 1 of the best precision at any recall >= r (0 where the
+    recall is never reached). A perfect detector scores exactly 1."""
+    if not len(recall):
+        return 0.0
+    envelope = np.flip(np.maximum.accumulate(np.flip(precision)))
+    thresholds = np.linspace(0, 1, 101)
+    first = np.searchsorted(recall, thresholds, side="left")
+    reached = first < len(recall)
+    return float(np.where(reached, envelope[np.minimum(first, len(recall) - 1)], 0.0).mean())
 
 
 @dataclass

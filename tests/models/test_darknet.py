@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+from models import Darknet, count_parameters, model_summary
+from models.layers import RepeatUpsample
+from utils.errors import CfgError
+
+CFG = Path(__file__).resolve().parents[2] / "cfg"
+MICRO = Path(__file__).resolve().parents[1] / "data" / "micro.cfg"
+
+
+@pytest.mark.parametrize("name, layers, params", [
+    # Darknet's own counts for the 80-class models.
+    ("yolov3", 107, 61_949_149),
+    ("yolov3-tiny", 24, 8_852_366),
+    ("yolov3-spp", 114, 62_998_749),
+])
+def test_parameter_counts_match_darknet(name, layers, params):
+    model = Darknet(CFG / f"{name}.cfg")
+    assert len(model.module_list) == layers
+    assert count_parameters(model) == params
+    assert model.num_classes == 80
+
+
+def test_yolov3_tiny_output_shapes_and_strides():
+    model = Darknet(CFG / "yolov3-tiny.cfg").train()
+    outputs = model(torch.zeros(1, 3, 256, 256))
+    assert [tuple(o.shape) for o in outputs] == [(1, 3, 8, 8, 85), (1, 3, 16, 16, 85)]
+    assert model.strides() == [32, 16]
+    model.eval()
+    detections, raw = model(torch.zeros(1, 3, 256, 256))
+    assert detections.shape == (1, 3 * (64 + 256), 85)
+
+
+def test_class_count_adapts_heads_and_says_so():
+    model = Darknet(CFG / "yolov3.cfg", num_classes=4)
+    assert model.num_classes == 4
+    assert len(model.adaptations) == 3
+    assert "classes 80 -> 4" in model.adaptations[0] and "255 -> 27" in model.adaptations[0]
+    assert model.module_list[81].Conv2d.out_channels == 27
+
+
+def test_summary_mentions_flops_and_upsample_kind():
+    model = Darknet(CFG / "yolov3-tiny.cfg", upsample="deterministic")
+    text = model_summary(model, 416)
+    assert "24 layers" in text and "8,852,366 parameters" in text
+    assert "5.56 GFLOPs" in text  # Darknet reports 5.56 BFLOPs for yolov3-tiny at 416
+    assert "1 of them deterministic" in text
+    assert not any(isinstance(m, nn.Upsample) for m in model.modules())
+    assert sum(isinstance(m, RepeatUpsample) for m in model.modules()) == 1
+
+
+def test_fuse_keeps_detections():
+    torch.manual_seed(0)
+    model = Darknet(MICRO).eval()
+    for m in model.modules():  # non-trivial BN statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = torch.rand(2, 3, 64, 64)
+    before, _ = model(x)
+    after, _ = model.fuse()(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def _micro_with(tmp_path, old, new):
+    text = MICRO.read_text()
+    assert old in text
+    path = tmp_path / "bad.cfg"
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("filters=8\n", "", "missing the key 'filters'"),
+    ("layers = -1, 7", "layers = -1, 40", "points at layer 40"),
+    ("from=-3", "from=-9", "points at layer -4"),
+    ("mask = 3,4,5", "mask = 3,4,9", "names anchors [9]"),
+    ("filters=27\nactivation=linear\n\n[yolo]\nmask = 3,4,5",
+     "filters=30\nactivation=linear\n\n[yolo]\nmask = 3,4,5", "needs filters=27"),
+    ("filters=16\nsize=3\nstride=1", "filters=12\nsize=3\nstride=1", "[shortcut] adds layer 2"),
+    ("activation=leaky", "activation=gelu", "activation='gelu' is not supported"),
+    ("filters=8\n", "filters=eight\n", "is not an integer"),
+])
+def test_bad_cfg_names_line(tmp_path, old, new, message):
+    path = _micro_with(tmp_path, old, new)
+    with pytest.raises(CfgError) as err:
+        Darknet(path)
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(path) + ":")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["[convolutional]", "[route]", "[shortcut]", "[yolo]", "[maxpool]",
+                                 "[upsample]", "filters=8", "filters=27", "size=3", "size=1",
+                                 "stride=2", "layers=-2", "layers=-1,3", "from=-2", "mask=0,1,2",
+                                 "mask=5", "anchors=1,2,3,4,5,6", "classes=4", "pad=1",
+                                 "activation=leaky", "batch_normalize=1", "garbage", "x=1"]),
+                max_size=25))
+def test_model_builder_fails_only_with_its_own_error(tmp_path_factory, lines):
+    path = tmp_path_factory.mktemp("fuzz") / "f.cfg"
+    path.write_text("[net]\nchannels=3\n" + "\n".join(lines) + "\n")
+    try:
+        Darknet(path)
+    except CfgError as err:
+        assert str(err).startswith(str(path))

@@ -1,0 +1,101 @@
+import json
+import shutil
+
+import pytest
+import yaml
+
+from utils.drift import get_args_parser, main
+from utils.results import format_line, write_results
+
+BASE = {"mem_gb": 1.0, "box": 0.05, "obj": 0.1, "cls": 0.2, "total": 0.35, "targets": 10,
+        "img_size": 64, "P": 0.5, "R": 0.6, "mAP@0.5": 0.55, "F1": 0.54, "val_box": 0.04,
+        "val_obj": 0.09, "val_cls": 0.19, "mAP@0.5:0.95": 0.3}
+
+
+def _run(folder, epochs=4, change_from=None, delta=1e-7, settings=None, ultralytics=False):
+    folder.mkdir(parents=True)
+    lines = []
+    for e in range(epochs):
+        values = dict(BASE, total=BASE["total"] - 0.01 * e, **{"mAP@0.5": 0.5 + 0.05 * e})
+        fingerprint = f"{e:016x}"
+        if change_from is not None and e >= change_from:
+            values["mAP@0.5"] += delta
+            fingerprint = f"{e + 100:016x}"
+        lines.append(format_line(e, epochs, values, fingerprint))
+    if ultralytics:  # 15 columns, no header, no fingerprint, '%10.3g' style
+        text = "".join(" ".join(l.split()[:15]) + "\n" for l in lines)
+        (folder / "results.txt").write_text(text)
+    else:
+        write_results(folder / "results.txt", lines)
+    (folder / "repro.yaml").write_text(yaml.safe_dump(settings or {"options": {"seed": 0}}))
+    return folder
+
+
+def _main(capsys, *argv):
+    code = main(get_args_parser().parse_args(list(argv)))
+    return code, capsys.readouterr()
+
+
+def test_identical_runs(tmp_path, capsys):
+    a, b = _run(tmp_path / "a"), _run(tmp_path / "b")
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert code == 0
+    assert "identical to the last bit through epoch 3" in out.out
+    assert "recorded settings: no difference" in out.out
+    assert (tmp_path / "drift.png").stat().st_size > 0
+
+
+def test_runs_differing_from_an_epoch(tmp_path, capsys):
+    a, b = _run(tmp_path / "a"), _run(tmp_path / "b", change_from=2, delta=0.02,
+                                      settings={"options": {"seed": 1}})
+    code, out = _main(capsys, str(a), str(b / "results.txt"), "--out", str(tmp_path))
+    assert code == 1
+    assert "first difference at epoch 2: mAP@0.5 0.6 vs 0.62" in out.out
+    assert "options.seed: 0 vs 1" in out.out
+    # The largest difference, absolute and in percent of the value.
+    assert "mAP@0.5: 0.02 (3.33%) at epoch 2" in out.out
+
+
+def test_tolerance(tmp_path, capsys):
+    a, b = _run(tmp_path / "a"), _run(tmp_path / "b", change_from=1, delta=1e-7)
+    assert _main(capsys, str(a), str(b), "--out", str(tmp_path))[0] == 1
+    # Within 1e-6 the metrics agree; fingerprints are only compared at tolerance 0.
+    assert _main(capsys, str(a), str(b), "--tol", "1e-6", "--out", str(tmp_path))[0] == 0
+
+
+def test_different_epoch_counts_warn(tmp_path, capsys):
+    a, b = _run(tmp_path / "a", epochs=4), _run(tmp_path / "b", epochs=3)
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert "different epoch counts" in out.out and "WARNING" in out.out
+
+
+def test_reads_ultralytics_format(tmp_path, capsys):
+    a = _run(tmp_path / "a", ultralytics=True)
+    b = _run(tmp_path / "b", ultralytics=True, change_from=3, delta=0.1)
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert code == 1 and "first difference at epoch 3: mAP@0.5" in out.out
+    assert "n/a" in out.out  # no fingerprints in that format
+
+
+def test_three_runs_spread_and_json(tmp_path, capsys):
+    runs = [_run(tmp_path / n, change_from=c, delta=0.01)
+            for n, c in (("a", None), ("b", 1), ("c", None))]
+    code, out = _main(capsys, *map(str, runs), "--json", "--out", str(tmp_path))
+    report = json.loads(out.out)
+    assert code == 1 and report["agree"] is False
+    assert [p["agree"] for p in report["pairs"]] == [False, True]
+    spread = report["spread"][1]["mAP@0.5"]
+    assert spread["max"] - spread["min"] == pytest.approx(0.01)
+    assert spread["std"] > 0
+
+
+def test_malformed_file_exits_2_with_file_and_line(tmp_path, capsys):
+    a = _run(tmp_path / "a")
+    bad = tmp_path / "bad"
+    shutil.copytree(a, bad)
+    lines = (bad / "results.txt").read_text().splitlines()
+    lines[2] = "1/3 garbage"
+    (bad / "results.txt").write_text("\n".join(lines) + "\n")
+    code, out = _main(capsys, str(a), str(bad), "--out", str(tmp_path))
+    assert code == 2
+    assert f"{bad / 'results.txt'}:3:" in out.err and "columns" in out.err

@@ -1,0 +1,63 @@
+import torch
+
+from utils.loss import _unique_max, build_targets, yolo_loss
+
+HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0,
+       "iou_type": "giou"}
+
+
+def test_target_lands_in_centre_cell_of_matching_anchor():
+    # One 64x64 image, 8x8 grid (stride 8); a box centred at (20, 44) px, 16x16 px.
+    targets = torch.tensor([[0.0, 2.0, 20 / 64, 44 / 64, 16 / 64, 16 / 64]])
+    anchors = [torch.tensor([[2.0, 2.0], [20.0, 20.0]])]  # grid units: 16 px and 160 px
+    (t,) = build_targets(targets, anchors, [(8, 8)], anchor_t=4.0)
+    assert t.anchor.tolist() == [0]             # 160 px anchor is 10x too big
+    assert (t.gy.item(), t.gx.item()) == (5, 2)  # 44 / 8 = 5.5, 20 / 8 = 2.5
+    torch.testing.assert_close(t.box, torch.tensor([[0.5, 0.5, 2.0, 2.0]]))
+    assert t.cls.tolist() == [2] and t.image.tolist() == [0]
+
+
+def test_unique_max_keeps_largest_per_index():
+    index = torch.tensor([5, 3, 5, 5, 3, 7])
+    values = torch.tensor([0.2, 0.9, 0.7, 0.1, 0.4, 0.3])
+    unique, kept = _unique_max(index, values)
+    assert unique.tolist() == [3, 5, 7]
+    torch.testing.assert_close(kept, torch.tensor([0.9, 0.7, 0.3]))
+
+
+def _perfect_prediction():
+    """A [1, 1, 4, 4, 6] prediction that puts a box exactly on the single target."""
+    p = torch.full((1, 1, 4, 4, 6), -20.0)
+    p[0, 0, 1, 2, :2] = 0.0          # sigmoid(0) = 0.5: the cell centre
+    p[0, 0, 1, 2, 2:4] = 0.0         # exp(0) * anchor = anchor
+    p[0, 0, 1, 2, 4] = 20.0          # objectness ~1
+    p[0, 0, 1, 2, 5] = 20.0
+    target = torch.tensor([[0.0, 0.0, 2.5 / 4, 1.5 / 4, 1 / 4, 1 / 4]])  # cell (y=1, x=2)
+    return p, target
+
+
+def test_loss_is_near_zero_for_a_perfect_prediction():
+    p, target = _perfect_prediction()
+    loss, parts = yolo_loss([p], target, [torch.tensor([[16.0, 16.0]])], [16], HYP)
+    assert parts[0].item() < 1e-6   # box: GIoU 1
+    assert parts[1].item() < 1e-6   # objectness target = IoU = 1
+    assert parts[2].item() == 0.0   # one class: no class loss
+    torch.testing.assert_close(loss, parts[3] * 1)
+
+
+def test_loss_grows_when_box_is_off():
+    p, target = _perfect_prediction()
+    p[0, 0, 1, 2, 2] = 1.0  # width e times too large
+    _, parts = yolo_loss([p], target, [torch.tensor([[16.0, 16.0]])], [16], HYP)
+    assert parts[0].item() > 0.01
+    assert parts[1].item() > 0.01  # the objectness target drops to the IoU
+
+
+def test_loss_scales_with_batch_and_backprops():
+    p = torch.zeros(2, 3, 4, 4, 9, requires_grad=True)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 3, 0.2, 0.7, 0.2, 0.4]])
+    loss, parts = yolo_loss([p], targets, [torch.tensor([[8.0, 8.0], [16.0, 16.0], [32.0, 32.0]])],
+                            [16], HYP)
+    torch.testing.assert_close(loss, parts[3] * 2)
+    loss.backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0

@@ -1,0 +1,37 @@
+import hashlib
+
+import cv2
+import numpy as np
+
+from utils.shapes import generate_shapes, make_image
+
+
+def test_same_seed_same_pixels_and_labels():
+    a_img, a_lab = make_image(0, "train", 7, 128)
+    b_img, b_lab = make_image(0, "train", 7, 128)
+    np.testing.assert_array_equal(a_img, b_img)
+    np.testing.assert_array_equal(a_lab, b_lab)
+    c_img, _ = make_image(1, "train", 7, 128)
+    assert not np.array_equal(a_img, c_img)
+
+
+def test_labels_are_normalized_and_sized(tmp_path):
+    digest = generate_shapes(tmp_path, n_train=6, n_val=2, size=96, seed=0)
+    assert len(digest) == 64 and (tmp_path / "DIGEST").read_text().strip() == digest
+    files = sorted((tmp_path / "labels" / "train").glob("*.txt"))
+    assert len(files) == 6
+    for f in files:
+        rows = np.loadtxt(f, ndmin=2)
+        if rows.size:
+            assert ((rows[:, 1:] > 0) & (rows[:, 1:] <= 1)).all()
+            assert set(rows[:, 0].astype(int)) <= {0, 1, 2, 3}
+
+
+def test_digest_is_over_decoded_pixels(tmp_path):
+    digest = generate_shapes(tmp_path, n_train=2, n_val=1, size=64, seed=0)
+    h = hashlib.sha256()
+    for split, n in (("train", 2), ("val", 1)):
+        for i in range(n):
+            h.update(cv2.imread(str(tmp_path / "images" / split / f"{i:06d}.png")).tobytes())
+            h.update((tmp_path / "labels" / split / f"{i:06d}.txt").read_bytes())
+    assert h.hexdigest() == digest

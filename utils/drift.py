@@ -1,0 +1,261 @@
+"""Compare training runs epoch by epoch: where they part, by how much, and what differed.
+
+    python -m utils.drift runs/train/exp runs/train/exp2          # two run folders
+    python -m utils.drift a/results.txt b/results.txt c/ --json   # any number, JSON out
+    python -m utils.drift RUN_A RUN_B --tol 1e-6 --out drift/     # tolerance; where drift.png goes
+
+Exit status: 0 the runs agree within --tol (default 0: to the last bit, fingerprints included),
+1 they differ, 2 an input could not be read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from utils.errors import InputError
+from utils.results import NOT_COMPARED, EpochResult, read_results
+
+METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
+           "mAP@0.5", "mAP@0.5:0.95")
+
+
+class Run:
+    """One run: its results.txt rows by epoch and, when found, its recorded settings."""
+
+    def __init__(self, spec: str):
+        path = Path(spec)
+        self.name = spec
+        results = path / "results.txt" if path.is_dir() else path
+        self.rows: dict[int, EpochResult] = {r.epoch: r for r in read_results(results)}
+        self.epochs = next(iter(self.rows.values())).epochs
+        record = results.parent / "repro.yaml"
+        self.settings: dict = {}
+        if record.is_file():
+            try:
+                self.settings = _flatten(yaml.safe_load(record.read_text()) or {})
+            except yaml.YAMLError as err:
+                raise InputError(f"not valid yaml ({err})", record) from None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _differs(a: float, b: float, tol: float) -> bool:
+    if math.isnan(a) and math.isnan(b):
+        return False
+    return abs(a - b) > tol
+
+
+def _relative(diff: float, ref: float) -> float:
+    return diff / abs(ref) * 100 if ref else (0.0 if diff == 0 else math.inf)
+
+
+def compare_pair(a: Run, b: Run, tol: float) -> dict:
+    """Everything the report says about run b against run a."""
+    epochs = sorted(set(a.rows) & set(b.rows))
+    per_epoch, first = [], None
+    identical_through = None
+    for e in epochs:
+        ra, rb = a.rows[e], b.rows[e]
+        metrics = {}
+        for m in METRICS:
+            va, vb = ra.values.get(m, math.nan), rb.values.get(m, math.nan)
+            diff = vb - va
+            metrics[m] = {"a": va, "b": vb, "abs": diff, "rel_percent": _relative(diff, va)}
+        fingerprints = (None if ra.fingerprint is None or rb.fingerprint is None
+                        else ra.fingerprint == rb.fingerprint)
+        numeric = [k for k in ra.values if k not in NOT_COMPARED and k in rb.values]
+        differing = [k for k in numeric if _differs(ra.values[k], rb.values[k], tol)]
+        if tol == 0 and fingerprints is False:
+            differing.append("fingerprint")
+        per_epoch.append({"epoch": e, "metrics": metrics, "fingerprints_match": fingerprints,
+                          "differing": differing})
+        if differing and first is None:
+            k = differing[0]
+            va = ra.fingerprint if k == "fingerprint" else ra.values[k]
+            vb = rb.fingerprint if k == "fingerprint" else rb.values[k]
+            first = {"epoch": e, "metric": k, "a": va, "b": vb}
+        if first is None:
+            identical_through = e
+    largest = {}
+    for m in METRICS:
+        diffs = [(abs(p["metrics"][m]["abs"]), p) for p in per_epoch
+                 if not math.isnan(p["metrics"][m]["abs"])]
+        if not diffs:
+            continue
+        worst, where = max(diffs, key=lambda t: t[0])
+        last = per_epoch[-1]["metrics"][m]
+        largest[m] = {"max_abs": worst, "epoch": where["epoch"],
+                      "max_rel_percent": abs(where["metrics"][m]["rel_percent"]),
+                      "last_abs": abs(last["abs"]), "last_rel_percent": abs(last["rel_percent"])}
+    if first is None:
+        headline = (f"identical{' within ' + str(tol) if tol else ' to the last bit'} through "
+                    f"epoch {identical_through}" if epochs else "no epoch in common")
+    else:
+        headline = f"first difference at epoch {first['epoch']}: {first['metric']} " \
+                   f"{first['a']} vs {first['b']}"
+    return {"a": a.name, "b": b.name, "epochs_compared": len(epochs), "headline": headline,
+            "agree": first is None and bool(epochs), "first_difference": first,
+            "identical_through": identical_through, "largest": largest, "per_epoch": per_epoch,
+            "settings_differences": settings_differences(a, b)}
+
+
+def settings_differences(a: Run, b: Run) -> list[dict]:
+    out = []
+    if a.epochs != b.epochs:
+        out.append({"setting": "epochs", "a": a.epochs, "b": b.epochs,
+                    "warning": "different epoch counts: the cosine schedule differs from the "
+                               "first epoch, so the runs are not comparable step for step"})
+    for key in sorted(set(a.settings) | set(b.settings)):
+        if key.startswith("options.") and key.split(".", 1)[1] in ("name", "resume", "quiet"):
+            continue
+        va, vb = a.settings.get(key), b.settings.get(key)
+        if va != vb:
+            out.append({"setting": key, "a": va, "b": vb})
+    return out
+
+
+def spread(runs: list[Run]) -> list[dict]:
+    """Per epoch and metric: min, max and standard deviation over the runs."""
+    epochs = sorted(set.intersection(*(set(r.rows) for r in runs)))
+    out = []
+    for e in epochs:
+        entry = {"epoch": e}
+        for m in METRICS:
+            values = np.array([r.rows[e].values.get(m, math.nan) for r in runs])
+            entry[m] = {"min": float(np.min(values)), "max": float(np.max(values)),
+                        "std": float(np.std(values))}
+        out.append(entry)
+    return out
+
+
+def plot_drift(runs: list[Run], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ("total", "val_box", "val_obj", "val_cls", "P", "R", "mAP@0.5", "mAP@0.5:0.95")
+    fig, axes = plt.subplots(2, len(shown), figsize=(3.2 * len(shown), 6.5), tight_layout=True)
+    reference = runs[0]
+    for k, m in enumerate(shown):
+        for i, run in enumerate(runs):
+            epochs = sorted(run.rows)
+            axes[0, k].plot(epochs, [run.rows[e].values.get(m, math.nan) for e in epochs],
+                            marker=".", label=f"run {i}")
+            if i:
+                common = sorted(set(run.rows) & set(reference.rows))
+                axes[1, k].plot(common, [run.rows[e].values.get(m, math.nan)
+                                         - reference.rows[e].values.get(m, math.nan)
+                                         for e in common], marker=".", label=f"run {i} - run 0")
+        axes[0, k].set_title(m)
+        axes[1, k].set_title(f"{m}: difference")
+        axes[1, k].axhline(0, color="grey", lw=0.5)
+        axes[1, k].set_xlabel("epoch")
+    axes[0, 0].legend(fontsize=7)
+    axes[1, 0].legend(fontsize=7)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def format_report(report: dict) -> str:
+    lines = []
+    for i, pair in enumerate(report["pairs"]):
+        lines.append(f"run 0: {pair['a']}\nrun {i + 1}: {pair['b']}")
+        lines.append(f"=> {pair['headline']}")
+        lines.append(f"{'epoch':>5} {'metric':>13} {'run 0':>14} {'run ' + str(i + 1):>14} "
+                     f"{'abs diff':>11} {'rel %':>9}  fingerprints")
+        for p in pair["per_epoch"]:
+            match = {True: "match", False: "DIFFER", None: "n/a"}[p["fingerprints_match"]]
+            for j, (m, v) in enumerate(p["metrics"].items()):
+                lines.append(f"{p['epoch'] if j == 0 else '':>5} {m:>13} {v['a']:>14.8g} "
+                             f"{v['b']:>14.8g} {v['abs']:>11.3g} {v['rel_percent']:>9.3g}"
+                             f"  {match if j == 0 else ''}")
+        lines.append("largest difference of each metric (whole run; last epoch):")
+        for m, v in pair["largest"].items():
+            lines.append(f"  {m:>13}: {v['max_abs']:.3g} ({v['max_rel_percent']:.3g}%) at epoch "
+                         f"{v['epoch']}; last epoch {v['last_abs']:.3g} "
+                         f"({v['last_rel_percent']:.3g}%)")
+        if pair["settings_differences"]:
+            lines.append("recorded settings that differ (reasons a drift may have):")
+            for d in pair["settings_differences"]:
+                lines.append(f"  {d['setting']}: {d['a']!r} vs {d['b']!r}"
+                             + (f"  WARNING: {d['warning']}" if "warning" in d else ""))
+        else:
+            lines.append("recorded settings: no difference")
+        lines.append("")
+    if report.get("spread"):
+        lines.append("spread over all runs (max - min; std) per epoch:")
+        for entry in report["spread"]:
+            cells = [f"{m} {entry[m]['max'] - entry[m]['min']:.3g};{entry[m]['std']:.3g}"
+                     for m in ("total", "mAP@0.5", "mAP@0.5:0.95")]
+            lines.append(f"  epoch {entry['epoch']}: " + ", ".join(cells))
+    return "\n".join(lines)
+
+
+def build_report(specs: list[str], tol: float) -> tuple[dict, list[Run]]:
+    runs = [Run(s) for s in specs]
+    pairs = [compare_pair(runs[0], r, tol) for r in runs[1:]]
+    report = {"tolerance": tol, "agree": all(p["agree"] for p in pairs), "pairs": pairs}
+    if len(runs) >= 3:
+        report["spread"] = spread(runs)
+    return report, runs
+
+
+def _json_safe(value):
+    """Strict JSON has no NaN or Infinity: write those as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Compare training runs epoch by epoch.")
+    parser.add_argument("runs", nargs="+", help="run folders or results.txt files (2 or more)")
+    parser.add_argument("--tol", type=float, default=0.0,
+                        help="absolute tolerance; 0 = bit-identical, fingerprints included")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--out", default=None, help="folder for drift.png (default: current)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    if len(args.runs) < 2:
+        print("error: give at least two runs to compare", file=sys.stderr)
+        return 2
+    try:
+        report, runs = build_report(args.runs, args.tol)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_drift(runs, out / "drift.png")
+    report["plot"] = str(out / "drift.png")
+    if args.json:
+        print(json.dumps(_json_safe(report), indent=1, default=str, allow_nan=False))
+    else:
+        print(format_report(report))
+        print(f"plot: {report['plot']}")
+    return 0 if report["agree"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
