@@ -4,6 +4,7 @@
     python train.py --repro --device cpu             # the same bits every run
     python train.py --resume runs/train/exp          # continue an interrupted run exactly
     python train.py --cfg cfg/yolov3.cfg --data my.data --epochs 100 --batch-size 16
+    torchrun --nproc_per_node 2 train.py --device cpu --repro   # DDP; --batch-size is global
 
 Each run writes runs/train/<name>/: results.txt, results.png, weights/last.pt, weights/best.pt,
 opt.yaml, hyp.yaml, repro.yaml, train_batch0.jpg, val_predictions.jpg.
@@ -33,6 +34,7 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from models import Darknet, model_summary  # noqa: E402
 from test import evaluate, make_val_dataset  # noqa: E402
@@ -42,6 +44,8 @@ from utils.atomic_io import atomic_torch_save, atomic_write_text  # noqa: E402
 from utils.data_config import list_images, prepare_data  # noqa: E402
 from utils.datasets import AUGMENT_KEYS, YoloDataset, create_dataloader  # noqa: E402
 from utils.device import select_device  # noqa: E402
+from utils.distributed import (DistInfo, barrier, broadcast_object,  # noqa: E402
+                               init_distributed, shutdown)
 from utils.ema import ModelEMA  # noqa: E402
 from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch  # noqa: E402
 from utils.errors import InputError  # noqa: E402
@@ -52,7 +56,6 @@ from utils.results import format_line, plot_results, write_results  # noqa: E402
 from utils.run_record import environment, file_digest, files_digest, next_run_dir  # noqa: E402
 from utils.schedule import cosine_factor  # noqa: E402
 
-NOMINAL_BATCH = 64
 REPRO_THREADS = 2
 # Options a resume takes from the checkpoint; giving another value on the command line is refused.
 PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
@@ -64,7 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--cfg", default="cfg/yolov3-tiny.cfg", help="darknet model cfg")
     p.add_argument("--data", default="data/shapes.data", help=".data file")
-    p.add_argument("--hyp", default=str(DEFAULT_HYP), help="hyperparameter yaml")
+    p.add_argument("--hyp", default=None,
+                   help=f"hyperparameter yaml (default: the .data file's hyp=, else {DEFAULT_HYP.name})")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--img-size", type=int, default=256, help="train and test size (pixels)")
@@ -86,6 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-images", action="store_true", help="keep decoded images in RAM")
     p.add_argument("--adam", action="store_true", help="Adam instead of SGD")
     p.add_argument("--single-cls", action="store_true", help="train as one class")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: batch-norm statistics over all processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repro", action="store_true",
                    help="bit-reproducible training (see README: what it turns off)")
@@ -141,12 +147,13 @@ def apply_repro(args: argparse.Namespace, hyp: dict) -> list[str]:
 def scale_hyp(hyp: dict, num_classes: int, yolo_layers: int, img_size: int,
               nominal_batch: int) -> dict:
     """Gains in the hyp file are for 80 classes, 3 yolo layers, 640 px and a batch of 64; adapt
-    them so the loss parts keep their balance (the yolov5 rule)."""
+    them so the loss parts keep their balance (the yolov5 rule). Weight decay follows the
+    batch actually accumulated."""
     hyp = dict(hyp)
     hyp["box"] *= 3 / yolo_layers
     hyp["cls"] *= num_classes / 80 * 3 / yolo_layers
     hyp["obj"] *= (img_size / 640) ** 2 * 3 / yolo_layers
-    hyp["weight_decay"] *= nominal_batch / NOMINAL_BATCH
+    hyp["weight_decay"] *= nominal_batch / hyp["nbs"]
     return hyp
 
 
@@ -173,12 +180,20 @@ def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 
 def main(args: argparse.Namespace) -> Path:
-    parser = get_args_parser()
     ckpt, run_dir = None, None
     if args.resume:
-        args, ckpt, run_dir = resume_args(args, parser)
+        args, ckpt, run_dir = resume_args(args, get_args_parser())
     check_args(args)
-    device = select_device(args.device)
+    dist_info = init_distributed(args.device)
+    log = print if dist_info.is_main else _silent
+    device = (torch.device(f"cuda:{dist_info.local_rank}") if dist_info.backend == "nccl"
+              else select_device(args.device))
+    if dist_info.is_main:  # the built-in set is generated once, by one process
+        prepare_data(args.data)
+    barrier(dist_info)
+    data = prepare_data(args.data)
+    if args.hyp is None:
+        args.hyp = str(data.hyp or DEFAULT_HYP)
     # The hyp file's values (after --repro's changes); the gains used are scaled from them.
     base_hyp = ckpt["hyp"] if ckpt else load_hyp(args.hyp)
     repro_notes = apply_repro(args, base_hyp) if not ckpt else []
@@ -187,40 +202,25 @@ def main(args: argparse.Namespace) -> Path:
     if args.workers is None:
         args.workers = min(2, os.cpu_count() or 1)
     for note in repro_notes:
-        print(f"repro: {note}")
+        log(f"repro: {note}")
 
-    data = prepare_data(args.data)
     num_classes = 1 if args.single_cls else data.num_classes
     names = ["object"] if args.single_cls else data.names
     model = Darknet(args.cfg, num_classes=num_classes,
                     upsample="deterministic" if args.repro else "nearest")
     for note in model.adaptations:
-        print(f"cfg adapted to the data: {note}")
-    print(model_summary(model, args.img_size))
+        log(f"cfg adapted to the data: {note}")
+    log(model_summary(model, args.img_size))
     if args.weights and not ckpt:
         for line in load_initial_weights(model, args.weights):
-            print(f"weights: not loaded {line}")
+            log(f"weights: not loaded {line}")
+    if args.sync_bn and dist_info.world_size > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last)
+    train_set, train_loader, val_set, val_loader = build_loaders(args, data, base_hyp,
+                                                                 num_classes, dist_info, log)
 
-    augment = not args.repro or args.augment
-    train_set = YoloDataset(list_images(data.train, data.path, data.lines.get("train")),
-                            num_classes, args.img_size, augment=augment, hyp=base_hyp,
-                            seed=args.seed, rect=args.rect, batch_size=args.batch_size,
-                            cache_images=args.cache_images, single_cls=args.single_cls)
-    val_set = make_val_dataset(data, args.img_size, args.batch_size, args.single_cls,
-                               cache_images=args.cache_images)
-    for name, ds in (("train", train_set), ("val", val_set)):
-        print(f"{name}: {ds.report.summary()}")
-        for message in ds.report.skipped_images + ds.report.labels.skipped:
-            print(f"  skipped {message}")
-    if len(train_set) < args.batch_size and args.repro:
-        raise InputError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} "
-                         "training images; under --repro partial batches are dropped")
-    train_loader = create_dataloader(train_set, args.batch_size, args.workers, shuffle=True,
-                                     drop_last=args.repro, seed=args.seed)
-    val_loader = create_dataloader(val_set, args.batch_size, args.workers, shuffle=False)
-
-    accumulate = max(round(NOMINAL_BATCH / args.batch_size), 1)
+    accumulate = max(round(base_hyp["nbs"] / args.batch_size), 1)
     hyp = scale_hyp(base_hyp, num_classes, len(model.yolo_layers), args.img_size,
                     args.batch_size * accumulate)
     optimizer = build_optimizer(model, hyp, args.adam)
@@ -235,22 +235,26 @@ def main(args: argparse.Namespace) -> Path:
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
         start_epoch, best_fitness, lines = ckpt["epoch"] + 1, ckpt["best_fitness"], ckpt["results"]
-        write_results(run_dir / "results.txt", lines)  # drops a line written after last.pt
-        print(f"Resuming {run_dir} from epoch {start_epoch}")
-    else:
+        if dist_info.is_main:
+            write_results(run_dir / "results.txt", lines)  # drops a line written after last.pt
+        log(f"Resuming {run_dir} from epoch {start_epoch}")
+    elif dist_info.is_main:
         run_dir = next_run_dir(args.project, args.name)
-        (run_dir / "weights").mkdir()
         record = {"options": vars(args), "repro": repro_notes, "accumulate": accumulate,
+                  "world_size": dist_info.world_size, "backend": dist_info.backend,
                   "loss_gains_used": {k: hyp[k] for k in ("box", "obj", "cls", "weight_decay")},
                   "environment": environment(device),
                   "digests": {"cfg": file_digest(args.cfg), "hyp": file_digest(args.hyp),
                               "train": files_digest(train_set.files + train_set.label_files),
                               "val": files_digest(val_set.files + val_set.label_files)}}
-        atomic_write_text(run_dir / "opt.yaml", yaml.safe_dump(vars(args), sort_keys=False))
-        atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(base_hyp, sort_keys=False))
-        atomic_write_text(run_dir / "repro.yaml", yaml.safe_dump(record, sort_keys=False))
-    print(f"Run folder {run_dir}; {len(train_set)} train / {len(val_set)} val images, batch "
-          f"{args.batch_size} x accumulate {accumulate}, {args.epochs} epochs on {device}")
+        write_run_records(run_dir, args, base_hyp, record)
+    run_dir = broadcast_object(run_dir, dist_info)
+    log(f"Run folder {run_dir}; {len(train_set)} train / {len(val_set)} val images, batch "
+        f"{args.batch_size} x accumulate {accumulate}, {args.epochs} epochs on {device}"
+        + (f", {dist_info.world_size} processes ({dist_info.backend})"
+           if dist_info.world_size > 1 else ""))
+    train_model = (DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                           else None) if dist_info.world_size > 1 else model)
 
     warmup_iterations = round(hyp["warmup_epochs"] * len(train_loader))
     last_epoch = min(args.epochs, args.stop_after or args.epochs) - 1
@@ -261,48 +265,90 @@ def main(args: argparse.Namespace) -> Path:
         for epoch in range(start_epoch, last_epoch + 1):
             train_loader.batch_sampler.set_epoch(epoch)
             stats = train_one_epoch(
-                model, ema, optimizer, train_loader, device, epoch, args.epochs, hyp, accumulate,
-                warmup_iterations, hyp["lr0"] * lr_factor(epoch), args.seed, args.multi_scale,
-                run_dir / "train_batch0.jpg" if epoch == 0 else None, names, not args.quiet)
+                train_model, ema, optimizer, train_loader, device, epoch, args.epochs, hyp,
+                accumulate, warmup_iterations, hyp["lr0"] * lr_factor(epoch), args.seed,
+                args.multi_scale, run_dir / "train_batch0.jpg" if epoch == 0 and
+                dist_info.is_main else None, names, not args.quiet and dist_info.is_main,
+                loss_scale=dist_info.world_size)
             scheduler.step()
-            final = epoch == args.epochs - 1
-            result = None
-            if not args.notest or final:
-                result = evaluate(ema.module, val_loader, device, hyp, names=names,
-                                  plot_path=run_dir / "val_predictions.jpg",
-                                  progress=not args.quiet)
-            fingerprint = state_fingerprint(model.state_dict())
-            lines.append(format_line(epoch, args.epochs, _row(stats, result), fingerprint))
-            score = fitness(result.map50, result.map) if result else -1.0
-            is_best = score > best_fitness
-            best_fitness = max(best_fitness, score)
-            if not args.nosave or final or epoch == last_epoch:
-                state = _checkpoint(args, epoch, model, ema, optimizer, scheduler, base_hyp,
-                                    num_classes, names, best_fitness, lines)
-                atomic_torch_save(state, run_dir / "weights" / "last.pt")
-                if is_best:
-                    atomic_torch_save(state, run_dir / "weights" / "best.pt")
-            write_results(run_dir / "results.txt", lines)
+            if dist_info.is_main:
+                final = epoch == args.epochs - 1
+                result = None
+                if not args.notest or final:
+                    result = evaluate(ema.module, val_loader, device, hyp, names=names,
+                                      plot_path=run_dir / "val_predictions.jpg",
+                                      progress=not args.quiet)
+                fingerprint = state_fingerprint(model.state_dict())
+                lines.append(format_line(epoch, args.epochs, _row(stats, result), fingerprint))
+                score = fitness(result.map50, result.map) if result else -1.0
+                is_best = score > best_fitness
+                best_fitness = max(best_fitness, score)
+                if not args.nosave or final or epoch == last_epoch:
+                    state = _checkpoint(args, epoch, model, ema, optimizer, scheduler, base_hyp,
+                                        num_classes, names, best_fitness, lines)
+                    atomic_torch_save(state, run_dir / "weights" / "last.pt")
+                    if is_best:
+                        atomic_torch_save(state, run_dir / "weights" / "best.pt")
+                write_results(run_dir / "results.txt", lines)
+                summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map:.4f}"
+                           if result else "not evaluated (--notest)")
+                log(f"epoch {epoch}/{args.epochs - 1}: loss {stats.losses[3]:.5f}, {summary}, "
+                    f"fingerprint {fingerprint}")
+            barrier(dist_info)  # the others wait while rank 0 evaluates and saves
             done_epoch = epoch
-            summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map:.4f}"
-                       if result else "not evaluated (--notest)")
-            print(f"epoch {epoch}/{args.epochs - 1}: loss {stats.losses[3]:.5f}, {summary}, "
-                  f"fingerprint {fingerprint}")
     except KeyboardInterrupt:
-        print(f"\nInterrupted during epoch {done_epoch + 1}. Kept results.txt and "
-              f"weights/last.pt through epoch {done_epoch}. Resume with:\n"
-              f"  python train.py --resume {run_dir}")
+        log(f"\nInterrupted during epoch {done_epoch + 1}. Kept results.txt and "
+            f"weights/last.pt through epoch {done_epoch}. Resume with:\n"
+            f"  python train.py --resume {run_dir}")
         raise SystemExit(130)
     except NonFiniteLoss as err:
-        print(f"\nStopped: {err}. weights/last.pt holds epoch {done_epoch}, the last good one.")
+        log(f"\nStopped: {err}. weights/last.pt holds epoch {done_epoch}, the last good one.")
         raise SystemExit(1)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if lines:
+        shutdown(dist_info)
+    if lines and dist_info.is_main:
         plot_results(run_dir / "results.txt", run_dir / "results.png")
     minutes = (time.time() - started) / 60
-    print(f"Epochs {start_epoch}..{done_epoch} done in {minutes:.1f} min. Results in {run_dir}")
+    log(f"Epochs {start_epoch}..{done_epoch} done in {minutes:.1f} min. Results in {run_dir}")
     return run_dir
+
+
+def build_loaders(args, data, hyp: dict, num_classes: int, dist_info: DistInfo, log):
+    """Training and validation sets and loaders; reports what was skipped."""
+    augment = not args.repro or args.augment
+    train_set = YoloDataset(list_images(data.train, data.path, data.lines.get("train")),
+                            num_classes, args.img_size, augment=augment, hyp=hyp,
+                            seed=args.seed, rect=args.rect, batch_size=args.batch_size,
+                            cache_images=args.cache_images, single_cls=args.single_cls)
+    val_set = make_val_dataset(data, args.img_size, args.batch_size, args.single_cls,
+                               cache_images=args.cache_images)
+    for name, ds in (("train", train_set), ("val", val_set)):
+        log(f"{name}: {ds.report.summary()}")
+        for message in ds.report.skipped_images + ds.report.labels.skipped:
+            log(f"  skipped {message}")
+    if len(train_set) < args.batch_size and (args.repro or dist_info.world_size > 1):
+        raise InputError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} "
+                         "training images; under --repro or DDP partial batches are dropped")
+    if args.batch_size % dist_info.world_size:
+        raise InputError(f"--batch-size {args.batch_size} is the global batch: it must split "
+                         f"evenly over {dist_info.world_size} processes")
+    train_loader = create_dataloader(train_set, args.batch_size, args.workers, shuffle=True,
+                                     drop_last=args.repro, seed=args.seed, rank=dist_info.rank,
+                                     world_size=dist_info.world_size)
+    val_loader = create_dataloader(val_set, args.batch_size, args.workers, shuffle=False)
+    return train_set, train_loader, val_set, val_loader
+
+
+def write_run_records(run_dir: Path, args, base_hyp: dict, record: dict) -> None:
+    (run_dir / "weights").mkdir()
+    atomic_write_text(run_dir / "opt.yaml", yaml.safe_dump(vars(args), sort_keys=False))
+    atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(base_hyp, sort_keys=False))
+    atomic_write_text(run_dir / "repro.yaml", yaml.safe_dump(record, sort_keys=False))
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """Print for processes other than rank 0: they stay quiet."""
 
 
 def _raise_interrupt(_signum, _frame):

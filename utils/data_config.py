@@ -5,6 +5,7 @@
     valid=shapes/images/val
     names=shapes.names             # one class name a line
     generate=shapes                # ours: build the built-in set here when it is missing
+    hyp=hyp.shapes.yaml            # ours: default hyperparameters for this data (--hyp wins)
 
 Relative paths are resolved against the .data file's folder.
 """
@@ -27,6 +28,7 @@ class DataConfig:
     valid: Path
     names: list[str]
     generate: str | None = None
+    hyp: Path | None = None  # ours: the hyperparameters recommended for this data
     lines: dict[str, int] = field(default_factory=dict)  # key -> line number, for messages
 
 
@@ -73,6 +75,7 @@ def load_data_config(path: str | Path, check_paths: bool = True) -> DataConfig:
     config = DataConfig(path, num_classes, _resolve(base, values["train"][0]),
                         _resolve(base, values["valid"][0]), names,
                         values.get("generate", (None, 0))[0],
+                        _resolve(base, values["hyp"][0]) if "hyp" in values else None,
                         {k: v[1] for k, v in values.items()})
     if check_paths and config.generate is None:
         for key in ("train", "valid"):

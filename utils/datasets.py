@@ -195,15 +195,23 @@ class EpochBatchSampler(Sampler):
     """Batches of ``(epoch, index)``; the order is a function of (seed, epoch) alone.
 
     Call :meth:`set_epoch` before iterating. With ``drop_last`` every batch has exactly
-    ``batch_size`` samples.
+    ``batch_size`` samples. Under DDP ``batch_size`` is the global batch: process ``rank`` of
+    ``world_size`` gets its contiguous share of each one, so a pinned batch size means the same
+    samples per optimizer step at any world size.
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int):
+    def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
         self.size = size
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.drop_last = drop_last
+        # Every process must take the same number of steps, or DDP waits forever.
+        self.drop_last = drop_last or world_size > 1
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -216,7 +224,8 @@ class EpochBatchSampler(Sampler):
         for index in order:
             batch.append((self.epoch, index))
             if len(batch) == self.batch_size:
-                yield batch
+                share = self.batch_size // self.world_size
+                yield batch[self.rank * share:(self.rank + 1) * share]
                 batch = []
         if batch and not self.drop_last:
             yield batch
@@ -227,8 +236,9 @@ class EpochBatchSampler(Sampler):
 
 
 def create_dataloader(dataset: YoloDataset, batch_size: int, workers: int, shuffle: bool,
-                      drop_last: bool = False, seed: int = 0) -> DataLoader:
+                      drop_last: bool = False, seed: int = 0, rank: int = 0,
+                      world_size: int = 1) -> DataLoader:
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle and not dataset.rect,
-                                drop_last, seed)
+                                drop_last, seed, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)

@@ -65,13 +65,19 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
                     loader, device: torch.device, epoch: int, epochs: int, hyp: dict,
                     accumulate: int, warmup_iterations: int, epoch_lr: float, seed: int,
                     multi_scale: bool = False, plot_path: Path | None = None,
-                    names: list[str] | None = None, progress: bool = True) -> EpochStats:
+                    names: list[str] | None = None, progress: bool = True,
+                    loss_scale: float = 1.0) -> EpochStats:
     """Train over ``loader`` once. The optimizer steps every ``accumulate`` batches and at the
     end of the epoch, so no gradient is carried across an epoch boundary (a checkpoint there is
-    complete)."""
+    complete).
+
+    ``model`` may be wrapped in DistributedDataParallel; ``loss_scale`` (the world size) undoes
+    DDP's averaging of gradients, so they stay the sum over the global batch.
+    """
     model.train()
+    net = getattr(model, "module", model)  # the Darknet inside a DDP wrapper
     batches = len(loader)
-    anchors, strides = model.anchors(), model.strides()
+    anchors, strides = net.anchors(), net.strides()
     loss_sum = torch.zeros(4, device=device)
     bar = tqdm(enumerate(loader), total=batches, disable=not progress,
                desc=f"epoch {epoch}/{epochs - 1}", leave=False)
@@ -99,11 +105,11 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}, batch {i} "
                                 f"(parts box/obj/cls: {parts[:3].tolist()})")
-        loss.backward()
+        (loss * loss_scale).backward()
         if (i + 1) % accumulate == 0 or i + 1 == batches:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            ema.update(model)
+            ema.update(net)
         loss_sum += parts
         img_size = images.shape[-1]
         if progress:

@@ -35,3 +35,9 @@ def test_digest_is_over_decoded_pixels(tmp_path):
             h.update(cv2.imread(str(tmp_path / "images" / split / f"{i:06d}.png")).tobytes())
             h.update((tmp_path / "labels" / split / f"{i:06d}.txt").read_bytes())
     assert h.hexdigest() == digest
+
+
+def test_default_set_matches_its_recorded_digest(tmp_path):
+    """The full default set (600 images, about 5 s): the same pixels on every machine."""
+    from utils.shapes import DEFAULT_DIGEST
+    assert generate_shapes(tmp_path) == DEFAULT_DIGEST

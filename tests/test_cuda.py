@@ -1,0 +1,55 @@
+"""CUDA code paths. They skip cleanly on machines without a GPU (CI has none)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import run_train
+from utils.loss import yolo_loss
+from utils.results import NOT_COMPARED, read_results
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _compared(run):
+    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
+            for r in read_results(run)]
+
+
+def test_two_repro_runs_on_cuda_are_identical(tiny_data, tmp_path):
+    a = run_train(tiny_data, tmp_path, "--repro", "--device", "0", "--name", "a")
+    b = run_train(tiny_data, tmp_path, "--repro", "--device", "0", "--name", "b")
+    assert _compared(a) == _compared(b)
+
+
+def test_cuda_starts_from_the_cpu_weights(tiny_data, tmp_path):
+    """Init and data come from CPU generators: epoch 0's inputs match, so any CPU/GPU drift
+    comes from arithmetic alone."""
+    from utils.checkpoint import load_checkpoint
+    gpu = run_train(tiny_data, tmp_path, "--repro", "--device", "0", "--epochs", "1",
+                    "--name", "gpu")
+    cpu = run_train(tiny_data, tmp_path, "--repro", "--device", "cpu", "--epochs", "1",
+                    "--name", "cpu")
+    assert read_results(gpu)[0].values["targets"] == read_results(cpu)[0].values["targets"]
+    assert load_checkpoint(gpu / "weights" / "last.pt")["ema"]["updates"] == \
+        load_checkpoint(cpu / "weights" / "last.pt")["ema"]["updates"]
+
+
+def test_loss_is_deterministic_under_strict_mode_on_cuda():
+    torch.use_deterministic_algorithms(True)
+    try:
+        p = torch.randn(4, 3, 8, 8, 9, device="cuda", requires_grad=True)
+        targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [0, 1, 0.51, 0.5, 0.3, 0.3],
+                                [3, 2, 0.2, 0.7, 0.2, 0.4]], device="cuda")
+        hyp = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0,
+               "anchor_t": 4.0, "iou_type": "giou"}
+        anchors = [torch.tensor([[8.0, 8.0], [16.0, 16.0], [32.0, 32.0]])]
+        grads = []
+        for _ in range(2):
+            p.grad = None
+            loss, _ = yolo_loss([p], targets, anchors, [8], hyp)
+            loss.backward()
+            grads.append(p.grad.clone())
+        assert torch.equal(grads[0], grads[1])
+    finally:
+        torch.use_deterministic_algorithms(False)

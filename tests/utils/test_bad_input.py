@@ -1,0 +1,147 @@
+"""Bad input gets a clear message naming the file, the line and what was expected."""
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import train
+from conftest import MICRO_CFG, train_args
+from utils.checkpoint import load_checkpoint, load_inference_model, load_initial_weights
+from utils.data_config import load_data_config
+from utils.datasets import YoloDataset
+from utils.errors import DataConfigError, ImageError, InputError, WeightsError
+from utils.image_io import load_image
+from models import Darknet
+
+
+# .data files ---------------------------------------------------------------------------------
+
+def _data(tmp_path, text, names=4):
+    (tmp_path / "n.names").write_text("\n".join(f"c{i}" for i in range(names)) + "\n")
+    (tmp_path / "images").mkdir(exist_ok=True)
+    path = tmp_path / "x.data"
+    path.write_text(text)
+    return path
+
+
+GOOD = "classes=4\ntrain=images\nvalid=images\nnames=n.names\n"
+
+
+@pytest.mark.parametrize("text, names, message, line", [
+    ("classes=4\nvalid=images\nnames=n.names\n", 4, "missing key 'train'", None),
+    ("classes=4\ntrain=nowhere\nvalid=images\nnames=n.names\n", 4, "train=nowhere does not exist", 2),
+    ("classes=3\ntrain=images\nvalid=images\nnames=n.names\n", 4, "lists 4 names but classes=3", 4),
+    ("classes=four\ntrain=images\nvalid=images\nnames=n.names\n", 4, "not an integer", 1),
+    ("classes=4\ntrain images\n", 4, "expected 'key=value'", 2),
+])
+def test_bad_data_file(tmp_path, text, names, message, line):
+    path = _data(tmp_path, text, names)
+    with pytest.raises(DataConfigError) as err:
+        load_data_config(path)
+    assert message in str(err.value)
+    assert str(err.value).startswith(f"{path}:{line}: " if line else f"{path}: ")
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(DataConfigError, match="file not found"):
+        load_data_config(tmp_path / "none.data")
+
+
+def test_no_images_found(tmp_path):
+    path = _data(tmp_path, GOOD)
+    with pytest.raises(DataConfigError, match="no images found"):
+        train.main(train_args(path, tmp_path / "runs"))
+
+
+# Images --------------------------------------------------------------------------------------
+
+def _png(path, img):
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def test_image_problems(tmp_path):
+    img = np.full((20, 30, 3), 90, np.uint8)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("not an image")
+    jpg = tmp_path / "cut.jpg"
+    cv2.imwrite(str(jpg), img)
+    jpg.write_bytes(jpg.read_bytes()[:-50])
+    png = _png(tmp_path / "cut.png", img)
+    png.write_bytes(png.read_bytes()[:-20])
+    for path, message in ((empty, "zero-byte"), (text, "not an image"),
+                          (jpg, "truncated JPEG"), (png, "truncated PNG")):
+        with pytest.raises(ImageError) as err:
+            load_image(path)
+        assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_grey_and_rgba_are_converted(tmp_path):
+    grey = _png(tmp_path / "g.png", np.full((8, 9), 200, np.uint8))
+    rgba = _png(tmp_path / "a.png", np.full((8, 9, 4), 100, np.uint8))
+    for p in (grey, rgba):
+        assert load_image(p).shape == (8, 9, 3)
+
+
+def test_bad_images_and_rows_are_skipped_and_counted(tiny_data, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(tiny_data.parent / "images", root / "images")
+    shutil.copytree(tiny_data.parent / "labels", root / "labels")
+    (root / "images" / "train" / "000000.png").write_bytes(b"")
+    (root / "labels" / "train" / "000001.txt").write_text("0 0.5 0.5 0.1\n7 0.5 0.5 0.1 0.1\n")
+    (root / "labels" / "train" / "000002.txt").unlink()
+    files = sorted((root / "images" / "train").glob("*.png"))
+    ds = YoloDataset(files, 4, 64)
+    assert len(ds) == len(files) - 1
+    assert ds.report.labels.missing == 1
+    assert len(ds.report.skipped_images) == 1 and "zero-byte" in ds.report.skipped_images[0]
+    assert len(ds.report.labels.skipped) == 2
+    assert "skipped 1 bad images and 2 bad label rows" in ds.report.summary()
+
+
+# Weights -------------------------------------------------------------------------------------
+
+def test_wrong_kind_of_weights_file(tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_text("hello")
+    with pytest.raises(WeightsError, match="not a PyTorch checkpoint"):
+        load_checkpoint(path)
+    torch.save({"a": 1}, path)
+    with pytest.raises(WeightsError, match="not a checkpoint written by this trainer"):
+        load_inference_model(path)
+
+
+def test_shape_mismatches_are_listed_key_by_key(tiny_data, tmp_path):
+    run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1", "--single-cls"))
+    model = Darknet(MICRO_CFG, num_classes=4)  # heads for 4 classes, weights for 1
+    skipped = load_initial_weights(model, run / "weights" / "last.pt")
+    assert len(skipped) == 4  # weight and bias of both head convs
+    assert all("weights (18," in s and "vs model (27," in s for s in skipped)
+
+
+# Options -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "-1"], "--epochs -1"),
+    (["--batch-size", "0"], "--batch-size 0"),
+    (["--img-size", "100"], "multiple of 32"),
+    (["--device", "tpu"], "--device 'tpu' is not a device"),
+    (["--resume", "runs/none"], "no such run folder"),
+])
+def test_bad_options(tiny_data, tmp_path, extra, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        train.main(train_args(tiny_data, tmp_path, *extra))
+
+
+def test_existing_run_folder_is_never_overwritten(tiny_data, tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "results.txt").write_text("precious\n")
+    run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1"))
+    assert run.name == "exp2"
+    assert (tmp_path / "exp" / "results.txt").read_text() == "precious\n"

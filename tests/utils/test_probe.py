@@ -1,0 +1,46 @@
+import pytest
+
+from conftest import run_train
+from utils.probe import get_args_parser, main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_data, tmp_path_factory):
+    run = run_train(tiny_data, tmp_path_factory.mktemp("probe"), "--repro", "--epochs", "1")
+    return run / "weights" / "last.pt"
+
+
+def _probe(capsys, tmp_path, *argv):
+    code = main(get_args_parser().parse_args([*map(str, argv), "--out", str(tmp_path)]))
+    return code, capsys.readouterr()
+
+
+def test_identical_settings_match_everywhere(checkpoint, tmp_path, capsys):
+    code, out = _probe(capsys, tmp_path, checkpoint, "--a", "threads=2", "--repeat")
+    assert code == 0
+    assert "every layer matched" in out.out
+    assert (tmp_path / "probe.png").stat().st_size > 0
+
+
+def test_perturbed_layer_is_the_first_difference(checkpoint, tmp_path, capsys):
+    code, out = _probe(capsys, tmp_path, checkpoint, "--a", "threads=2",
+                       "--b", "threads=2,perturb=7")
+    assert code == 1
+    assert "forward: first difference at layer 7 (Conv2d+BatchNorm2d+LeakyReLU)" in out.out
+    # Layers before it are untouched; the one after it differs too.
+    rows = [l.split() for l in out.out.splitlines() if l.strip()[:1].isdigit()]
+    assert all(float(r[2]) == 0 for r in rows[:7]) and float(rows[8][2]) > 0
+
+
+def test_threads_one_against_two_is_reported_honestly(checkpoint, tmp_path, capsys):
+    code, out = _probe(capsys, tmp_path, checkpoint, "--a", "threads=1", "--b", "threads=2")
+    if code == 0:
+        assert "every layer matched" in out.out
+    else:
+        assert code == 1 and ("forward: first difference at layer" in out.out
+                              or "backward: gradients first differ" in out.out)
+
+
+def test_bad_setting_exits_2(checkpoint, tmp_path, capsys):
+    code, out = _probe(capsys, tmp_path, checkpoint, "--a", "colour=blue")
+    assert code == 2 and "expected key=value" in out.err

@@ -1,0 +1,177 @@
+"""Speed of training and inference on this machine, with and without --repro.
+
+    python -m utils.benchmark                                   # tiny + yolov3 at 256 and 416
+    python -m utils.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
+    python -m utils.benchmark --device 0 --out bench_gpu.json
+
+Per model and size: training images/s (forward, backward, optimizer step, on data from the
+built-in set), the share of a step spent waiting for data, inference ms/image and images/s at
+batch 1 and 16, peak memory, and the model's FLOP rate as a fraction of this device's measured
+fp32 matrix-multiply rate. ``--epoch`` also times one real epoch of train.py with and without
+--repro. Prints a table and writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from models import Darknet
+from models.darknet import count_flops
+from utils.data_config import list_images, prepare_data
+from utils.datasets import YoloDataset, create_dataloader
+from utils.device import device_name, memory_gb, select_device
+from utils.engine import build_optimizer, to_model_input
+from utils.hyp import load_hyp
+from utils.loss import yolo_loss
+from utils.repro import configure_determinism, seed_everything
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 GFLOP/s of an n x n matrix product: the device's practical peak."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: bool,
+                   device: torch.device, data, workers: int) -> dict:
+    configure_determinism(repro)
+    seed_everything(0)
+    hyp = load_hyp()
+    model = Darknet(cfg, num_classes=data.num_classes,
+                    upsample="deterministic" if repro else "nearest")
+    model.to(device, memory_format=torch.channels_last).train()
+    optimizer = build_optimizer(model, hyp, adam=False)
+    files = list_images(data.train)[: batch_size * (steps + 2)]
+    dataset = YoloDataset(files, data.num_classes, img_size, augment=not repro, hyp=hyp)
+    loader = create_dataloader(dataset, batch_size, 0 if repro else workers, shuffle=True,
+                               drop_last=True)
+    waited = computed = 0.0
+    images_done = 0
+    tick = time.perf_counter()
+    for i, (images, targets, _, _) in enumerate(loader):
+        got = time.perf_counter()
+        images = to_model_input(images, device)
+        loss, _ = yolo_loss(model(images), targets.to(device), model.anchors(), model.strides(),
+                            hyp)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        done = time.perf_counter()
+        if i >= 2:  # the first steps pay for allocation and kernel selection
+            waited += got - tick
+            computed += done - got
+            images_done += len(images)
+        tick = done
+    flops = count_flops(model, img_size) * 3  # forward + backward (about twice the forward)
+    rate = images_done / (waited + computed)
+    return {"train_img_per_s": rate, "data_share": waited / (waited + computed),
+            "model_gflops_per_s": flops * rate / 1e9, "peak_memory_gb": memory_gb(device)}
+
+
+@torch.no_grad()
+def bench_inference(cfg: str, img_size: int, batch_size: int, device: torch.device,
+                    num_classes: int, repeats: int) -> dict:
+    model = Darknet(cfg, num_classes=num_classes).to(device, memory_format=torch.channels_last)
+    model.eval()
+    x = to_model_input(torch.zeros(batch_size, 3, img_size, img_size, dtype=torch.uint8), device)
+    for _ in range(2):
+        model(x)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model(x)
+    _sync(device)
+    seconds = (time.perf_counter() - start) / repeats
+    return {f"infer_b{batch_size}_ms_per_img": seconds / batch_size * 1000,
+            f"infer_b{batch_size}_img_per_s": batch_size / seconds}
+
+
+def bench_epoch(repro: bool, device: str) -> float:
+    """Seconds for one real epoch of the default training (no test pass)."""
+    import tempfile
+
+    import train
+    with tempfile.TemporaryDirectory() as project:
+        # Epoch 0 of a 2-epoch schedule, then stop: not the final epoch, so no test pass.
+        argv = ["--epochs", "2", "--stop-after", "1", "--notest", "--nosave", "--quiet",
+                "--project", project, "--device", device]
+        args = train.get_args_parser().parse_args(argv + (["--repro"] if repro else []))
+        start = time.perf_counter()
+        train.main(args)
+        return time.perf_counter() - start
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Benchmark training and inference speed.")
+    parser.add_argument("--cfgs", nargs="+", default=["cfg/yolov3-tiny.cfg", "cfg/yolov3.cfg"])
+    parser.add_argument("--img-sizes", nargs="+", type=int, default=[256, 416])
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=6, help="timed training steps per case")
+    parser.add_argument("--repeats", type=int, default=5, help="timed inference passes")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers without --repro")
+    parser.add_argument("--device", default="")
+    parser.add_argument("--data", default="data/shapes.data")
+    parser.add_argument("--epoch", action="store_true",
+                        help="also time one real epoch with and without --repro")
+    parser.add_argument("--out", default="benchmark.json")
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = select_device(args.device)
+    data = prepare_data(args.data)
+    peak = matmul_gflops(device)
+    report = {"device": device_name(device), "threads": torch.get_num_threads(),
+              "torch": str(torch.__version__), "matmul_gflops_per_s": peak, "cases": []}
+    print(f"{report['device']}: fp32 2048x2048 matmul {peak:.0f} GFLOP/s, "
+          f"{report['threads']} threads")
+    head = (f"{'model':>12} {'px':>4} {'repro':>5} {'train img/s':>11} {'data %':>6} "
+            f"{'% of matmul':>11} {'b1 ms/img':>9} {'b16 img/s':>9} {'peak GB':>7}")
+    print(head)
+    for cfg in args.cfgs:
+        for size in args.img_sizes:
+            for repro in (False, True):
+                case = {"cfg": cfg, "img_size": size, "repro": repro}
+                case.update(bench_training(cfg, size, args.batch_size, args.steps, repro, device,
+                                           data, args.workers))
+                case.update(bench_inference(cfg, size, 1, device, data.num_classes,
+                                            args.repeats * 4))
+                case.update(bench_inference(cfg, size, 16, device, data.num_classes,
+                                            args.repeats))
+                case["fraction_of_matmul"] = case["model_gflops_per_s"] / peak
+                report["cases"].append(case)
+                print(f"{Path(cfg).stem:>12} {size:>4} {str(repro):>5} "
+                      f"{case['train_img_per_s']:>11.1f} {case['data_share'] * 100:>6.1f} "
+                      f"{case['fraction_of_matmul'] * 100:>11.0f} "
+                      f"{case['infer_b1_ms_per_img']:>9.1f} {case['infer_b16_img_per_s']:>9.1f} "
+                      f"{case['peak_memory_gb']:>7.2f}")
+    if args.epoch:
+        plain, repro = bench_epoch(False, args.device), bench_epoch(True, args.device)
+        report["epoch_seconds"] = {"ordinary": plain, "repro": repro,
+                                   "repro_cost_percent": (repro / plain - 1) * 100}
+        print(f"one epoch of the default training: ordinary {plain:.1f} s, --repro "
+              f"{repro:.1f} s ({(repro / plain - 1) * 100:+.1f}%)")
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
