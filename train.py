@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from models import Darknet, model_summary  # noqa: E402
 from test import evaluate, make_val_dataset  # noqa: E402
-from utils.checkpoint import CHECKPOINT_KIND, load_checkpoint, load_initial_weights  # noqa: E402
+from utils.checkpoint import load_checkpoint, load_initial_weights, training_checkpoint  # noqa: E402,E501
 from utils.checkpoint import load_state_checked  # noqa: E402
 from utils.atomic_io import atomic_torch_save, atomic_write_text  # noqa: E402
 from utils.data_config import list_images, prepare_data  # noqa: E402
@@ -49,9 +49,9 @@ from utils.distributed import (DistInfo, barrier, broadcast_object,  # noqa: E40
 from utils.ema import ModelEMA  # noqa: E402
 from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch  # noqa: E402
 from utils.errors import InputError  # noqa: E402
-from utils.hyp import DEFAULT_HYP, load_hyp  # noqa: E402
-from utils.repro import (configure_determinism, get_rng_state, seed_everything,  # noqa: E402
-                         set_rng_state, state_fingerprint)
+from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp  # noqa: E402
+from utils.repro import (configure_determinism, seed_everything, set_rng_state,  # noqa: E402
+                         state_fingerprint)
 from utils.results import format_line, plot_results, write_results  # noqa: E402
 from utils.run_record import environment, file_digest, files_digest, next_run_dir  # noqa: E402
 from utils.schedule import cosine_factor  # noqa: E402
@@ -69,7 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="data/shapes.data", help=".data file")
     p.add_argument("--hyp", default=None,
                    help=f"hyperparameter yaml (default: the .data file's hyp=, else {DEFAULT_HYP.name})")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--img-size", type=int, default=256, help="train and test size (pixels)")
     p.add_argument("--weights", default="", help="initial weights (.pt or darknet .weights)")
@@ -87,7 +87,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--notest", action="store_true", help="only evaluate after the last epoch")
     p.add_argument("--multi-scale", action="store_true", help="vary image size +/- 50%%")
     p.add_argument("--rect", action="store_true", help="rectangular batches")
-    p.add_argument("--cache-images", action="store_true", help="keep decoded images in RAM")
+    p.add_argument("--cache-images", action="store_true", default=None,
+                   help="keep decoded images in RAM (automatic for sets under 1 GiB)")
     p.add_argument("--adam", action="store_true", help="Adam instead of SGD")
     p.add_argument("--single-cls", action="store_true", help="train as one class")
     p.add_argument("--sync-bn", action="store_true",
@@ -142,19 +143,6 @@ def apply_repro(args: argparse.Namespace, hyp: dict) -> list[str]:
         args.threads = REPRO_THREADS
     notes.append(f"CPU threads {args.threads}")
     return notes
-
-
-def scale_hyp(hyp: dict, num_classes: int, yolo_layers: int, img_size: int,
-              nominal_batch: int) -> dict:
-    """Gains in the hyp file are for 80 classes, 3 yolo layers, 640 px and a batch of 64; adapt
-    them so the loss parts keep their balance (the yolov5 rule). Weight decay follows the
-    batch actually accumulated."""
-    hyp = dict(hyp)
-    hyp["box"] *= 3 / yolo_layers
-    hyp["cls"] *= num_classes / 80 * 3 / yolo_layers
-    hyp["obj"] *= (img_size / 640) ** 2 * 3 / yolo_layers
-    hyp["weight_decay"] *= nominal_batch / hyp["nbs"]
-    return hyp
 
 
 def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
@@ -284,8 +272,8 @@ def main(args: argparse.Namespace) -> Path:
                 is_best = score > best_fitness
                 best_fitness = max(best_fitness, score)
                 if not args.nosave or final or epoch == last_epoch:
-                    state = _checkpoint(args, epoch, model, ema, optimizer, scheduler, base_hyp,
-                                        num_classes, names, best_fitness, lines)
+                    state = training_checkpoint(args, epoch, model, ema, optimizer, scheduler,
+                                                base_hyp, names, best_fitness, lines)
                     atomic_torch_save(state, run_dir / "weights" / "last.pt")
                     if is_best:
                         atomic_torch_save(state, run_dir / "weights" / "best.pt")
@@ -363,18 +351,6 @@ def _row(stats, result) -> dict:
     row.update(zip(("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95"),
                    metrics))
     return row
-
-
-def _checkpoint(args, epoch, model, ema, optimizer, scheduler, hyp, num_classes, names,
-                best_fitness, lines) -> dict:
-    return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
-            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": get_rng_state(),
-            "data_order": {"seed": args.seed, "next_epoch": epoch + 1}, "args": vars(args),
-            "hyp": hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
-            "num_classes": num_classes, "names": names, "data": args.data,
-            "img_size": args.img_size, "upsample": model.upsample_mode,
-            "best_fitness": best_fitness, "results": lines}
 
 
 if __name__ == "__main__":

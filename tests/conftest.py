@@ -40,3 +40,11 @@ def train_args(data: Path, project: Path, *extra: str):
 def run_train(data: Path, project: Path, *extra: str) -> Path:
     import train
     return train.main(train_args(data, project, *extra))
+
+
+def comparable(run: Path) -> list:
+    """Every results.txt value but the memory column, and the fingerprint, per epoch: what two
+    runs that reproduce each other must share."""
+    from utils.results import NOT_COMPARED, read_results
+    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
+            for r in read_results(run)]

@@ -4,22 +4,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import run_train
+from conftest import comparable, run_train
 from utils.loss import yolo_loss
-from utils.results import NOT_COMPARED, read_results
+from utils.results import read_results
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-
-def _compared(run):
-    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
-            for r in read_results(run)]
 
 
 def test_two_repro_runs_on_cuda_are_identical(tiny_data, tmp_path):
     a = run_train(tiny_data, tmp_path, "--repro", "--device", "0", "--name", "a")
     b = run_train(tiny_data, tmp_path, "--repro", "--device", "0", "--name", "b")
-    assert _compared(a) == _compared(b)
+    assert comparable(a) == comparable(b)
 
 
 def test_cuda_starts_from_the_cpu_weights(tiny_data, tmp_path):

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from conftest import MICRO_CFG, ROOT, run_train
+from conftest import MICRO_CFG, ROOT, comparable, run_train
 from utils.drift import build_report
-from utils.results import NOT_COMPARED, read_results
+from utils.results import read_results
 
 
 def _torchrun(data, project, name, *extra, processes=2):
@@ -21,10 +21,6 @@ def _torchrun(data, project, name, *extra, processes=2):
     return project / name, done.stdout
 
 
-def _compared(run):
-    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
-            for r in read_results(run)]
-
 
 @pytest.mark.slow
 def test_two_process_repro_runs_are_identical_and_rank0_writes(tiny_data, tmp_path):
@@ -33,7 +29,7 @@ def test_two_process_repro_runs_are_identical_and_rank0_writes(tiny_data, tmp_pa
     assert [r.epoch for r in read_results(a)] == [0, 1]  # one results.txt, one line an epoch
     assert out.count("epoch 0/1") == 1                      # only rank 0 prints
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
-    assert _compared(a) == _compared(b)
+    assert comparable(a) == comparable(b)
     # World size 1 against 2: the drift report names the difference in its settings.
     single = run_train(tiny_data, tmp_path, "--repro", "--threads", "1", "--name", "single")
     report, _ = build_report([str(single), str(a)], 0.0)
@@ -50,4 +46,4 @@ def test_resume_under_ddp(tiny_data, tmp_path):
            "--standalone", "train.py", "--resume", str(part), "--quiet"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _compared(part) == _compared(straight)
+    assert comparable(part) == comparable(straight)

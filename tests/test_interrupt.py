@@ -1,7 +1,6 @@
 """Nothing is lost: kills, SIGTERM and non-finite losses leave a resumable run."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,13 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 import train
 import utils.engine
-from conftest import MICRO_CFG, ROOT, run_train, train_args
+from conftest import MICRO_CFG, ROOT, comparable, run_train, train_args
 from utils.checkpoint import load_checkpoint
-from utils.results import NOT_COMPARED, read_results
+from utils.results import read_results
 
 
 def _start(data: Path, project: Path, *extra: str) -> subprocess.Popen:
@@ -37,10 +35,6 @@ def _wait_for_epochs(results: Path, count: int, proc: subprocess.Popen, timeout:
     raise AssertionError("training too slow")
 
 
-def _compared(run):
-    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
-            for r in read_results(run)]
-
 
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_straight_run(tiny_data, tmp_path):
@@ -57,7 +51,7 @@ def test_sigkill_mid_epoch_then_resume_equals_straight_run(tiny_data, tmp_path):
                              cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert [r.epoch for r in read_results(run)] == [0, 1, 2, 3]  # none lost, none twice
-    assert _compared(run) == _compared(straight)
+    assert comparable(run) == comparable(straight)
 
 
 @pytest.mark.slow

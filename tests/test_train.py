@@ -4,23 +4,17 @@ from __future__ import annotations
 import argparse
 
 import pytest
-import torch
 from torch import nn
 
 import detect
 import test as test_script
 import train
-from conftest import run_train
+from conftest import comparable, run_train
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.datasets import AUGMENT_KEYS
 from utils.hyp import load_hyp
-from utils.results import COLUMNS, NOT_COMPARED, read_results
+from utils.results import COLUMNS, read_results
 
-
-def _compared(run):
-    """Every results.txt value but memory, and the fingerprints, per epoch."""
-    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
-            for r in read_results(run)]
 
 
 def test_smoke_training_writes_its_files(tiny_data, tmp_path):
@@ -42,9 +36,9 @@ def test_smoke_training_writes_its_files(tiny_data, tmp_path):
 def test_repro_runs_are_identical_and_seed_matters(tiny_data, tmp_path):
     a = run_train(tiny_data, tmp_path, "--repro", "--name", "a")
     b = run_train(tiny_data, tmp_path, "--repro", "--name", "b")
-    assert _compared(a) == _compared(b)
+    assert comparable(a) == comparable(b)
     c = run_train(tiny_data, tmp_path, "--repro", "--seed", "1", "--name", "c")
-    assert [f for _, f in _compared(c)] != [f for _, f in _compared(a)]
+    assert [f for _, f in comparable(c)] != [f for _, f in comparable(a)]
     model = model_from_checkpoint(load_checkpoint(a / "weights" / "last.pt"), "a")
     assert not any(isinstance(m, nn.Upsample) for m in model.modules())
     hyp = load_hyp(a / "hyp.yaml")
@@ -58,7 +52,7 @@ def test_resume_equals_straight_run(tiny_data, tmp_path):
     assert len(read_results(part)) == 1
     args = train.get_args_parser().parse_args(["--resume", str(part), "--quiet"])
     assert train.main(args) == part
-    assert _compared(part) == _compared(straight)
+    assert comparable(part) == comparable(straight)
 
 
 def test_resume_refuses_a_changed_batch_size(tiny_data, tmp_path):
@@ -71,7 +65,7 @@ def test_resume_refuses_a_changed_batch_size(tiny_data, tmp_path):
 def test_workers_do_not_change_a_repro_run(tiny_data, tmp_path):
     zero = run_train(tiny_data, tmp_path, "--repro", "--augment", "--name", "w0")
     two = run_train(tiny_data, tmp_path, "--repro", "--augment", "--workers", "2", "--name", "w2")
-    assert _compared(zero) == _compared(two)
+    assert comparable(zero) == comparable(two)
 
 
 def test_apply_repro_turns_off_augmentation_and_says_so():

@@ -12,6 +12,7 @@ import torch
 
 from models.darknet import Darknet
 from models.darknet_weights import load_darknet_weights
+from utils.repro import get_rng_state
 from utils.errors import InputError, WeightsError
 
 CHECKPOINT_KIND = "yolov3-repro-checkpoint"
@@ -93,3 +94,17 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
     own.update(fitting)
     model.load_state_dict(own)
     return skipped
+
+
+def training_checkpoint(args, epoch: int, model: Darknet, ema, optimizer, scheduler,
+                        hyp: dict, names: list[str], best_fitness: float,
+                        lines: list[str]) -> dict:
+    """Everything an exact resume needs, after ``epoch``; ``hyp`` is the unscaled file values."""
+    return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
+            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "rng": get_rng_state(),
+            "data_order": {"seed": args.seed, "next_epoch": epoch + 1}, "args": vars(args),
+            "hyp": hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
+            "num_classes": model.num_classes, "names": names, "data": args.data,
+            "img_size": args.img_size, "upsample": model.upsample_mode,
+            "best_fitness": best_fitness, "results": lines}

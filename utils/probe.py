@@ -28,6 +28,7 @@ from utils.checkpoint import load_checkpoint, load_state_checked
 from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, collate
 from utils.errors import InputError
+from utils.hyp import scale_hyp
 from utils.loss import yolo_loss
 from utils.repro import configure_determinism
 
@@ -67,7 +68,6 @@ class Trace:
 def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: dict) -> Trace:
     """One forward and backward pass under ``setting``; everything recorded on the CPU."""
     from models import Darknet
-    from train import scale_hyp
 
     args = ckpt["args"]
     repro = bool(setting.get("repro", args.get("repro", False)))
@@ -195,9 +195,11 @@ def format_table(result: dict) -> str:
         lines.append("forward: every layer output identical")
     b = result["first_backward"]
     if b:
+        cause = (" (a consequence: the forward pass already differed)" if f else
+                 " although every forward output was identical: the backward kernels differ")
         lines.append(f"backward: gradients first differ at layer {b['layer']} ({b['type']}) "
                      f"counting from the loss: output-grad max |d| {b['out_grad'][0]:.3g}, "
-                     f"param-grad max |d| {b['param_grad'][0]:.3g}")
+                     f"param-grad max |d| {b['param_grad'][0]:.3g}{cause}")
     return "\n".join(lines)
 
 
