@@ -142,7 +142,7 @@ def compare(a: Trace, b: Trace, sources: list[list[int]]) -> dict:
         rows.append({"layer": i, "type": a.types[i], "digest_a": _digest(oa),
                      "digest_b": _digest(ob), "out": _diff(oa, ob),
                      "out_grad": _diff(a.output_grads.get(i), b.output_grads.get(i)),
-                     "param_grad": param})
+                     "param_grad": param, "has_params": bool(grads_a or grads_b)})
     first_forward = None
     for row in rows:
         inputs_same = all(rows[j]["out"][0] == 0 for j in sources[row["layer"]])
@@ -210,10 +210,13 @@ def plot_probe(result: dict, out: Path) -> None:
 
     layers = [r["layer"] for r in result["rows"]]
     fig, ax = plt.subplots(figsize=(10, 4), tight_layout=True)
-    for key, label in (("out", "layer output"), ("out_grad", "gradient at output"),
-                       ("param_grad", "parameter gradient")):
+    for key, label in (("out", "layer output"), ("out_grad", "gradient at output")):
         values = [max(r[key][0], 1e-30) for r in result["rows"]]
         ax.semilogy(layers, values, marker=".", label=label)
+    with_params = [r for r in result["rows"] if r["has_params"]]  # convs; pools have none
+    ax.semilogy([r["layer"] for r in with_params],
+                [max(r["param_grad"][0], 1e-30) for r in with_params], marker="o",
+                linestyle=":", label="parameter gradient (layers with parameters)")
     ax.set_xlabel("layer (forward order; backward runs right to left)")
     ax.set_ylabel("max |a - b| (1e-30 = identical)")
     ax.legend()
