@@ -31,6 +31,9 @@ from utils.nms import non_max_suppression
 from utils.plots import plot_batch
 
 
+PLOT_CONF = 0.25
+
+
 @dataclass
 class EvalResult:
     precision: float = 0.0
@@ -86,7 +89,8 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
             if coco_json is not None:
                 coco_json.extend(_coco_records(det, paths[k], shapes[k]))
         if i == 0 and plot_path is not None:
-            plot_batch(images, output, plot_path, names or [])
+            # mAP needs every box down to conf_thres; a picture only the confident ones.
+            plot_batch(images, [d[d[:, 4] > PLOT_CONF] for d in output], plot_path, names or [])
     model.train(was_training)
     tp, conf, pred_cls, target_cls = (np.concatenate(x, 0) for x in zip(*stats))
     result = EvalResult(images=len(stats), labels=len(target_cls))
