@@ -68,7 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", default="cfg/yolov3-tiny.cfg", help="darknet model cfg")
     p.add_argument("--data", default="data/shapes.data", help=".data file")
     p.add_argument("--hyp", default=None,
-                   help=f"hyperparameter yaml (default: the .data file's hyp=, else {DEFAULT_HYP.name})")
+                   help="hyperparameter yaml (default: the .data file's hyp=, else "
+                        f"{DEFAULT_HYP.name})")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--img-size", type=int, default=256, help="train and test size (pixels)")
@@ -161,8 +162,10 @@ def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
             raise InputError(f"--resume continues the same training: --{key.replace('_', '-')} "
                              f"{given} differs from the checkpoint's {getattr(saved, key)}; "
                              "start a new run to change it", ckpt_path)
-    for key in ("device", "workers", "quiet", "stop_after"):
+    for key in ("device", "quiet", "stop_after"):
         setattr(saved, key, getattr(args, key))
+    if args.workers is not None:  # workers never change the bits; keep the run's unless asked
+        saved.workers = args.workers
     saved.resume = str(ckpt_path)
     return saved, ckpt, ckpt_path.parent.parent
 

@@ -75,7 +75,9 @@ class Darknet(nn.Module):
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.cfg_path = str(cfg)
         # cfg_text: the cfg's content stored in a checkpoint, so a model rebuilds without its file.
-        self.cfg_text = Path(cfg).read_text() if cfg_text is None and Path(cfg).is_file() else cfg_text
+        if cfg_text is None and Path(cfg).is_file():
+            cfg_text = Path(cfg).read_text()
+        self.cfg_text = cfg_text
         self.upsample_mode = upsample
         sections = parse_cfg(cfg) if cfg_text is None else parse_cfg_text(cfg_text, cfg)
         self.adaptations = _adapt_classes(sections, num_classes, cfg)

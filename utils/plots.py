@@ -42,7 +42,8 @@ def plot_batch(images: torch.Tensor, boxes: list[torch.Tensor], path: str | Path
         tile = np.ascontiguousarray(images[i].permute(1, 2, 0).numpy()[:, :, ::-1])
         for x1, y1, x2, y2, score, cls in boxes[i].detach().cpu().tolist():
             name = names[int(cls)] if int(cls) < len(names) else str(int(cls))
-            draw_box(tile, (x1, y1, x2, y2), int(cls), name if score >= 1 else f"{name} {score:.2f}")
+            label = name if score >= 1 else f"{name} {score:.2f}"  # labels carry score 1
+            draw_box(tile, (x1, y1, x2, y2), int(cls), label)
         r, c = divmod(i, cols)
         canvas[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
     cv2.imwrite(str(path), canvas)

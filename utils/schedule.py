@@ -7,7 +7,8 @@ import numpy as np
 
 
 def cosine_factor(epoch: int, epochs: int, lrf: float) -> float:
-    """Multiplier of lr0 for ``epoch`` (0-based) of ``epochs``: 1 at the start, ``lrf`` at the end."""
+    """Multiplier of lr0 for ``epoch`` (0-based) of ``epochs``: 1 at the start, falling to
+    ``lrf``."""
     return ((1 + math.cos(epoch * math.pi / epochs)) / 2) * (1 - lrf) + lrf
 
 

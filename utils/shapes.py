@@ -97,8 +97,8 @@ def make_image(seed: int, split: str, index: int, size: int) -> tuple[np.ndarray
         else:
             cv2.fillPoly(img, [pts], color, cv2.LINE_8)
         boxes.append(clipped)
-        labels.append([kind, (clipped[0] + clipped[2]) / 2 / size, (clipped[1] + clipped[3]) / 2 / size,
-                       (clipped[2] - clipped[0]) / size, (clipped[3] - clipped[1]) / size])
+        x1, y1, x2, y2 = clipped / size
+        labels.append([kind, (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1])
     return img, np.array(labels, dtype=np.float64).reshape(-1, 5)
 
 

@@ -33,7 +33,8 @@ GOOD = "classes=4\ntrain=images\nvalid=images\nnames=n.names\n"
 
 @pytest.mark.parametrize("text, names, message, line", [
     ("classes=4\nvalid=images\nnames=n.names\n", 4, "missing key 'train'", None),
-    ("classes=4\ntrain=nowhere\nvalid=images\nnames=n.names\n", 4, "train=nowhere does not exist", 2),
+    ("classes=4\ntrain=nowhere\nvalid=images\nnames=n.names\n", 4,
+     "train=nowhere does not exist", 2),
     ("classes=3\ntrain=images\nvalid=images\nnames=n.names\n", 4, "lists 4 names but classes=3", 4),
     ("classes=four\ntrain=images\nvalid=images\nnames=n.names\n", 4, "not an integer", 1),
     ("classes=4\ntrain images\n", 4, "expected 'key=value'", 2),

@@ -63,7 +63,8 @@ def test_repeat_upsample_backward_agrees_up_to_rounding_and_repeats_exactly():
     for scale in (2, 4):
         x, g = _upsample_pair(scale)
         grads = []
-        for module in (RepeatUpsample(scale), nn.Upsample(scale_factor=scale), RepeatUpsample(scale)):
+        modules = (RepeatUpsample(scale), nn.Upsample(scale_factor=scale), RepeatUpsample(scale))
+        for module in modules:
             xi = x.clone().requires_grad_(True)
             module(xi).backward(g)
             grads.append(xi.grad)
