@@ -38,17 +38,18 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from models import Darknet, model_summary  # noqa: E402
 from test import evaluate, make_val_dataset  # noqa: E402
-from utils.checkpoint import load_checkpoint, load_initial_weights, training_checkpoint  # noqa: E402,E501
-from utils.checkpoint import load_state_checked  # noqa: E402
+from utils.checkpoint import (load_initial_weights, load_state_checked,  # noqa: E402
+                              training_checkpoint)
 from utils.atomic_io import atomic_torch_save, atomic_write_text  # noqa: E402
 from utils.data_config import list_images, prepare_data  # noqa: E402
-from utils.datasets import AUGMENT_KEYS, YoloDataset, create_dataloader  # noqa: E402
+from utils.datasets import YoloDataset, create_dataloader  # noqa: E402
 from utils.device import select_device  # noqa: E402
 from utils.distributed import (DistInfo, barrier, broadcast_object,  # noqa: E402
                                init_distributed, shutdown)
 from utils.ema import ModelEMA  # noqa: E402
 from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch  # noqa: E402
 from utils.errors import InputError  # noqa: E402
+from utils.options import REPRO_THREADS, apply_repro, check_args, resume_args  # noqa: E402
 from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp  # noqa: E402
 from utils.repro import (configure_determinism, seed_everything, set_rng_state,  # noqa: E402
                          state_fingerprint)
@@ -56,10 +57,6 @@ from utils.results import format_line, plot_results, write_results  # noqa: E402
 from utils.run_record import environment, file_digest, files_digest, next_run_dir  # noqa: E402
 from utils.schedule import cosine_factor  # noqa: E402
 
-REPRO_THREADS = 2
-# Options a resume takes from the checkpoint; giving another value on the command line is refused.
-PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
-                    "augment", "adam", "single_cls", "rect", "multi_scale", "threads")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -90,7 +87,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--rect", action="store_true", help="rectangular batches")
     p.add_argument("--cache-images", action="store_true", default=None,
                    help="keep decoded images in RAM (automatic for sets under 1 GiB)")
-    p.add_argument("--adam", action="store_true", help="Adam instead of SGD")
+    p.add_argument("--adam", action="store_true", help="Adam instead of the hyp file's optimizer")
     p.add_argument("--single-cls", action="store_true", help="train as one class")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: batch-norm statistics over all processes")
@@ -101,73 +98,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="with --repro: keep online augmentation on (still deterministic)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
-
-
-def check_args(args: argparse.Namespace) -> None:
-    if args.epochs <= 0:
-        raise InputError(f"--epochs {args.epochs}: must be a positive number of epochs")
-    if args.batch_size <= 0:
-        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.img_size <= 0 or args.img_size % 32:
-        raise InputError(f"--img-size {args.img_size}: must be a positive multiple of 32 "
-                         "(the largest stride)")
-    if args.stop_after is not None and not 0 < args.stop_after <= args.epochs:
-        raise InputError(f"--stop-after {args.stop_after}: must be in 1..{args.epochs}")
-    if args.workers is not None and args.workers < 0:
-        raise InputError(f"--workers {args.workers}: must be 0 or more")
-    if args.threads is not None and args.threads <= 0:
-        raise InputError(f"--threads {args.threads}: must be at least 1")
-
-
-def apply_repro(args: argparse.Namespace, hyp: dict) -> list[str]:
-    """Pin what makes runs differ. Returns what was turned off or fixed, to print."""
-    if not args.repro:
-        return []
-    notes = [f"seed {args.seed} for python, numpy, torch (CPU and CUDA)",
-             "deterministic kernels (strict), cuDNN deterministic, no benchmark, no TF32",
-             f"batch size pinned at {args.batch_size} (last partial batch dropped)",
-             "upsample layers -> deterministic expand+reshape"]
-    if args.augment:
-        notes.append("online augmentation kept on (--augment), drawn from (seed, epoch, index)")
-    else:
-        off = [k for k in AUGMENT_KEYS if hyp[k]]
-        for k in AUGMENT_KEYS:
-            hyp[k] = 0.0
-        notes.append(f"online augmentation off: {', '.join(off) or 'nothing was on'}")
-    if args.multi_scale:
-        args.multi_scale = False
-        notes.append("multi-scale off")
-    if args.workers is None:
-        args.workers = 0
-        notes.append("DataLoader workers 0")
-    if args.threads is None:
-        args.threads = REPRO_THREADS
-    notes.append(f"CPU threads {args.threads}")
-    return notes
-
-
-def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
-                ) -> tuple[argparse.Namespace, dict, Path]:
-    """Options of the run being resumed, with the checkpoint; refuses changed pinned options."""
-    path = Path(args.resume)
-    ckpt_path = path / "weights" / "last.pt" if path.is_dir() else path
-    if not ckpt_path.is_file():
-        raise InputError("--resume: no such run folder or checkpoint (expected a run folder "
-                         "holding weights/last.pt, or a last.pt)", path)
-    ckpt = load_checkpoint(ckpt_path)
-    saved = argparse.Namespace(**ckpt["args"])
-    for key in PINNED_ON_RESUME:
-        given = getattr(args, key)
-        if given != parser.get_default(key) and given != getattr(saved, key):
-            raise InputError(f"--resume continues the same training: --{key.replace('_', '-')} "
-                             f"{given} differs from the checkpoint's {getattr(saved, key)}; "
-                             "start a new run to change it", ckpt_path)
-    for key in ("device", "quiet", "stop_after"):
-        setattr(saved, key, getattr(args, key))
-    if args.workers is not None:  # workers never change the bits; keep the run's unless asked
-        saved.workers = args.workers
-    saved.resume = str(ckpt_path)
-    return saved, ckpt, ckpt_path.parent.parent
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -214,7 +144,7 @@ def main(args: argparse.Namespace) -> Path:
     accumulate = max(round(base_hyp["nbs"] / args.batch_size), 1)
     hyp = scale_hyp(base_hyp, num_classes, len(model.yolo_layers), args.img_size,
                     args.batch_size * accumulate)
-    optimizer = build_optimizer(model, hyp, args.adam)
+    optimizer = build_optimizer(model, hyp, args.adam or hyp["optimizer"] == "adam")
     lr_factor = functools.partial(cosine_factor, epochs=args.epochs, lrf=hyp["lrf"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
     ema = ModelEMA(model)

@@ -13,6 +13,7 @@ from conftest import comparable, run_train
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.datasets import AUGMENT_KEYS
 from utils.hyp import load_hyp
+from utils.options import REPRO_THREADS, apply_repro
 from utils.results import COLUMNS, read_results
 
 
@@ -72,10 +73,10 @@ def test_apply_repro_turns_off_augmentation_and_says_so():
     args = argparse.Namespace(repro=True, augment=False, seed=0, batch_size=8, multi_scale=True,
                               workers=None, threads=None)
     hyp = load_hyp()
-    notes = train.apply_repro(args, hyp)
+    notes = apply_repro(args, hyp)
     assert all(hyp[k] == 0 for k in AUGMENT_KEYS)
     assert any("augmentation off: " in n and "fliplr" in n and "mosaic" in n for n in notes)
-    assert args.workers == 0 and args.multi_scale is False and args.threads == train.REPRO_THREADS
+    assert args.workers == 0 and args.multi_scale is False and args.threads == REPRO_THREADS
 
 
 def test_test_script_gives_trainings_map(tiny_data, tmp_path):

@@ -8,7 +8,7 @@ import yaml
 from utils.errors import InputError
 
 DEFAULT_HYP = Path(__file__).resolve().parent.parent / "data" / "hyp.scratch.yaml"
-STRING_KEYS = {"iou_type": ("giou", "ciou")}
+STRING_KEYS = {"iou_type": ("giou", "ciou"), "optimizer": ("sgd", "adam")}
 
 
 def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
