@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import sys
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from utils.checkpoint import load_inference_model
 from utils.data_config import IMAGE_SUFFIXES
 from utils.device import select_device
 from utils.engine import to_model_input
-from utils.errors import ImageError, InputError
+from utils.errors import ImageError, InputError, run_script
 from utils.image_io import load_image
 from utils.nms import non_max_suppression
 from utils.plots import draw_box
@@ -131,7 +130,4 @@ def main(args: argparse.Namespace) -> Path:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except InputError as err:
-        sys.exit(f"error: {err}")
+    run_script(main, get_args_parser())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, create_dataloader
 from utils.device import select_device
 from utils.engine import to_model_input
-from utils.errors import InputError
+from utils.errors import InputError, run_script
 from utils.loss import yolo_loss
 from utils.metrics import ap_per_class, match_predictions
 from utils.nms import non_max_suppression
@@ -175,7 +174,4 @@ def main(args: argparse.Namespace) -> EvalResult:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except InputError as err:
-        sys.exit(f"error: {err}")
+    run_script(main, get_args_parser())

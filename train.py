@@ -48,7 +48,7 @@ from utils.distributed import (DistInfo, barrier, broadcast_object,  # noqa: E40
                                init_distributed, shutdown)
 from utils.ema import ModelEMA  # noqa: E402
 from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from utils.errors import InputError, run_script  # noqa: E402
 from utils.options import REPRO_THREADS, apply_repro, check_args, resume_args  # noqa: E402
 from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp  # noqa: E402
 from utils.repro import (configure_determinism, seed_everything, set_rng_state,  # noqa: E402
@@ -110,9 +110,10 @@ def main(args: argparse.Namespace) -> Path:
     device = (torch.device(f"cuda:{dist_info.local_rank}") if dist_info.backend == "nccl"
               else select_device(args.device))
     if dist_info.is_main:  # the built-in set is generated once, by one process
-        prepare_data(args.data)
+        data = prepare_data(args.data)
     barrier(dist_info)
-    data = prepare_data(args.data)
+    if not dist_info.is_main:
+        data = prepare_data(args.data)
     if args.hyp is None:
         args.hyp = str(data.hyp or DEFAULT_HYP)
     # The hyp file's values (after --repro's changes); the gains used are scaled from them.
@@ -287,7 +288,4 @@ def _row(stats, result) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except InputError as err:
-        sys.exit(f"error: {err}")
+    run_script(main, get_args_parser())

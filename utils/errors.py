@@ -1,7 +1,9 @@
 """The project's own error types: each message names the file, the line and what was expected."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Callable
 
 
 class InputError(ValueError):
@@ -35,3 +37,13 @@ class ImageError(InputError):
 
 class WeightsError(InputError):
     """A weights or checkpoint file that does not fit the model."""
+
+
+def run_script(main: Callable, parser) -> None:
+    """Run a script's ``main`` on its parsed arguments; bad input ends it with its message and
+    exit status 2, not a traceback."""
+    try:
+        main(parser.parse_args())
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
