@@ -7,6 +7,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.boxes import xywh_to_xyxy
+
 
 def class_color(cls: int) -> tuple[int, int, int]:
     """A fixed BGR colour per class, the same in every run and every image."""
@@ -55,8 +57,6 @@ def labels_to_boxes(labels: torch.Tensor, batch_size: int, h: int, w: int) -> li
     out = []
     for i in range(batch_size):
         lab = labels[labels[:, 0] == i]
-        xyxy = torch.stack((lab[:, 2] - lab[:, 4] / 2, lab[:, 3] - lab[:, 5] / 2,
-                            lab[:, 2] + lab[:, 4] / 2, lab[:, 3] + lab[:, 5] / 2), 1)
-        xyxy = xyxy * torch.tensor([w, h, w, h])
+        xyxy = xywh_to_xyxy(lab[:, 2:6]) * torch.tensor([w, h, w, h])
         out.append(torch.cat((xyxy, torch.ones(len(lab), 1), lab[:, 1:2]), 1))
     return out

@@ -63,6 +63,7 @@ class Trace:
     param_grads: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     loss: float = 0.0
     types: list[str] = field(default_factory=list)
+    sources: list[list[int]] = field(default_factory=list)  # per layer, the layers it reads
 
 
 def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: dict) -> Trace:
@@ -84,7 +85,8 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     layout = torch.channels_last if setting.get("channels_last", 1) else torch.contiguous_format
     model.to(device, memory_format=layout).train()
     trace = Trace(types=[type(m).__name__ if not isinstance(m, torch.nn.Sequential)
-                         else "+".join(type(c).__name__ for c in m) for m in model.module_list])
+                         else "+".join(type(c).__name__ for c in m) for m in model.module_list],
+                  sources=layer_sources(model))
     perturb = setting.get("perturb")
 
     def forward_hook(index):
@@ -133,7 +135,7 @@ def _diff(a: torch.Tensor | None, b: torch.Tensor | None) -> tuple[float, float]
     return d, d / scale
 
 
-def compare(a: Trace, b: Trace, sources: list[list[int]]) -> dict:
+def compare(a: Trace, b: Trace) -> dict:
     """Per layer differences and the first layer whose output differs on identical inputs."""
     rows = []
     for i, (oa, ob) in enumerate(zip(a.outputs, b.outputs)):
@@ -145,7 +147,7 @@ def compare(a: Trace, b: Trace, sources: list[list[int]]) -> dict:
                      "param_grad": param, "has_params": bool(grads_a or grads_b)})
     first_forward = None
     for row in rows:
-        inputs_same = all(rows[j]["out"][0] == 0 for j in sources[row["layer"]])
+        inputs_same = all(rows[j]["out"][0] == 0 for j in a.sources[row["layer"]])
         if row["out"][0] != 0 and inputs_same:
             first_forward = row
             break
@@ -158,11 +160,9 @@ def compare(a: Trace, b: Trace, sources: list[list[int]]) -> dict:
                 r["out"][0] for r in rows) and a.loss == b.loss}
 
 
-def layer_sources(model_cfg: dict) -> list[list[int]]:
+def layer_sources(model) -> list[list[int]]:
+    """Per layer of a Darknet, the indices of the layers whose outputs it reads."""
     from models.layers import Route, Shortcut
-    from models import Darknet
-    model = Darknet(model_cfg["cfg_path"], num_classes=model_cfg["num_classes"],
-                    cfg_text=model_cfg["cfg_text"])
     sources = []
     for i, m in enumerate(model.module_list):
         if isinstance(m, Route):
@@ -259,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     trace_b = run_pass(ckpt, images, targets, setting_b)
     torch.set_num_threads(threads)
-    result = compare(trace_a, trace_b, layer_sources(ckpt))
+    result = compare(trace_a, trace_b)
     print(f"A: {setting_a or 'defaults'}\nB: {setting_b or 'defaults'}"
           f"{' (repeat of A)' if args.repeat else ''}")
     print(format_table(result))
