@@ -14,11 +14,12 @@ from pathlib import Path
 import cv2
 import torch
 
-from utils.augment import letterbox
-from utils.checkpoint import load_inference_model
-from utils.data_config import IMAGE_SUFFIXES
+from utils.augment import letterbox, resize_longest_side
+from utils.boxes import letterbox_to_original
+from utils.checkpoint import check_img_size, load_inference_model
+from utils.data_config import IMAGE_SUFFIXES, read_names
 from utils.device import select_device
-from utils.engine import to_model_input
+from utils.inputs import to_model_input
 from utils.errors import ImageError, InputError, run_script
 from utils.image_io import load_image
 from utils.nms import non_max_suppression
@@ -64,14 +65,16 @@ def frames(path: Path):
 @torch.no_grad()
 def detect_frame(model, frame, img_size: int, device, conf_thres: float, iou_thres: float,
                  classes: list[int] | None) -> torch.Tensor:
-    """Detections [n, 6] (x1, y1, x2, y2 in the frame's pixels, score, class)."""
-    img, scale, (left, top) = letterbox(frame, (img_size, img_size), scaleup=False)
+    """Detections [n, 6] (x1, y1, x2, y2 in the frame's pixels, score, class). The frame is
+    resized and letterboxed exactly as test.py and training see an image."""
+    resized = resize_longest_side(frame, img_size)
+    img, _, pad = letterbox(resized, (img_size, img_size), scaleup=False)
     tensor = torch.from_numpy(img[:, :, ::-1].transpose(2, 0, 1).copy())[None]
     detections, _ = model(to_model_input(tensor, device))
     det = non_max_suppression(detections, conf_thres, iou_thres, classes,
                               multi_label=False)[0].cpu()
-    det[:, [0, 2]] = ((det[:, [0, 2]] - left) / scale).clamp(0, frame.shape[1])
-    det[:, [1, 3]] = ((det[:, [1, 3]] - top) / scale).clamp(0, frame.shape[0])
+    det[:, :4] = letterbox_to_original(det[:, :4], resized.shape[1] / frame.shape[1], pad,
+                                       frame.shape[:2])
     return det
 
 
@@ -100,11 +103,13 @@ def main(args: argparse.Namespace) -> Path:
     if args.fuse:
         model.fuse()
     model.to(device, memory_format=torch.channels_last).eval()
-    names = meta.get("names") or (Path(args.names).read_text().split() if args.names
+    names = meta.get("names") or (read_names(Path(args.names)) if args.names
                                   else [str(i) for i in range(model.num_classes)])
+    if len(names) != model.num_classes:
+        raise InputError(f"{len(names)} class names for a model of {model.num_classes} classes",
+                         args.names)
     img_size = args.img_size or meta.get("img_size") or 416
-    if img_size % 32:
-        raise InputError(f"--img-size {img_size}: must be a multiple of 32")
+    check_img_size(img_size, model)
     sources = list_sources(args.source)
     out_dir = next_run_dir(args.project, args.name)
     for path in sources:

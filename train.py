@@ -11,52 +11,37 @@ opt.yaml, hyp.yaml, repro.yaml, train_batch0.jpg, val_predictions.jpg.
 """
 from __future__ import annotations
 
+import argparse
+import functools
+import hashlib
 import os
-import sys
+import signal
+import time
+from pathlib import Path
 
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
 
-def _restart_with_fixed_hash_seed() -> None:
-    """PYTHONHASHSEED only acts at interpreter start: under --repro, restart once with it set
-    (and CUBLAS_WORKSPACE_CONFIG, which must precede CUDA's start)."""
-    if "--repro" in sys.argv and os.environ.get("PYTHONHASHSEED") != "0":
-        env = dict(os.environ, PYTHONHASHSEED="0", CUBLAS_WORKSPACE_CONFIG=":4096:8")
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-
-
-if __name__ == "__main__":
-    _restart_with_fixed_hash_seed()
-
-import argparse  # noqa: E402
-import functools  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
-
-from models import Darknet, model_summary  # noqa: E402
-from test import evaluate, make_val_dataset  # noqa: E402
-from utils.checkpoint import (load_initial_weights, load_state_checked,  # noqa: E402
-                              training_checkpoint)
-from utils.atomic_io import atomic_torch_save, atomic_write_text  # noqa: E402
-from utils.data_config import list_images, prepare_data  # noqa: E402
-from utils.datasets import YoloDataset, create_dataloader  # noqa: E402
-from utils.device import select_device  # noqa: E402
-from utils.distributed import (DistInfo, barrier, broadcast_object,  # noqa: E402
-                               init_distributed, shutdown)
-from utils.ema import ModelEMA  # noqa: E402
-from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch  # noqa: E402
-from utils.errors import InputError, run_script  # noqa: E402
-from utils.options import REPRO_THREADS, apply_repro, check_args, resume_args  # noqa: E402
-from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp  # noqa: E402
-from utils.repro import (configure_determinism, seed_everything, set_rng_state,  # noqa: E402
-                         state_fingerprint)
-from utils.results import format_line, plot_results, write_results  # noqa: E402
-from utils.run_record import environment, file_digest, files_digest, next_run_dir  # noqa: E402
-from utils.schedule import cosine_factor  # noqa: E402
-
+from models import Darknet, model_summary
+from utils.atomic_io import atomic_torch_save, atomic_write_text
+from utils.checkpoint import load_initial_weights, load_state_checked, training_checkpoint
+from utils.data_config import list_images, prepare_data
+from utils.datasets import YoloDataset, create_dataloader
+from utils.device import select_device
+from utils.distributed import (DistInfo, barrier, broadcast_object, init_distributed,
+                               shutdown)
+from utils.ema import ModelEMA
+from utils.engine import NonFiniteLoss, build_optimizer, fitness, train_one_epoch
+from utils.errors import InputError, run_script
+from utils.evaluation import evaluate, make_val_dataset
+from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp
+from utils.options import REPRO_THREADS, apply_repro, check_args, resume_args
+from utils.repro import configure_determinism, seed_everything, set_rng_state, state_fingerprint
+from utils.restart import restart_with_fixed_hash_seed
+from utils.results import format_line, plot_results, write_results
+from utils.run_record import environment, file_digest, files_digest, next_run_dir
+from utils.schedule import cosine_factor
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -70,7 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--img-size", type=int, default=256, help="train and test size (pixels)")
-    p.add_argument("--weights", default="", help="initial weights (.pt or darknet .weights)")
+    p.add_argument("--weights", default="",
+                   help="initial weights: a .pt, a darknet file or a backbone cut (*.conv.N)")
     p.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers (default 2, or 0 under --repro)")
@@ -128,15 +114,22 @@ def main(args: argparse.Namespace) -> Path:
 
     num_classes = 1 if args.single_cls else data.num_classes
     names = ["object"] if args.single_cls else data.names
+    # A resumed run continues with the cfg it started with, stored in its checkpoint.
     model = Darknet(args.cfg, num_classes=num_classes,
-                    upsample="deterministic" if args.repro else "nearest")
+                    upsample="deterministic" if args.repro else "nearest",
+                    cfg_text=ckpt["cfg_text"] if ckpt else None)
     for note in model.adaptations:
         log(f"cfg adapted to the data: {note}")
     log(model_summary(model, args.img_size))
     if args.weights and not ckpt:
         for line in load_initial_weights(model, args.weights):
-            log(f"weights: not loaded {line}")
+            log(f"weights: {line}")
+    # Recorded so two runs (a CPU and a GPU one) show they started from the same weights.
+    initial_fingerprint = state_fingerprint(model.state_dict())
     if args.sync_bn and dist_info.world_size > 1:
+        if device.type != "cuda":
+            raise InputError("--sync-bn: torch's SyncBatchNorm runs on GPUs only; drop it for a "
+                             "CPU run")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=torch.channels_last)
     train_set, train_loader, val_set, val_loader = build_loaders(args, data, base_hyp,
@@ -150,7 +143,12 @@ def main(args: argparse.Namespace) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
     ema = ModelEMA(model)
     start_epoch, best_fitness, lines = 0, -1.0, []
+    digests = {"cfg": _text_digest(model.cfg_text), "hyp": file_digest(args.hyp),
+               "train": files_digest(train_set.files + train_set.label_files),
+               "val": files_digest(val_set.files + val_set.label_files)}
     if ckpt:
+        for note in check_inputs_unchanged(args, ckpt, digests):
+            log(f"WARNING: {note}")
         load_state_checked(model, ckpt["model"], args.resume)
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -159,16 +157,15 @@ def main(args: argparse.Namespace) -> Path:
         start_epoch, best_fitness, lines = ckpt["epoch"] + 1, ckpt["best_fitness"], ckpt["results"]
         if dist_info.is_main:
             write_results(run_dir / "results.txt", lines)  # drops a line written after last.pt
+            record_resume(run_dir, start_epoch, environment(device))
         log(f"Resuming {run_dir} from epoch {start_epoch}")
     elif dist_info.is_main:
         run_dir = next_run_dir(args.project, args.name)
         record = {"options": vars(args), "repro": repro_notes, "accumulate": accumulate,
                   "world_size": dist_info.world_size, "backend": dist_info.backend,
                   "loss_gains_used": {k: hyp[k] for k in ("box", "obj", "cls", "weight_decay")},
-                  "environment": environment(device),
-                  "digests": {"cfg": file_digest(args.cfg), "hyp": file_digest(args.hyp),
-                              "train": files_digest(train_set.files + train_set.label_files),
-                              "val": files_digest(val_set.files + val_set.label_files)}}
+                  "environment": environment(device), "digests": digests,
+                  "initial_fingerprint": initial_fingerprint}
         write_run_records(run_dir, args, base_hyp, record)
     run_dir = broadcast_object(run_dir, dist_info)
     log(f"Run folder {run_dir}; {len(train_set)} train / {len(val_set)} val images, batch "
@@ -202,17 +199,17 @@ def main(args: argparse.Namespace) -> Path:
                                       progress=not args.quiet)
                 fingerprint = state_fingerprint(model.state_dict())
                 lines.append(format_line(epoch, args.epochs, _row(stats, result), fingerprint))
-                score = fitness(result.map50, result.map) if result else -1.0
+                score = fitness(result.map50, result.map50_95) if result else -1.0
                 is_best = score > best_fitness
                 best_fitness = max(best_fitness, score)
                 if not args.nosave or final or epoch == last_epoch:
                     state = training_checkpoint(args, epoch, model, ema, optimizer, scheduler,
-                                                base_hyp, names, best_fitness, lines)
+                                                base_hyp, names, best_fitness, lines, digests)
                     atomic_torch_save(state, run_dir / "weights" / "last.pt")
                     if is_best:
                         atomic_torch_save(state, run_dir / "weights" / "best.pt")
                 write_results(run_dir / "results.txt", lines)
-                summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map:.4f}"
+                summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map50_95:.4f}"
                            if result else "not evaluated (--notest)")
                 log(f"epoch {epoch}/{args.epochs - 1}: loss {stats.losses[3]:.5f}, {summary}, "
                     f"fingerprint {fingerprint}")
@@ -249,6 +246,14 @@ def build_loaders(args, data, hyp: dict, num_classes: int, dist_info: DistInfo, 
         log(f"{name}: {ds.report.summary()}")
         for message in ds.report.skipped_images + ds.report.labels.skipped:
             log(f"  skipped {message}")
+        if ds.report.labels.missing == len(ds):
+            message = (f"none of the {len(ds)} {name} images has a label file (for "
+                       f"{ds.files[0]} it would be {ds.label_files[0]}: a labels/ folder "
+                       "beside images/, one .txt per image)")
+            if args.repro and name == "train":
+                raise InputError(message + "; --repro refuses to train on no labels",
+                                 data.path)
+            log(f"WARNING: {message}")
     if len(train_set) < args.batch_size and (args.repro or dist_info.world_size > 1):
         raise InputError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} "
                          "training images; under --repro or DDP partial batches are dropped")
@@ -269,6 +274,38 @@ def write_run_records(run_dir: Path, args, base_hyp: dict, record: dict) -> None
     atomic_write_text(run_dir / "repro.yaml", yaml.safe_dump(record, sort_keys=False))
 
 
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_inputs_unchanged(args, ckpt: dict, digests: dict) -> list[str]:
+    """Compare the inputs of a resumed run with those its checkpoint recorded. Changed data
+    breaks a --repro run's promise, so it is refused there; otherwise it is a loud warning.
+    The cfg always comes from the checkpoint, so a changed cfg file is only reported."""
+    notes = []
+    if Path(args.cfg).is_file() and Path(args.cfg).read_text() != ckpt["cfg_text"]:
+        notes.append(f"{args.cfg} changed since the run started; the run continues with the cfg "
+                     "stored in its checkpoint")
+    saved = ckpt.get("digests") or {}
+    changed = [k for k in ("hyp", "train", "val") if k in saved and saved[k] != digests[k]]
+    if changed:
+        message = (f"the {' and '.join(changed)} files changed since the run started (digests "
+                   "differ from the checkpoint's)")
+        if args.repro:
+            raise InputError(f"--resume of a --repro run: {message}; restore them or start a "
+                             "new run", args.resume)
+        notes.append(message + "; the rest of the run trains on the new files")
+    return notes
+
+
+def record_resume(run_dir: Path, epoch: int, env: dict) -> None:
+    """Add this leg to repro.yaml, so a run resumed on another machine or software says so."""
+    path = run_dir / "repro.yaml"
+    record = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    record.setdefault("resumes", []).append({"epoch": epoch, "environment": env})
+    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+
+
 def _silent(*_args, **_kwargs) -> None:
     """Print for processes other than rank 0: they stay quiet."""
 
@@ -281,11 +318,12 @@ def _row(stats, result) -> dict:
     row = {"mem_gb": stats.memory_gb, "targets": stats.targets, "img_size": stats.img_size}
     row.update(zip(("box", "obj", "cls", "total"), stats.losses))
     metrics = (result.precision, result.recall, result.map50, result.f1, *result.losses,
-               result.map) if result else (0.0,) * 8
+               result.map50_95) if result else (0.0,) * 8
     row.update(zip(("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95"),
                    metrics))
     return row
 
 
 if __name__ == "__main__":
+    restart_with_fixed_hash_seed()
     run_script(main, get_args_parser())

@@ -91,12 +91,22 @@ def get_int(section: dict, key: str, path, default: int | None = None) -> int:
                        path, section["key_lines"][key]) from None
 
 
-def get_int_list(section: dict, key: str, path) -> list[int]:
-    """A comma separated list of integers (``layers``, ``mask``, ``anchors``)."""
+def _get_list(section: dict, key: str, path, kind: type, what: str) -> list:
     if key not in section:
         raise CfgError(f"[{section['type']}] is missing the key {key!r}", path, section["line"])
     try:
-        return [int(float(v)) for v in section[key].split(",") if v.strip()]
+        return [kind(v) for v in section[key].split(",") if v.strip()]
     except ValueError:
-        raise CfgError(f"{key}={section[key]!r} is not a list of integers",
+        raise CfgError(f"{key}={section[key]!r} is not a list of {what}",
                        path, section["key_lines"][key]) from None
+
+
+def get_int_list(section: dict, key: str, path) -> list[int]:
+    """A comma separated list of integers (``layers``, ``mask``); ``1.5`` is refused, not
+    truncated."""
+    return _get_list(section, key, path, int, "integers")
+
+
+def get_float_list(section: dict, key: str, path) -> list[float]:
+    """A comma separated list of numbers (``anchors``: k-means anchors are fractional)."""
+    return _get_list(section, key, path, float, "numbers")

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.cfg_parser import ACTIVATIONS, get_int, get_int_list, parse_cfg, parse_cfg_text
+from models.cfg_parser import (ACTIVATIONS, get_float_list, get_int, get_int_list, parse_cfg,
+                               parse_cfg_text)
 from models.layers import RepeatUpsample, Route, Shortcut, YOLOLayer
 from utils.errors import CfgError
 
@@ -156,6 +157,9 @@ class Darknet(nn.Module):
                 out_strides.append(stride_in * stride)
             elif kind == "upsample":
                 factor = get_int(s, "stride", path, default=2)
+                if factor < 1:
+                    raise CfgError(f"stride={factor}: an upsample factor must be an integer of "
+                                   "1 or more", path, s["key_lines"].get("stride", s["line"]))
                 m = (RepeatUpsample(factor) if upsample == "deterministic"
                      else nn.Upsample(scale_factor=factor, mode="nearest"))
                 out_channels.append(in_ch)
@@ -234,10 +238,13 @@ class Darknet(nn.Module):
 
 def _build_yolo(s: dict, i: int, layers: list[dict], in_ch: int, stride: int, path) -> YOLOLayer:
     mask = get_int_list(s, "mask", path)
-    anchors = get_int_list(s, "anchors", path)
+    anchors = get_float_list(s, "anchors", path)
     if len(anchors) % 2:
         raise CfgError(f"anchors has {len(anchors)} numbers, expected width,height pairs",
                        path, s["key_lines"]["anchors"])
+    if not all(math.isfinite(a) and a > 0 for a in anchors):
+        raise CfgError(f"anchors={s['anchors']!r}: every width and height must be a positive "
+                       "number of pixels", path, s["key_lines"]["anchors"])
     pairs = torch.tensor(anchors, dtype=torch.float32).view(-1, 2)
     bad = [m for m in mask if not 0 <= m < len(pairs)]
     if bad or not mask:

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from conftest import comparable, run_train
 from utils.loss import yolo_loss
-from utils.results import read_results
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
 
 
 def test_two_repro_runs_on_cuda_are_identical(tiny_data, tmp_path):
@@ -18,17 +17,17 @@ def test_two_repro_runs_on_cuda_are_identical(tiny_data, tmp_path):
     assert comparable(a) == comparable(b)
 
 
-def test_cuda_starts_from_the_cpu_weights(tiny_data, tmp_path):
-    """Init and data come from CPU generators: epoch 0's inputs match, so any CPU/GPU drift
-    comes from arithmetic alone."""
-    from utils.checkpoint import load_checkpoint
+def test_cuda_starts_from_the_cpu_weights_and_batches(tiny_data, tmp_path):
+    """Init and data come from CPU generators: a GPU and a CPU run start from the same weights
+    and draw the same first batch, so any drift between them comes from arithmetic alone."""
     gpu = run_train(tiny_data, tmp_path, "--repro", "--device", "0", "--epochs", "1",
                     "--name", "gpu")
     cpu = run_train(tiny_data, tmp_path, "--repro", "--device", "cpu", "--epochs", "1",
                     "--name", "cpu")
-    assert read_results(gpu)[0].values["targets"] == read_results(cpu)[0].values["targets"]
-    assert load_checkpoint(gpu / "weights" / "last.pt")["ema"]["updates"] == \
-        load_checkpoint(cpu / "weights" / "last.pt")["ema"]["updates"]
+    records = [yaml.safe_load((run / "repro.yaml").read_text()) for run in (gpu, cpu)]
+    assert records[0]["initial_fingerprint"] == records[1]["initial_fingerprint"]
+    assert records[0]["environment"]["device"] == "cuda:0"
+    assert (gpu / "train_batch0.jpg").read_bytes() == (cpu / "train_batch0.jpg").read_bytes()
 
 
 def test_loss_is_deterministic_under_strict_mode_on_cuda():

@@ -1,6 +1,7 @@
 """Nothing is lost: kills, SIGTERM and non-finite losses leave a resumable run."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 import train
 import utils.engine
@@ -35,7 +37,6 @@ def _wait_for_epochs(results: Path, count: int, proc: subprocess.Popen, timeout:
     raise AssertionError("training too slow")
 
 
-
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_straight_run(tiny_data, tmp_path):
     straight = run_train(tiny_data, tmp_path / "a", "--repro", "--epochs", "4")
@@ -47,9 +48,13 @@ def test_sigkill_mid_epoch_then_resume_equals_straight_run(tiny_data, tmp_path):
     assert proc.returncode == -signal.SIGKILL
     kept = read_results(run)
     assert kept and kept[-1].epoch < 3  # killed before the end
-    resumed = subprocess.run([sys.executable, "train.py", "--resume", str(run), "--quiet"],
-                             cwd=ROOT, capture_output=True, text=True)
+    # Resumed as a user types it, with an interpreter flag: it is a --repro run all the same.
+    resumed = subprocess.run([sys.executable, "-u", "train.py", "--resume", str(run), "--quiet"],
+                             cwd=ROOT, capture_output=True, text=True,
+                             env={k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"})
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    leg = yaml.safe_load((run / "repro.yaml").read_text())["resumes"][-1]["environment"]
+    assert leg["PYTHONHASHSEED"] == "0"
     assert [r.epoch for r in read_results(run)] == [0, 1, 2, 3]  # none lost, none twice
     assert comparable(run) == comparable(straight)
 

@@ -2,20 +2,30 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import shutil
 
+import cv2
+import numpy as np
 import pytest
+import torch
+import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 import detect
 import test as test_script
 import train
-from conftest import comparable, run_train
+from conftest import MICRO_CFG, comparable, run_train
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.datasets import AUGMENT_KEYS
+from utils.errors import InputError
 from utils.hyp import load_hyp
 from utils.options import REPRO_THREADS, apply_repro
+from utils.repro import configure_determinism
 from utils.results import COLUMNS, read_results
-
 
 
 def test_smoke_training_writes_its_files(tiny_data, tmp_path):
@@ -56,6 +66,43 @@ def test_resume_equals_straight_run(tiny_data, tmp_path):
     assert comparable(part) == comparable(straight)
 
 
+def test_resume_uses_the_checkpoints_cfg_and_records_its_leg(tiny_data, tmp_path, capsys):
+    cfg = tmp_path / "model.cfg"
+    cfg.write_text(MICRO_CFG.read_text())
+    straight = run_train(tiny_data, tmp_path, "--repro", "--epochs", "3", "--cfg", str(cfg),
+                         "--name", "straight")
+    part = run_train(tiny_data, tmp_path, "--repro", "--epochs", "3", "--stop-after", "1",
+                     "--cfg", str(cfg), "--name", "part")
+    cfg.write_text(MICRO_CFG.read_text().replace("filters=32", "filters=48"))
+    train.main(train.get_args_parser().parse_args(["--resume", str(part), "--quiet"]))
+    assert f"WARNING: {cfg} changed since the run started" in capsys.readouterr().out
+    assert comparable(part) == comparable(straight)
+    record = yaml.safe_load((part / "repro.yaml").read_text())
+    assert [leg["epoch"] for leg in record["resumes"]] == [1]
+    assert record["resumes"][0]["environment"]["device"] == "cpu"
+
+
+def test_resume_of_a_repro_run_refuses_changed_data(tiny_data, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(tiny_data.parent, root)
+    data = root / tiny_data.name
+    part = run_train(data, tmp_path, "--repro", "--epochs", "2", "--stop-after", "1")
+    (root / "labels" / "train" / "000003.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    args = train.get_args_parser().parse_args(["--resume", str(part)])
+    with pytest.raises(InputError, match="the train files changed since the run started"):
+        train.main(args)
+
+
+def test_test_script_applies_the_runs_determinism(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--repro", "--epochs", "1")
+    configure_determinism(False, threads=1)  # as a fresh process or another run leaves it
+    args = test_script.get_args_parser().parse_args(
+        ["--weights", str(run / "weights" / "last.pt"), "--batch-size", "4"])
+    test_script.main(args)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == REPRO_THREADS and not torch.backends.cudnn.allow_tf32
+
+
 def test_resume_refuses_a_changed_batch_size(tiny_data, tmp_path):
     part = run_train(tiny_data, tmp_path, "--repro", "--epochs", "2", "--stop-after", "1")
     args = train.get_args_parser().parse_args(["--resume", str(part), "--batch-size", "2"])
@@ -79,21 +126,42 @@ def test_apply_repro_turns_off_augmentation_and_says_so():
     assert args.workers == 0 and args.multi_scale is False and args.threads == REPRO_THREADS
 
 
-def test_test_script_gives_trainings_map(tiny_data, tmp_path):
-    run = run_train(tiny_data, tmp_path, "--epochs", "2", "--repro")
+def test_test_script_gives_trainings_map_and_pycocotools_agrees(tiny_data, tmp_path, capsys):
+    run = run_train(tiny_data, tmp_path, "--epochs", "3", "--repro")
     last = read_results(run)[-1].values
+    weights = run / "weights" / "last.pt"
     args = test_script.get_args_parser().parse_args(
-        ["--weights", str(run / "weights" / "last.pt"), "--batch-size", "4", "--device", "cpu"])
+        ["--weights", str(weights), "--batch-size", "4", "--device", "cpu", "--save-json"])
     result = test_script.main(args)
-    assert result.map50 == last["mAP@0.5"] and result.map == last["mAP@0.5:0.95"]
+    assert result.map50 == last["mAP@0.5"] and result.map50_95 == last["mAP@0.5:0.95"]
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in \
+        capsys.readouterr().out
+    # COCOeval on the files --save-json wrote, as they are: the same 12 numbers.
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(weights.with_suffix(".ground_truth.json")))
+        coco = COCOeval(truth, truth.loadRes(str(weights.with_suffix(".detections.json"))),
+                        "bbox")
+        coco.evaluate()
+        coco.accumulate()
+        coco.summarize()
+    assert result.coco["AP50"] > 0
+    np.testing.assert_allclose(list(result.coco.values()), coco.stats, rtol=0, atol=5e-4)
+    assert truth.loadCats(truth.getCatIds())[2]["name"] == "triangle"
 
 
-def test_detect_writes_images(tiny_data, tmp_path):
+def test_detect_writes_images_and_labels(tiny_data, tmp_path, capsys):
     run = run_train(tiny_data, tmp_path, "--epochs", "1")
     source = tiny_data.parent / "images" / "val"
     args = detect.get_args_parser().parse_args(
         ["--weights", str(run / "weights" / "best.pt"), "--source", str(source),
-         "--project", str(tmp_path / "detect"), "--conf-thres", "0.01", "--save-txt"])
+         "--project", str(tmp_path / "detect"), "--conf-thres", "0.0001", "--save-txt"])
     out = detect.main(args)
-    assert len(list(out.glob("*.jpg"))) == len(list(source.glob("*.png")))
-    assert len(list(out.glob("*.txt"))) == len(list(source.glob("*.png")))
+    images = sorted(source.glob("*.png"))
+    assert sorted(p.stem for p in out.glob("*.jpg")) == [p.stem for p in images]
+    rows = np.array([line.split() for p in images
+                     for line in (out / f"{p.stem}.txt").read_text().splitlines()], float)
+    assert len(rows) and set(rows[:, 0].astype(int)) <= {0, 1, 2, 3}
+    assert ((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1)).all() and (rows[:, 5] >= 0.0001).all()
+    printed = capsys.readouterr().out
+    assert any(name in printed for name in ("circle", "rectangle", "triangle", "star"))
+    assert cv2.imread(str(out / f"{images[0].stem}.jpg")).shape == (64, 64, 3)

@@ -22,21 +22,22 @@ def _commit(tmp: Path, path: Path) -> None:
         pass
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
+def _write_then_commit(path: Path, mode: str, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the old file stays; no half-written one beside it
+        raise
     _commit(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _write_then_commit(Path(path), "w", lambda f: f.write(text))
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    _commit(tmp, path)
+    _write_then_commit(Path(path), "wb", lambda f: torch.save(obj, f))

@@ -37,6 +37,19 @@ def letterbox(img: np.ndarray, new_shape: tuple[int, int], scaleup: bool = True
     return img, scale, (left, top)
 
 
+def resize_longest_side(img: np.ndarray, size: int, augment: bool = False) -> np.ndarray:
+    """Resize so the longer side is ``size``, keeping the aspect ratio: the first step of every
+    image the model sees (training, test.py and detect.py alike). Shrinking uses area
+    interpolation (no aliasing) except under augmentation, which the ultralytics trainer also
+    does linearly."""
+    h, w = img.shape[:2]
+    r = size / max(h, w)
+    if r != 1:
+        interp = cv2.INTER_AREA if r < 1 and not augment else cv2.INTER_LINEAR
+        img = cv2.resize(img, (int(round(w * r)), int(round(h * r))), interpolation=interp)
+    return img
+
+
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hgain: float, sgain: float,
                 vgain: float) -> np.ndarray:
     """Random hue, saturation and value gains, applied through lookup tables."""

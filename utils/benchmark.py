@@ -24,7 +24,8 @@ from models.darknet import count_flops
 from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, create_dataloader
 from utils.device import device_name, memory_gb, select_device
-from utils.engine import build_optimizer, to_model_input
+from utils.engine import build_optimizer
+from utils.inputs import to_model_input
 from utils.hyp import load_hyp
 from utils.loss import yolo_loss
 from utils.repro import configure_determinism, seed_everything
@@ -87,7 +88,8 @@ def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: 
     flops = count_flops(model, img_size) * 3  # forward + backward (about twice the forward)
     rate = images_done / (waited + computed)
     return {"train_img_per_s": rate, "data_share": waited / (waited + computed),
-            "model_gflops_per_s": flops * rate / 1e9, "peak_memory_gb": memory_gb(device)}
+            "model_gflops_per_s": flops * rate / 1e9, "peak_memory_gb": memory_gb(device),
+            "timed_images": images_done, "timed_seconds": waited + computed}
 
 
 @torch.no_grad()

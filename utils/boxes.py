@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torchvision.ops import box_iou, complete_box_iou_loss, generalized_box_iou_loss
 
-__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "box_iou", "paired_iou", "wh_ratio_match"]
+__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "box_iou", "paired_iou", "wh_ratio_match",
+           "letterbox_to_original"]
 
 
 def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -21,6 +22,17 @@ def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
     """[..., 4] xyxy -> [..., 4] xywh."""
     return torch.cat(((boxes[..., :2] + boxes[..., 2:4]) / 2, boxes[..., 2:4] - boxes[..., :2]),
                      dim=-1)
+
+
+def letterbox_to_original(boxes: torch.Tensor, scale: float, pad: tuple[float, float],
+                          shape: tuple[int, int]) -> torch.Tensor:
+    """[N, 4] xyxy in the pixels of a letterboxed image -> [N, 4] xyxy in the original image's
+    pixels, clipped to it. ``scale`` and ``pad`` (left, top) are what the letterbox applied
+    (``x' = x * scale + left``); ``shape`` is the original (height, width)."""
+    out = boxes.clone()
+    out[:, [0, 2]] = ((out[:, [0, 2]] - pad[0]) / scale).clamp(0, shape[1])
+    out[:, [1, 3]] = ((out[:, [1, 3]] - pad[1]) / scale).clamp(0, shape[0])
+    return out
 
 
 def paired_iou(pred: torch.Tensor, target: torch.Tensor, kind: str = "giou") -> torch.Tensor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from models.darknet import Darknet
-from models.darknet_weights import load_darknet_weights
+from models.darknet_weights import is_darknet_weights, load_darknet_weights
 from utils.repro import get_rng_state
 from utils.errors import InputError, WeightsError
 
@@ -23,6 +23,10 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise WeightsError("no such checkpoint file", path)
+    if is_darknet_weights(path):
+        raise WeightsError("a darknet weights file, not a checkpoint of this trainer: start a new "
+                           "run from it with --weights, or convert it with "
+                           "python -m utils.convert_weights", path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a file that is not its own
@@ -59,12 +63,13 @@ def model_from_checkpoint(ckpt: dict, source: str | Path, use_ema: bool = True) 
 
 def load_inference_model(weights: str | Path, cfg: str | Path | None = None,
                          num_classes: int | None = None) -> tuple[Darknet, dict]:
-    """A model ready for evaluation from a checkpoint (its EMA weights) or a darknet .weights file
-    (with ``cfg``). Returns the model and the checkpoint's metadata (empty for .weights)."""
+    """A model ready for evaluation from a checkpoint (its EMA weights) or a darknet weights file
+    (with ``cfg``; recognised by content, whatever its name). Returns the model and the
+    checkpoint's metadata (empty for darknet files)."""
     weights = Path(weights)
-    if weights.suffix == ".weights":
+    if is_darknet_weights(weights):
         if cfg is None:
-            raise InputError("a darknet .weights file needs --cfg", weights)
+            raise InputError("a darknet weights file needs --cfg", weights)
         model = Darknet(cfg, num_classes=num_classes)
         load_darknet_weights(model, weights)
         return model, {}
@@ -75,30 +80,37 @@ def load_inference_model(weights: str | Path, cfg: str | Path | None = None,
 
 
 def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
-    """Start training from ``weights`` (a checkpoint's raw weights, or darknet .weights for the
-    same cfg). Tensors whose shape differs (e.g. yolo heads for another class count) are left
-    as initialized; returns one line per such key, so nothing is dropped silently."""
+    """Start training from ``weights``: a checkpoint's raw weights, or a darknet file for the
+    same cfg, whole or a backbone cut (``darknet53.conv.74``: its first 74 layers).
+
+    Tensors whose shape differs (e.g. yolo heads for another class count) are left as
+    initialized. Returns the lines to print: what was loaded, then one line per tensor not
+    loaded, so nothing is dropped silently."""
     weights = Path(weights)
-    if weights.suffix == ".weights":
+    if is_darknet_weights(weights):
         source = Darknet(model.cfg_path, cfg_text=model.cfg_text)  # the cfg's own class count
-        load_darknet_weights(source, weights)
-        state = source.state_dict()
+        report = load_darknet_weights(source, weights)
+        state = {k: v for k, v in source.state_dict().items()
+                 if int(k.split(".")[1]) < report.layers}
+        lines = [report.summary(weights)]
     else:
         state = load_checkpoint(weights)["model"]
+        lines = [f"loaded {Path(weights).name}"]
     own = model.state_dict()
     skipped = [f"{k}: not in the model" for k in state if k not in own]
     skipped += [f"{k}: weights {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                 for k, v in own.items() if k in state and state[k].shape != v.shape]
-    skipped += [f"{k}: not in the weights" for k in own if k not in state]
+    if not is_darknet_weights(weights):
+        skipped += [f"{k}: not in the weights" for k in own if k not in state]
     fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     own.update(fitting)
     model.load_state_dict(own)
-    return skipped
+    return lines + [f"not loaded {line}" for line in skipped]
 
 
 def training_checkpoint(args, epoch: int, model: Darknet, ema, optimizer, scheduler,
                         hyp: dict, names: list[str], best_fitness: float,
-                        lines: list[str]) -> dict:
+                        lines: list[str], digests: dict | None = None) -> dict:
     """Everything an exact resume needs, after ``epoch``; ``hyp`` is the unscaled file values."""
     return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
             "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
@@ -107,4 +119,21 @@ def training_checkpoint(args, epoch: int, model: Darknet, ema, optimizer, schedu
             "hyp": hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
             "num_classes": model.num_classes, "names": names, "data": args.data,
             "img_size": args.img_size, "upsample": model.upsample_mode,
-            "best_fitness": best_fitness, "results": lines}
+            "best_fitness": best_fitness, "results": lines, "digests": digests}
+
+
+def weights_checkpoint(model: Darknet, names: list[str] | None = None, source: str = "") -> dict:
+    """A checkpoint holding weights only (no training state): what the weights converter writes.
+    It loads for test.py, detect.py and ``train.py --weights``, not for ``--resume``."""
+    return {"kind": CHECKPOINT_KIND, "weights_only": True, "source": source,
+            "model": model.state_dict(), "ema": None, "cfg_path": model.cfg_path,
+            "cfg_text": model.cfg_text, "num_classes": model.num_classes, "names": names,
+            "upsample": model.upsample_mode}
+
+
+def check_img_size(img_size: int, model: Darknet) -> None:
+    """An inference size the model can take: a positive multiple of its largest stride."""
+    stride = max(model.strides())
+    if img_size <= 0 or img_size % stride:
+        raise InputError(f"--img-size {img_size}: must be a positive multiple of {stride} "
+                         "(the model's largest stride)")

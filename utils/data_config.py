@@ -37,6 +37,17 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def read_text_file(path: Path) -> str:
+    """A text file as written by any editor: a UTF-8 byte-order mark (Windows) is dropped;
+    CRLF line ends are left to ``splitlines``."""
+    return path.read_text(encoding="utf-8-sig")
+
+
+def read_names(path: Path) -> list[str]:
+    """Class names, one a line, spaces inside a name kept ("traffic light")."""
+    return [n.strip() for n in read_text_file(path).splitlines() if n.strip()]
+
+
 def load_data_config(path: str | Path, check_paths: bool = True) -> DataConfig:
     """Read a .data file. Raises DataConfigError naming the file and line of the problem."""
     path = Path(path)
@@ -44,7 +55,7 @@ def load_data_config(path: str | Path, check_paths: bool = True) -> DataConfig:
         raise DataConfigError("file not found (expected an ultralytics .data file with "
                               "classes=, train=, valid=, names=)", path)
     values: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+    for number, raw in enumerate(read_text_file(path).splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -68,7 +79,7 @@ def load_data_config(path: str | Path, check_paths: bool = True) -> DataConfig:
     if not names_path.is_file():
         raise DataConfigError(f"names file {names_path} does not exist", path,
                               values["names"][1])
-    names = [n.strip() for n in names_path.read_text().splitlines() if n.strip()]
+    names = read_names(names_path)
     if len(names) != num_classes:
         raise DataConfigError(f"{names_path} lists {len(names)} names but classes={num_classes}",
                               path, values["names"][1])
@@ -92,7 +103,7 @@ def list_images(spec: Path, data_file: Path | None = None, line: int | None = No
         files = sorted(p for p in spec.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     elif spec.is_file():
         files = []
-        for raw in spec.read_text().splitlines():
+        for raw in read_text_file(spec).splitlines():
             if raw.strip():
                 files.append(_resolve(spec.parent, raw.strip()))
     else:
@@ -121,7 +132,6 @@ def prepare_data(path: str | Path) -> DataConfig:
         if config.generate != "shapes":
             raise DataConfigError(f"generate={config.generate!r} is not known, expected "
                                   "'shapes'", config.path, config.lines.get("generate"))
-        if not config.train.exists() or not config.valid.exists():
-            from utils.shapes import ensure_shapes
-            ensure_shapes(config.train.parent.parent)
+        from utils.shapes import ensure_shapes
+        ensure_shapes(config.train.parent.parent)
     return load_data_config(path, check_paths=True)

@@ -10,12 +10,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.augment import (augment_hsv, flip_lr, flip_ud, letterbox, mosaic, random_affine)
+from utils.augment import (augment_hsv, flip_lr, flip_ud, letterbox, mosaic, random_affine,
+                           resize_longest_side)
 from utils.errors import ImageError
 from utils.image_io import load_image
 from utils.labels import LabelReport, read_labels
@@ -130,13 +130,7 @@ class YoloDataset(Dataset):
         return len(self.files)
 
     def _resize(self, img: np.ndarray) -> np.ndarray:
-        """Resize so the longer side is ``img_size`` (shrinking never enlarges by accident)."""
-        h, w = img.shape[:2]
-        r = self.img_size / max(h, w)
-        if r != 1:
-            interp = cv2.INTER_AREA if r < 1 and not self.augment else cv2.INTER_LINEAR
-            img = cv2.resize(img, (int(round(w * r)), int(round(h * r))), interpolation=interp)
-        return img
+        return resize_longest_side(img, self.img_size, self.augment)
 
     def load_resized(self, index: int) -> np.ndarray:
         if self.cache is not None:

@@ -36,11 +36,26 @@ class Run:
         self.epochs = next(iter(self.rows.values())).epochs
         record = results.parent / "repro.yaml"
         self.settings: dict = {}
+        self.changes_within: list[str] = []  # settings a resume changed part-way through
         if record.is_file():
             try:
-                self.settings = _flatten(yaml.safe_load(record.read_text()) or {})
+                recorded = yaml.safe_load(record.read_text()) or {}
             except yaml.YAMLError as err:
                 raise InputError(f"not valid yaml ({err})", record) from None
+            resumes = recorded.pop("resumes", None) or []
+            self.settings = _flatten(recorded)
+            for leg in resumes:
+                self._add_leg(leg)
+
+    def _add_leg(self, leg: dict) -> None:
+        """Fold a resumed leg into the settings: a value that changed reads 'a, then b from
+        epoch K', so it differs from a run that kept one value throughout."""
+        for key, value in _flatten({"environment": leg.get("environment") or {}}).items():
+            before = self.settings.get(key)
+            if before != value and not str(before).endswith(f"then {value!r} from epoch "
+                                                            f"{leg.get('epoch')}"):
+                self.settings[key] = f"{before!r}, then {value!r} from epoch {leg.get('epoch')}"
+                self.changes_within.append(f"{key}: {self.settings[key]}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -55,8 +70,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def _differs(a: float, b: float, tol: float) -> bool:
-    if math.isnan(a) and math.isnan(b):
-        return False
+    """NaN agrees with NaN only; a NaN against a number is a difference."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) != math.isnan(b)
     return abs(a - b) > tol
 
 
@@ -102,20 +118,42 @@ def compare_pair(a: Run, b: Run, tol: float) -> dict:
         largest[m] = {"max_abs": worst, "epoch": where["epoch"],
                       "max_rel_percent": abs(where["metrics"][m]["rel_percent"]),
                       "last_abs": abs(last["abs"]), "last_rel_percent": abs(last["rel_percent"])}
-    if first is None:
+    missing = sorted(set(a.rows) ^ set(b.rows))
+    if first is None and missing:
+        shorter = "b" if set(a.rows) - set(b.rows) else "a"
+        headline = (f"run {shorter} lacks epochs {_epoch_ranges(missing)} that the other has: "
+                    f"the runs agree through epoch {identical_through}, but not to the end"
+                    if epochs else "no epoch in common")
+    elif first is None:
         headline = (f"identical{' within ' + str(tol) if tol else ' to the last bit'} through "
                     f"epoch {identical_through}" if epochs else "no epoch in common")
     else:
         headline = f"first difference at epoch {first['epoch']}: {first['metric']} " \
                    f"{first['a']} vs {first['b']}"
     return {"a": a.name, "b": b.name, "epochs_compared": len(epochs), "headline": headline,
-            "agree": first is None and bool(epochs), "first_difference": first,
+            "agree": first is None and bool(epochs) and not missing, "first_difference": first,
+            "missing_epochs": missing,
             "identical_through": identical_through, "largest": largest, "per_epoch": per_epoch,
             "settings_differences": settings_differences(a, b)}
 
 
+def _epoch_ranges(epochs: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3..5, 9'."""
+    groups: list[list[int]] = []
+    for e in epochs:
+        if groups and e == groups[-1][-1] + 1:
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    return ", ".join(f"{g[0]}..{g[-1]}" if len(g) > 1 else str(g[0]) for g in groups)
+
+
 def settings_differences(a: Run, b: Run) -> list[dict]:
     out = []
+    for run in (a, b):
+        for change in run.changes_within:
+            out.append({"setting": f"within {run.name}", "a": None, "b": None,
+                        "warning": f"resumed with other settings: {change}"})
     if a.epochs != b.epochs:
         out.append({"setting": "epochs", "a": a.epochs, "b": b.epochs,
                     "warning": "different epoch counts: the cosine schedule differs from the "
@@ -192,7 +230,9 @@ def format_report(report: dict) -> str:
         if pair["settings_differences"]:
             lines.append("recorded settings that differ (reasons a drift may have):")
             for d in pair["settings_differences"]:
-                lines.append(f"  {d['setting']}: {d['a']!r} vs {d['b']!r}"
+                values = ("" if d["setting"].startswith("within ")
+                          else f" {d['a']!r} vs {d['b']!r}")
+                lines.append(f"  {d['setting']}:{values}"
                              + (f"  WARNING: {d['warning']}" if "warning" in d else ""))
         else:
             lines.append("recorded settings: no difference")

@@ -11,7 +11,9 @@ from torch import nn
 class ModelEMA:
     """``ema = d * ema + (1 - d) * model`` after each optimizer step, with ``d`` ramping up from 0
     to ``decay`` over the first few thousand updates, so early epochs are not dominated by the
-    random init. Floating point buffers (BN statistics) are averaged too; integer ones copied.
+    random init. Parameters and batch-norm running statistics are averaged; every other
+    buffer (the anchors, the batch counters) is a constant of the model and copied, so an
+    anchor of 198 stays 198 after any number of updates.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, ramp: float = 2000.0,
@@ -22,6 +24,7 @@ class ModelEMA:
         self.updates = updates
         for p in self.module.parameters():
             p.requires_grad_(False)
+        self.averaged = averaged_names(self.module)
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.ramp))
@@ -32,7 +35,7 @@ class ModelEMA:
         d = self.current_decay()
         source = model.state_dict()
         for name, value in self.module.state_dict().items():
-            if value.dtype.is_floating_point:
+            if name in self.averaged:
                 value.mul_(d).add_(source[name].detach(), alpha=1 - d)
             else:
                 value.copy_(source[name])
@@ -43,3 +46,13 @@ class ModelEMA:
     def load_state_dict(self, state: dict) -> None:
         self.module.load_state_dict(state["weights"])
         self.updates = state["updates"]
+
+
+def averaged_names(model: nn.Module) -> set[str]:
+    """State-dict names that training changes smoothly: parameters and batch-norm running
+    statistics."""
+    names = {name for name, _ in model.named_parameters()}
+    for prefix, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            names.update(f"{prefix}.{stat}" for stat in ("running_mean", "running_var"))
+    return names

@@ -25,11 +25,13 @@ class LabelReport:
     skipped: list[str] = field(default_factory=list)  # one message per skipped row
 
 
-def parse_label_text(text: str, num_classes: int, source: str = "<labels>"
+def parse_label_text(text: str, num_classes: int | None, source: str = "<labels>"
                      ) -> tuple[np.ndarray, list[str]]:
     """Parse label text into (N, 5) float32 rows [class, x, y, w, h] and a list of warnings.
 
-    Never raises on bad content: every bad row becomes a warning and is left out.
+    ``num_classes`` None accepts any non-negative integer class (``--single-cls``, where every
+    class becomes 0 anyway). Never raises on bad content: every bad row becomes a warning and is
+    left out.
     """
     rows: list[list[float]] = []
     warnings: list[str] = []
@@ -51,8 +53,9 @@ def parse_label_text(text: str, num_classes: int, source: str = "<labels>"
         cls, x, y, w, h = values
         if not all(math.isfinite(v) for v in values):
             warnings.append(where + f"non-finite value in {line!r}")
-        elif cls != int(cls) or not 0 <= cls < num_classes:
-            warnings.append(where + f"class {fields[0]} is not an integer in 0..{num_classes - 1}")
+        elif cls != int(cls) or cls < 0 or (num_classes is not None and cls >= num_classes):
+            allowed = "0 or more" if num_classes is None else f"in 0..{num_classes - 1}"
+            warnings.append(where + f"class {fields[0]} is not an integer {allowed}")
         elif min(x, y, w, h) < 0:
             warnings.append(where + f"negative value in {line!r}, coordinates must be in 0..1")
         elif max(x, y, w, h) > 1 + TOLERANCE:
@@ -70,7 +73,11 @@ def parse_label_text(text: str, num_classes: int, source: str = "<labels>"
 
 def read_labels(paths: list[Path], num_classes: int, single_cls: bool = False
                 ) -> tuple[list[np.ndarray], LabelReport]:
-    """Read every label file; a missing file means an image without objects."""
+    """Read every label file; a missing file means an image without objects.
+
+    ``single_cls``: every class becomes 0, so the class is only checked to be a non-negative
+    integer (checking it against ``num_classes`` first would drop every box of class 1 and up).
+    """
     report = LabelReport()
     labels = []
     for path in paths:
@@ -84,7 +91,7 @@ def read_labels(paths: list[Path], num_classes: int, single_cls: bool = False
             report.skipped.append(f"{path}: not a text file, all its rows skipped")
             labels.append(np.zeros((0, 5), dtype=np.float32))
             continue
-        rows, warnings = parse_label_text(text, num_classes, str(path))
+        rows, warnings = parse_label_text(text, None if single_cls else num_classes, str(path))
         report.skipped.extend(warnings)
         if single_cls:
             rows[:, 0] = 0

@@ -1,7 +1,13 @@
-"""Detection metrics: matching predictions to labels, precision, recall, AP per class.
+"""Detection metrics by COCO's rules: the 12 numbers pycocotools' COCOeval prints, per-class AP,
+and precision, recall and F1 at the best-F1 score threshold.
 
-AP is the area under the precision envelope sampled at 101 recall points (COCO's rule); mAP@0.5
-uses IoU 0.5, mAP@0.5:0.95 the mean over IoU 0.50, 0.55, ..., 0.95.
+The rules, as COCOeval applies them (and tests/utils/test_metrics.py checks against it):
+- per image and class, detections in score order (stable), the best 100 kept;
+- each detection takes, among the ground truths not yet matched at that IoU threshold, the one
+  of highest IoU at or above it (the last of equal ones), preferring boxes inside the area range
+  over those outside it (which are ignored, as are unmatched detections outside it);
+- precision at 101 recall points, on the envelope of the precision curve, over IoU 0.50:0.95;
+- areas: all, small (< 32^2 px), medium (32^2..96^2), large (> 96^2), in original image pixels.
 """
 from __future__ import annotations
 
@@ -12,88 +18,204 @@ import torch
 
 from utils.boxes import box_iou
 
-IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)
-
-
-def match_predictions(detections: torch.Tensor, labels: torch.Tensor,
-                      iou_thresholds: torch.Tensor = IOU_THRESHOLDS) -> torch.Tensor:
-    """Mark true positives, one label matched at most once per IoU threshold.
-
-    detections [N, 6] (x1, y1, x2, y2, score, class); labels [M, 5] (class, x1, y1, x2, y2), same
-    pixels. Returns bool [N, T]: detection n is a true positive at threshold t.
-    """
-    correct = torch.zeros(len(detections), len(iou_thresholds), dtype=torch.bool)
-    if not len(detections) or not len(labels):
-        return correct
-    iou = box_iou(labels[:, 1:5], detections[:, :4]).cpu()  # [M, N]
-    same_class = (labels[:, 0:1] == detections[:, 5]).cpu()
-    scores = detections[:, 4].cpu()
-    for k, threshold in enumerate(iou_thresholds.tolist()):
-        label_i, det_i = torch.nonzero((iou >= threshold) & same_class, as_tuple=True)
-        if not len(label_i):
-            continue
-        # Greedy by IoU, then by score; each label and each detection used once.
-        pair_iou = iou[label_i, det_i].numpy()
-        order = np.lexsort((-scores[det_i].numpy(), -pair_iou))
-        label_i, det_i = label_i.numpy()[order], det_i.numpy()[order]
-        _, first = np.unique(det_i, return_index=True)
-        first = np.sort(first)
-        label_i, det_i = label_i[first], det_i[first]
-        _, first = np.unique(label_i, return_index=True)
-        correct[det_i[first], k] = True
-    return correct
-
-
-def compute_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """AP of one precision-recall curve (points in order of decreasing score), COCO's rule: the
-    mean over recall r = 0, 0.01, ..., 1 of the best precision at any recall >= r (0 where the
-    recall is never reached). A perfect detector scores exactly 1."""
-    if not len(recall):
-        return 0.0
-    envelope = np.flip(np.maximum.accumulate(np.flip(precision)))
-    thresholds = np.linspace(0, 1, 101)
-    first = np.searchsorted(recall, thresholds, side="left")
-    reached = first < len(recall)
-    return float(np.where(reached, envelope[np.minimum(first, len(recall) - 1)], 0.0).mean())
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+MAX_DETECTIONS = (1, 10, 100)
+AREA_RANGES = {"all": (0.0, 1e5 ** 2), "small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
+               "large": (96.0 ** 2, 1e5 ** 2)}
+# The 12 summary numbers: (name, AP or AR, IoU threshold index or None for 0.50:0.95, area,
+# max detections).
+SUMMARY = (("AP", True, None, "all", 100), ("AP50", True, 0, "all", 100),
+           ("AP75", True, 5, "all", 100), ("AP_small", True, None, "small", 100),
+           ("AP_medium", True, None, "medium", 100), ("AP_large", True, None, "large", 100),
+           ("AR1", False, None, "all", 1), ("AR10", False, None, "all", 10),
+           ("AR100", False, None, "all", 100), ("AR_small", False, None, "small", 100),
+           ("AR_medium", False, None, "medium", 100), ("AR_large", False, None, "large", 100))
 
 
 @dataclass
-class ClassMetrics:
-    """Per-class results; arrays are sized [K] (classes that had labels), ap is [K, T]."""
+class ImageDetections:
+    """One image's ground truth and detections, boxes xyxy in original image pixels.
+
+    gt_boxes [M, 4], gt_classes [M]; boxes [N, 4], scores [N], classes [N]. ``image_id`` orders
+    the images as COCOeval does (sorted ids), which decides ties in score across images.
+    """
+    image_id: int
+    gt_boxes: np.ndarray
+    gt_classes: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
     classes: np.ndarray
+
+
+@dataclass
+class CocoMetrics:
+    """What :func:`coco_evaluate` computes.
+
+    stats: the 12 summary numbers in COCOeval's order (-1 where nothing was there to measure);
+    classes [K] (those with ground truth), ap [K] (0.50:0.95), ap50 [K], and precision, recall,
+    f1 [K] at the score threshold that maximizes the mean F1 over classes (IoU 0.5).
+    """
+    stats: np.ndarray
+    classes: np.ndarray
+    label_counts: np.ndarray
+    ap: np.ndarray
+    ap50: np.ndarray
     precision: np.ndarray
     recall: np.ndarray
     f1: np.ndarray
-    ap: np.ndarray
-    label_counts: np.ndarray
+
+    def named(self) -> dict[str, float]:
+        return {name: float(v) for (name, *_), v in zip(SUMMARY, self.stats)}
 
 
-def ap_per_class(tp: np.ndarray, conf: np.ndarray, pred_cls: np.ndarray,
-                 target_cls: np.ndarray) -> ClassMetrics:
-    """AP, and P, R, F1 at the score threshold that maximizes the mean F1 over classes.
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
 
-    tp [N, T] bool, conf [N], pred_cls [N], target_cls [M].
+
+def match_detections(ious: np.ndarray, gt_ignore: np.ndarray,
+                     thresholds: np.ndarray = IOU_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval's greedy matching for one image and class.
+
+    ious [D, G] (detections in score order), gt_ignore [G] bool. Returns (matched [T, D] bool,
+    matched_ignored [T, D] bool: matched to an ignored ground truth).
     """
-    order = np.argsort(-conf, kind="stable")
-    tp, conf, pred_cls = tp[order], conf[order], pred_cls[order]
-    classes, counts = np.unique(target_cls, return_counts=True)
+    num_dets, num_gts = ious.shape
+    matched = np.zeros((len(thresholds), num_dets), dtype=bool)
+    on_ignored = np.zeros_like(matched)
+    if not num_dets or not num_gts:
+        return matched, on_ignored
+    limits = np.minimum(thresholds, 1 - 1e-10)[:, None]  # [T, 1]
+    taken = np.zeros((len(thresholds), num_gts), dtype=bool)
+    # A detection with no IoU above the lowest threshold matches nothing at any threshold.
+    for d in np.flatnonzero(ious.max(1) >= limits[0, 0]):
+        candidates = ~taken & (ious[d][None, :] >= limits)  # [T, G]
+        choice = np.full(len(thresholds), -1)
+        for group in (~gt_ignore, gt_ignore):  # regular ground truth first, then ignored
+            allowed = candidates & group[None, :]
+            scores = np.where(allowed, ious[d][None, :], -1.0)
+            # the best IoU; among equal ones the last, as COCOeval's `<` comparison leaves it
+            last_best = num_gts - 1 - np.argmax(scores[:, ::-1], axis=1)
+            pick = (choice < 0) & allowed.any(1)
+            choice[pick] = last_best[pick]
+        hit = choice >= 0
+        matched[hit, d] = True
+        on_ignored[hit, d] = gt_ignore[choice[hit]]
+        taken[np.flatnonzero(hit), choice[hit]] = True
+    return matched, on_ignored
+
+
+@dataclass
+class _ImageClassEval:
+    scores: np.ndarray      # [D] in score order
+    matched: np.ndarray     # [A, T, D]
+    ignored: np.ndarray     # [A, T, D]
+    valid_gts: np.ndarray   # [A] ground truths inside each area range
+
+
+def _evaluate_image_class(gt_boxes: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
+                          max_det: int) -> _ImageClassEval:
+    order = np.argsort(-scores, kind="mergesort")[:max_det]
+    boxes, scores = boxes[order], scores[order]
+    ious = (box_iou(torch.from_numpy(boxes), torch.from_numpy(gt_boxes)).numpy()
+            if len(boxes) and len(gt_boxes) else np.zeros((len(boxes), len(gt_boxes))))
+    gt_areas, det_areas = _areas(gt_boxes), _areas(boxes)
+    matched, ignored, valid = [], [], []
+    for low, high in AREA_RANGES.values():
+        gt_ignore = (gt_areas < low) | (gt_areas > high)
+        gt_order = np.argsort(gt_ignore, kind="mergesort")  # ignored ones last
+        m, on_ignored = match_detections(ious[:, gt_order], gt_ignore[gt_order])
+        outside = (det_areas < low) | (det_areas > high)
+        matched.append(m)
+        ignored.append(on_ignored | (~m & outside[None, :]))
+        valid.append(int((~gt_ignore).sum()))
+    return _ImageClassEval(scores, np.stack(matched), np.stack(ignored), np.array(valid))
+
+
+def _precision_at_recall_points(tp: np.ndarray, fp: np.ndarray, num_gts: int
+                                ) -> tuple[np.ndarray, float]:
+    """Precision [R] at the 101 recall points, and the final recall, of one ranked list."""
+    points = np.zeros(len(RECALL_POINTS))
+    if not len(tp):
+        return points, 0.0
+    tp_sum, fp_sum = np.cumsum(tp).astype(float), np.cumsum(fp).astype(float)
+    recall = tp_sum / num_gts
+    precision = tp_sum / (tp_sum + fp_sum + np.spacing(1))
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    first = np.searchsorted(recall, RECALL_POINTS, side="left")
+    reached = first < len(recall)
+    points[reached] = envelope[first[reached]]
+    return points, float(recall[-1])
+
+
+def coco_evaluate(images: list[ImageDetections]) -> CocoMetrics:
+    """COCOeval's bbox evaluation of ``images`` (see the module docstring for the rules)."""
+    images = sorted(images, key=lambda im: im.image_id)
+    classes, label_counts = np.unique(np.concatenate(
+        [im.gt_classes for im in images] or [np.zeros(0)]).astype(int), return_counts=True)
+    areas, max_dets = list(AREA_RANGES), MAX_DETECTIONS
+    precision = -np.ones((len(IOU_THRESHOLDS), len(RECALL_POINTS), len(classes), len(areas),
+                          len(max_dets)))
+    recall = -np.ones((len(IOU_THRESHOLDS), len(classes), len(areas), len(max_dets)))
+    operating = []  # per class: (tp at IoU 0.5, scores), area all, 100 detections
+    for k, cls in enumerate(classes):
+        evals = []
+        for im in images:
+            gt, det = im.gt_classes == cls, im.classes == cls
+            if gt.any() or det.any():
+                evals.append(_evaluate_image_class(im.gt_boxes[gt], im.boxes[det],
+                                                   im.scores[det], max_dets[-1]))
+        for m, max_det in enumerate(max_dets):
+            scores = np.concatenate([e.scores[:max_det] for e in evals])
+            order = np.argsort(-scores, kind="mergesort")
+            for a in range(len(areas)):
+                num_gts = int(sum(e.valid_gts[a] for e in evals))
+                if not num_gts:
+                    continue
+                hit = np.concatenate([e.matched[a][:, :max_det] for e in evals], 1)[:, order]
+                skip = np.concatenate([e.ignored[a][:, :max_det] for e in evals], 1)[:, order]
+                for t in range(len(IOU_THRESHOLDS)):
+                    precision[t, :, k, a, m], recall[t, k, a, m] = _precision_at_recall_points(
+                        hit[t] & ~skip[t], ~hit[t] & ~skip[t], num_gts)
+                if a == 0 and max_det == max_dets[-1]:
+                    operating.append((hit[0] & ~skip[0], scores[order], num_gts))
+    stats = np.array([_summarize(precision, recall, *spec[1:]) for spec in SUMMARY])
+    all_100 = precision[:, :, :, 0, -1]  # [T, R, K]
+    ap = np.array([_mean_valid(all_100[:, :, k]) for k in range(len(classes))])
+    ap50 = np.array([_mean_valid(all_100[0, :, k]) for k in range(len(classes))])
+    p, r, f1 = best_f1_point(operating)
+    return CocoMetrics(stats, classes, label_counts, ap, ap50, p, r, f1)
+
+
+def _mean_valid(values: np.ndarray) -> float:
+    valid = values[values > -1]
+    return float(valid.mean()) if valid.size else -1.0
+
+
+def _summarize(precision, recall, is_ap: bool, iou_index: int | None, area: str,
+               max_det: int) -> float:
+    a, m = list(AREA_RANGES).index(area), MAX_DETECTIONS.index(max_det)
+    values = precision[..., a, m] if is_ap else recall[..., a, m]
+    if iou_index is not None:
+        values = values[iou_index]
+    return _mean_valid(values)
+
+
+def best_f1_point(ranked: list[tuple[np.ndarray, np.ndarray, int]]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per class [K] at the one score threshold that maximizes the
+    mean F1 over classes. ``ranked``: per class (true positives [D] in score order, scores [D],
+    ground-truth count)."""
     grid = np.linspace(0, 1, 1000)
-    ap = np.zeros((len(classes), tp.shape[1]))
-    p_curve, r_curve = np.zeros((len(classes), len(grid))), np.zeros((len(classes), len(grid)))
-    for k, (c, n_labels) in enumerate(zip(classes, counts)):
-        mine = pred_cls == c
-        if not mine.any():
+    p_curve, r_curve = np.zeros((len(ranked), len(grid))), np.zeros((len(ranked), len(grid)))
+    for k, (tp, scores, num_gts) in enumerate(ranked):
+        if not len(tp):
             continue
-        tp_cum = tp[mine].cumsum(0)
-        fp_cum = (~tp[mine]).cumsum(0)
-        recall = tp_cum / n_labels
-        precision = tp_cum / (tp_cum + fp_cum)
-        # Curves against a falling score threshold, for the best-F1 operating point.
-        r_curve[k] = np.interp(-grid, -conf[mine], recall[:, 0], left=0)
-        p_curve[k] = np.interp(-grid, -conf[mine], precision[:, 0], left=1)
-        for t in range(tp.shape[1]):
-            ap[k, t] = compute_ap(recall[:, t], precision[:, t])
+        tp_sum = np.cumsum(tp)
+        recall = tp_sum / num_gts
+        precision = tp_sum / np.arange(1, len(tp) + 1)
+        r_curve[k] = np.interp(-grid, -scores, recall, left=0)
+        p_curve[k] = np.interp(-grid, -scores, precision, left=1)
     f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
-    best = int(f1_curve.mean(0).argmax()) if len(classes) else 0
-    p, r, f1 = p_curve[:, best], r_curve[:, best], f1_curve[:, best]
-    return ClassMetrics(classes.astype(int), p, r, f1, ap, counts)
+    best = int(f1_curve.mean(0).argmax()) if len(ranked) else 0
+    return p_curve[:, best], r_curve[:, best], f1_curve[:, best]

@@ -24,7 +24,9 @@ def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.001,
         if not len(x):
             out.append(torch.zeros((0, 6), device=prediction.device))
             continue
-        scores = x[:, 5:] * x[:, 4:5] if x.shape[1] > 5 else x[:, 4:5]
+        # One class: the class output is never trained (the loss has no class term), so the
+        # score is the objectness alone.
+        scores = x[:, 5:] * x[:, 4:5] if x.shape[1] > 6 else x[:, 4:5]
         boxes = xywh_to_xyxy(x[:, :4])
         if multi_label:
             i, j = (scores > conf_thres).nonzero(as_tuple=True)

@@ -67,6 +67,9 @@ def resume_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         raise InputError("--resume: no such run folder or checkpoint (expected a run folder "
                          "holding weights/last.pt, or a last.pt)", path)
     ckpt = load_checkpoint(ckpt_path)
+    if ckpt.get("weights_only"):
+        raise InputError("holds weights only (a converted file), not a training to continue: "
+                         "start a new run with --weights", ckpt_path)
     saved = argparse.Namespace(**ckpt["args"])
     for key in PINNED_ON_RESUME:
         given = getattr(args, key)

@@ -29,6 +29,7 @@ from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, collate
 from utils.errors import InputError
 from utils.hyp import scale_hyp
+from utils.inputs import to_model_input
 from utils.loss import yolo_loss
 from utils.repro import configure_determinism
 
@@ -105,7 +106,7 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     handles = [m.register_forward_hook(forward_hook(i)) for i, m in enumerate(model.module_list)]
     hyp = scale_hyp(ckpt["hyp"], ckpt["num_classes"], len(model.yolo_layers), images.shape[-1],
                     ckpt["hyp"]["nbs"])
-    x = images.to(device).float().div(255).contiguous(memory_format=layout)
+    x = to_model_input(images, device, layout)
     loss, _ = yolo_loss(model(x), targets.to(device), model.anchors(), model.strides(), hyp)
     loss.backward()
     for h in handles:

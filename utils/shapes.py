@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -127,12 +129,34 @@ def generate_shapes(root: str | Path, n_train: int = 500, n_val: int = 100, size
     return digest.hexdigest()
 
 
+def is_complete(root: str | Path, n_train: int = 500, n_val: int = 100) -> bool:
+    """Whether ``root`` holds a whole generated set: its DIGEST (written last) and every image
+    and label file. An interrupted generation has no DIGEST or fewer files."""
+    root = Path(root)
+    if not (root / "DIGEST").is_file():
+        return False
+    for split, count in (("train", n_train), ("val", n_val)):
+        for folder, suffix in (("images", ".png"), ("labels", ".txt")):
+            if len(list((root / folder / split).glob(f"*{suffix}"))) != count:
+                return False
+    return True
+
+
 def ensure_shapes(root: str | Path) -> None:
-    """Generate the default set under ``root`` and check it against the known digest."""
-    print(f"Generating the built-in shapes dataset in {root} ...", flush=True)
-    digest = generate_shapes(root)
+    """Make sure the default set is whole under ``root``: generate it (into a temporary folder,
+    moved into place when done, so an interrupted generation never passes for a set) when it is
+    missing or incomplete, and say when its digest is not the known one."""
+    root = Path(root)
+    if not is_complete(root):
+        print(f"Generating the built-in shapes dataset in {root} ...", flush=True)
+        partial = root.with_name(f".{root.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        generate_shapes(partial)
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(partial, root)
+    digest = (root / "DIGEST").read_text().strip()
     if digest != DEFAULT_DIGEST:
-        warnings.warn(f"the generated shapes set has digest {digest}, expected {DEFAULT_DIGEST}:"
+        warnings.warn(f"the shapes set in {root} has digest {digest}, expected {DEFAULT_DIGEST}:"
                       " this OpenCV or NumPy draws different pixels, so results will not match "
                       "other machines'", stacklevel=2)
 

@@ -86,6 +86,10 @@ def _micro_with(tmp_path, old, new):
     ("filters=16\nsize=3\nstride=1", "filters=12\nsize=3\nstride=1", "[shortcut] adds layer 2"),
     ("activation=leaky", "activation=gelu", "activation='gelu' is not supported"),
     ("filters=8\n", "filters=eight\n", "is not an integer"),
+    ("[upsample]\nstride=2", "[upsample]\nstride=0", "an upsample factor must be an integer"),
+    ("[upsample]\nstride=2", "[upsample]\nstride=1.5", "stride='1.5' is not an integer"),
+    ("mask = 3,4,5", "mask = 3,4.5,5", "is not a list of integers"),
+    ("anchors = 6,6, 10,12", "anchors = 6,-6, 10,12", "must be a positive number"),
 ])
 def test_bad_cfg_names_line(tmp_path, old, new, message):
     path = _micro_with(tmp_path, old, new)
@@ -109,3 +113,13 @@ def test_model_builder_fails_only_with_its_own_error(tmp_path_factory, lines):
         Darknet(path)
     except CfgError as err:
         assert str(err).startswith(str(path))
+
+
+def test_fractional_anchors_are_kept(tmp_path):
+    path = tmp_path / "fractional.cfg"
+    path.write_text(MICRO.read_text().replace("anchors = 6,6, 10,12, 14,10, 18,20, 26,22, 30,30",
+                                              "anchors = 6.5,6.25, 10,12, 14,10, 18,20, 26,22, "
+                                              "30.75,30"))
+    model = Darknet(path)
+    small, large = model.anchors()[1], model.anchors()[0]  # masks 0,1,2 and 3,4,5
+    assert small[0].tolist() == [6.5, 6.25] and large[2].tolist() == [30.75, 30.0]

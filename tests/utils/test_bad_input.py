@@ -47,6 +47,15 @@ def test_bad_data_file(tmp_path, text, names, message, line):
     assert str(err.value).startswith(f"{path}:{line}: " if line else f"{path}: ")
 
 
+def test_data_file_from_a_windows_editor(tmp_path):
+    """A byte-order mark and CRLF line ends, in the .data and the names file."""
+    path = _data(tmp_path, "")
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.replace("\n", "\r\n").encode())
+    (tmp_path / "n.names").write_bytes(b"\xef\xbb\xbfc0\r\nc 1\r\nc2\r\nc3\r\n")
+    config = load_data_config(path)
+    assert config.num_classes == 4 and config.names == ["c0", "c 1", "c2", "c3"]
+
+
 def test_missing_data_file(tmp_path):
     with pytest.raises(DataConfigError, match="file not found"):
         load_data_config(tmp_path / "none.data")
@@ -121,9 +130,11 @@ def test_wrong_kind_of_weights_file(tmp_path):
 def test_shape_mismatches_are_listed_key_by_key(tiny_data, tmp_path):
     run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1", "--single-cls"))
     model = Darknet(MICRO_CFG, num_classes=4)  # heads for 4 classes, weights for 1
-    skipped = load_initial_weights(model, run / "weights" / "last.pt")
+    loaded, *skipped = load_initial_weights(model, run / "weights" / "last.pt")
+    assert loaded == "loaded last.pt"
     assert len(skipped) == 4  # weight and bias of both head convs
-    assert all("weights (18," in s and "vs model (27," in s for s in skipped)
+    assert all(s.startswith("not loaded ") and "weights (18," in s and "vs model (27," in s
+               for s in skipped)
 
 
 # Options -------------------------------------------------------------------------------------
@@ -146,3 +157,31 @@ def test_existing_run_folder_is_never_overwritten(tiny_data, tmp_path):
     run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1"))
     assert run.name == "exp2"
     assert (tmp_path / "exp" / "results.txt").read_text() == "precious\n"
+
+
+def _without_labels(tiny_data, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(tiny_data.parent / "images", root / "images")
+    shutil.copytree(tiny_data.parent / "labels", root / "annotations")  # the usual mistake
+    shutil.copy(tiny_data.parent / "tiny.names", root)
+    shutil.copy(tiny_data, root)
+    return root / "tiny.data"
+
+
+def test_no_label_file_at_all_is_loud(tiny_data, tmp_path, capsys):
+    data = _without_labels(tiny_data, tmp_path)
+    train.main(train_args(data, tmp_path / "runs", "--epochs", "1"))
+    out = capsys.readouterr().out
+    assert "WARNING: none of the 16 train images has a label file" in out
+    assert str(tmp_path / "set" / "labels" / "train" / "000000.txt") in out
+    with pytest.raises(InputError, match="--repro refuses to train on no labels"):
+        train.main(train_args(data, tmp_path / "runs", "--epochs", "1", "--repro"))
+
+
+def test_test_script_refuses_an_image_size_off_the_stride(tiny_data, tmp_path):
+    import test as test_script
+    run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1"))
+    args = test_script.get_args_parser().parse_args(
+        ["--weights", str(run / "weights" / "last.pt"), "--img-size", "100"])
+    with pytest.raises(InputError, match="--img-size 100: must be a positive multiple of 32"):
+        test_script.main(args)

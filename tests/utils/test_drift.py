@@ -99,3 +99,39 @@ def test_malformed_file_exits_2_with_file_and_line(tmp_path, capsys):
     code, out = _main(capsys, str(a), str(bad), "--out", str(tmp_path))
     assert code == 2
     assert f"{bad / 'results.txt'}:3:" in out.err and "columns" in out.err
+
+
+def test_nan_against_a_number_is_a_difference(tmp_path, capsys):
+    a, b = _run(tmp_path / "a"), _run(tmp_path / "b")
+    lines = (b / "results.txt").read_text().splitlines()
+    cells = lines[3].split()
+    cells[10] = "nan"  # mAP@0.5 of epoch 2
+    lines[3] = " ".join(cells)
+    (b / "results.txt").write_text("\n".join(lines) + "\n")
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert code == 1 and "first difference at epoch 2: mAP@0.5 0.6 vs nan" in out.out
+
+
+def test_a_run_that_stopped_early_does_not_agree(tmp_path, capsys):
+    a = _run(tmp_path / "a", epochs=4)
+    b = _run(tmp_path / "b", epochs=4)
+    lines = (b / "results.txt").read_text().splitlines()
+    (b / "results.txt").write_text("\n".join(lines[:3]) + "\n")  # header + epochs 0, 1
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert code == 1
+    assert "run b lacks epochs 2..3" in out.out and "agree through epoch 1" in out.out
+
+
+def test_a_leg_resumed_elsewhere_is_reported(tmp_path, capsys):
+    env = {"device": "cpu", "torch": "2.14.1"}
+    a = _run(tmp_path / "a", settings={"environment": env})
+    b = _run(tmp_path / "b", settings={"environment": env, "resumes": [
+        {"epoch": 2, "environment": dict(env, device="cuda:0")}]})
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert "environment.device: 'cpu' vs \"'cpu', then 'cuda:0' from epoch 2\"" in out.out
+    assert "WARNING: resumed with other settings: environment.device" in out.out
+    # A resume on the same machine changes nothing.
+    c = _run(tmp_path / "c", settings={"environment": env, "resumes": [
+        {"epoch": 2, "environment": dict(env)}]})
+    code, out = _main(capsys, str(a), str(c), "--out", str(tmp_path))
+    assert code == 0 and "recorded settings: no difference" in out.out

@@ -50,3 +50,18 @@ def test_parser_never_raises_and_keeps_only_valid_rows(text):
         assert ((rows[:, 1:] >= 0) & (rows[:, 1:] <= 1)).all()
         assert (rows[:, 3:] > 0).all() and (rows[:, 0] < 3).all()
     assert all(w.startswith("f.txt:") for w in warnings)
+
+
+def test_single_cls_keeps_every_class_as_zero(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("0 0.5 0.5 0.2 0.2\n1 0.3 0.3 0.1 0.1\n7 0.7 0.7 0.1 0.1\n")
+    labels, report = read_labels([path], 1, single_cls=True)
+    assert report.skipped == [] and report.boxes == 3
+    np.testing.assert_array_equal(labels[0][:, 0], [0, 0, 0])
+
+
+def test_single_cls_still_refuses_a_negative_class(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("-1 0.5 0.5 0.2 0.2\n")
+    labels, report = read_labels([path], 1, single_cls=True)
+    assert len(labels[0]) == 0 and "is not an integer 0 or more" in report.skipped[0]

@@ -1,45 +1,133 @@
+"""The evaluator against pycocotools' COCOeval: the same 12 numbers on hand-made and random cases."""
+import contextlib
+import io
+
 import numpy as np
 import pytest
-import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
-from utils.metrics import ap_per_class, compute_ap, match_predictions
-
-
-def test_compute_ap_by_hand():
-    # Perfect ranking: precision 1 up to recall 1.
-    assert compute_ap(np.array([0.5, 1.0]), np.array([1.0, 1.0])) == pytest.approx(1.0)
-    # Envelope 1 for recall <= 0.5 (51 of the 101 points), 2/3 above (50 points).
-    assert compute_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == \
-        pytest.approx((51 + 50 * 2 / 3) / 101)
-    # Recall never above 0.5: the upper half of the points count 0.
-    assert compute_ap(np.array([0.5]), np.array([1.0])) == pytest.approx(51 / 101)
+from utils.metrics import ImageDetections, best_f1_point, coco_evaluate, match_detections
 
 
-def test_match_predictions_one_label_once():
-    labels = torch.tensor([[0, 0.0, 0.0, 10.0, 10.0]])
-    detections = torch.tensor([[0.0, 0.0, 10.0, 10.0, 0.9, 0],     # exact
-                               [0.0, 0.0, 10.0, 9.0, 0.8, 0],      # IoU 0.9, duplicate
-                               [0.0, 0.0, 10.0, 10.0, 0.7, 1]])    # wrong class
-    correct = match_predictions(detections, labels)
-    assert correct[0].all()
-    assert not correct[1].any()
-    assert not correct[2].any()
+def _image(image_id, gts=(), dets=()):
+    """gts: (class, x, y, w, h); dets: (class, x, y, w, h, score); boxes xywh top-left."""
+    gts, dets = np.array(gts, float).reshape(-1, 5), np.array(dets, float).reshape(-1, 6)
+
+    def xyxy(rows):
+        return np.stack([rows[:, 0], rows[:, 1], rows[:, 0] + rows[:, 2],
+                         rows[:, 1] + rows[:, 3]], 1)
+
+    return ImageDetections(image_id, xyxy(gts[:, 1:5]), gts[:, 0].astype(int),
+                           xyxy(dets[:, 1:5]), dets[:, 5], dets[:, 0].astype(int)), gts, dets
 
 
-def test_match_predictions_iou_thresholds():
-    labels = torch.tensor([[0, 0.0, 0.0, 10.0, 10.0]])
-    detections = torch.tensor([[0.0, 0.0, 10.0, 7.0, 0.9, 0]])  # IoU 0.7
-    assert match_predictions(detections, labels)[0].tolist() == [True] * 5 + [False] * 5
+def pycocotools_stats(images, num_classes=3):
+    """COCOeval's 12 numbers for the same cases, built as COCO json would hold them."""
+    gt = {"images": [], "annotations": [],
+          "categories": [{"id": c + 1, "name": str(c)} for c in range(num_classes)]}
+    results = []
+    for image_id, gts, dets in images:
+        gt["images"].append({"id": image_id, "width": 640, "height": 640})
+        for c, x, y, w, h in gts:
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id,
+                                      "category_id": int(c) + 1, "bbox": [x, y, w, h],
+                                      "area": w * h, "iscrowd": 0})
+        results += [{"image_id": image_id, "category_id": int(c) + 1, "bbox": [x, y, w, h],
+                     "score": s} for c, x, y, w, h, s in dets]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator.stats
 
 
-def test_ap_per_class_small_case():
-    # Class 0: two labels, detections ranked TP, FP, TP -> AP = 1*0.5 + (2/3)*0.5 = 0.833.
-    tp = np.array([[True], [False], [True], [True]])
-    conf = np.array([0.9, 0.8, 0.7, 0.6])
-    pred_cls = np.array([0, 0, 0, 1])
-    target_cls = np.array([0, 0, 1])
-    m = ap_per_class(tp, conf, pred_cls, target_cls)
-    assert m.classes.tolist() == [0, 1]
-    assert m.ap[0, 0] == pytest.approx(0.5 + 0.5 * 2 / 3, abs=0.01)
-    assert m.ap[1, 0] == pytest.approx(1.0, abs=0.01)
-    assert m.label_counts.tolist() == [2, 1]
+def _compare(cases):
+    ours = coco_evaluate([c[0] for c in cases]).stats
+    theirs = pycocotools_stats([(c[0].image_id, c[1], c[2]) for c in cases])
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+    return ours
+
+
+def test_two_overlapping_objects_two_true_positives():
+    """The case where the old IoU-first matching found one true positive: detection A overlaps
+    both labels, B only the first; in score order A takes the first label, B the second."""
+    image = _image(1, gts=[(0, 0, 0, 10, 10), (0, 5, 0, 10, 10)],
+                   dets=[(0, 2, 0, 10, 10, 0.9), (0, 5, 0, 10, 10, 0.8)])
+    stats = _compare([image])
+    assert stats[1] == pytest.approx(1.0)
+
+
+def test_area_ranges_ties_and_an_image_without_detections():
+    cases = [_image(1, gts=[(0, 0, 0, 20, 20), (1, 50, 50, 100, 120)],
+                    dets=[(0, 0, 0, 20, 20, 0.5), (0, 1, 1, 20, 20, 0.5), (1, 50, 50, 100, 110, 0.5)]),
+             _image(2, gts=[(0, 10, 10, 40, 40)]),
+             _image(3, dets=[(2, 0, 0, 5, 5, 0.9)])]  # a class with no ground truth anywhere
+    stats = _compare(cases)
+    assert stats[3] > -1 and stats[5] > -1
+
+
+def test_more_than_100_detections_in_an_image():
+    rng = np.random.default_rng(0)
+    dets = [(0, float(x), float(y), 12.0, 12.0, float(s))
+            for x, y, s in zip(rng.integers(0, 200, 150), rng.integers(0, 200, 150),
+                               rng.random(150))]
+    gts = [(0, float(x), float(y), 12.0, 12.0) for x, y, *_ in [d[1:] for d in dets[::3]]]
+    _compare([_image(1, gts=gts, dets=dets)])
+
+
+coords = st.integers(0, 150)
+sizes = st.integers(1, 140)
+scores = st.sampled_from([0.1, 0.3, 0.5, 0.5, 0.7, 0.9, 0.95])  # ties on purpose
+
+
+@st.composite
+def cases(draw):
+    images = []
+    for image_id in range(1, draw(st.integers(1, 4)) + 1):
+        gts = draw(st.lists(st.tuples(st.integers(0, 2), coords, coords, sizes, sizes),
+                            max_size=6))
+        dets = []
+        for c, x, y, w, h in gts:  # detections near the objects: crowded matches
+            for _ in range(draw(st.integers(0, 2))):
+                dx, dy = draw(st.integers(-4, 4)), draw(st.integers(-4, 4))
+                dets.append((draw(st.integers(0, 2)) if draw(st.booleans()) else c,
+                             x + dx, y + dy, w + draw(st.integers(0, 6)),
+                             h + draw(st.integers(0, 6)), draw(scores)))
+        dets += draw(st.lists(st.tuples(st.integers(0, 2), coords, coords, sizes, sizes, scores),
+                              max_size=4))
+        images.append(_image(image_id, gts, dets))
+    return images
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_random_cases_equal_pycocotools(images):
+    if not any(len(d) for _, _, d in images):
+        # pycocotools cannot load an empty result list; with no detections every AP and AR
+        # with ground truth to find is 0.
+        stats = coco_evaluate([im for im, _, _ in images]).stats
+        assert set(stats.tolist()) <= {0.0, -1.0}
+        return
+    _compare(images)
+
+
+def test_matching_prefers_regular_over_ignored_and_the_best_iou():
+    ious = np.array([[0.6, 0.9, 0.72]])  # the 0.9 box is outside the area range: ignored
+    matched, on_ignored = match_detections(ious, np.array([False, True, False]))
+    # Up to IoU 0.70 the regular box of 0.72 is taken; above, only the ignored one reaches.
+    assert matched[:, 0].tolist() == [True] * 9 + [False]
+    assert on_ignored[:, 0].tolist() == [False] * 5 + [True] * 4 + [False]
+
+
+def test_best_f1_point_by_hand():
+    # One class, 2 labels: TP at 0.9, FP at 0.8, TP at 0.7. Best F1 at threshold just above
+    # 0.7... below 0.7 all are in: P 2/3, R 1, F1 0.8; above 0.8: P 1, R 0.5, F1 0.667.
+    p, r, f1 = best_f1_point([(np.array([True, False, True]), np.array([0.9, 0.8, 0.7]), 2)])
+    assert p[0] == pytest.approx(2 / 3, abs=0.01) and r[0] == pytest.approx(1.0)
+    assert f1[0] == pytest.approx(0.8, abs=0.01)

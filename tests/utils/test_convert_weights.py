@@ -1,0 +1,47 @@
+import pytest
+import torch
+
+import train
+
+from conftest import run_train
+from models.darknet_weights import read_darknet_file
+from utils import convert_weights
+from utils.checkpoint import load_checkpoint, load_inference_model, model_from_checkpoint
+from utils.errors import InputError
+
+
+def _convert(*argv):
+    return convert_weights.main(convert_weights.get_args_parser().parse_args(list(map(str, argv))))
+
+
+def test_pt_to_darknet_and_back_keeps_the_ema_weights(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--epochs", "1")
+    ckpt_path = run / "weights" / "last.pt"
+    darknet = _convert(ckpt_path, tmp_path / "model.weights")
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = tmp_path / "micro.cfg"  # 4 classes, as the run (the shapes set) had
+    cfg.write_text(ckpt["cfg_text"])
+    back = _convert(darknet, tmp_path / "back.pt", "--cfg", cfg)
+    original = model_from_checkpoint(ckpt, ckpt_path)  # the EMA weights
+    converted, meta = load_inference_model(back)
+    for (name, a), b in zip(original.state_dict().items(), converted.state_dict().values()):
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(a, b), name
+    assert meta["args"] is None  # weights only: nothing to resume
+    with pytest.raises(InputError, match="holds weights only"):
+        train.main(train.get_args_parser().parse_args(["--resume", str(back)]))
+
+
+def test_a_cut_is_the_first_layers(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--epochs", "1")
+    whole = _convert(run / "weights" / "last.pt", tmp_path / "whole.weights", "--raw")
+    cut = _convert(run / "weights" / "last.pt", tmp_path / "micro.conv.8", "--raw")
+    assert whole.read_bytes().startswith(cut.read_bytes())
+    assert len(read_darknet_file(cut).values) < len(read_darknet_file(whole).values)
+
+
+def test_a_darknet_source_needs_a_cfg(tmp_path):
+    path = tmp_path / "x.weights"
+    path.write_bytes(b"\0" * 24)
+    with pytest.raises(InputError, match="needs --cfg"):
+        _convert(path, tmp_path / "y.pt")

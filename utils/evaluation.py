@@ -1,0 +1,144 @@
+"""Evaluation of a model on a validation set, by COCO's rules: what train.py runs after an epoch
+and test.py runs on a checkpoint, so both give the same numbers for the same weights."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.boxes import letterbox_to_original
+from utils.coco_json import detection_records, image_ids, labels_to_pixels
+from utils.data_config import list_images
+from utils.datasets import YoloDataset
+from utils.inputs import to_model_input
+from utils.loss import yolo_loss
+from utils.metrics import SUMMARY, ImageDetections, coco_evaluate
+from utils.nms import non_max_suppression
+from utils.plots import plot_batch
+
+PLOT_CONF = 0.25
+
+
+@dataclass
+class ClassResult:
+    name: str
+    labels: int
+    precision: float
+    recall: float
+    ap50: float
+    ap50_95: float
+
+
+@dataclass
+class EvalResult:
+    """P, R and F1 at the best-F1 threshold; mAP@0.5 and mAP@0.5:0.95 are COCO's AP50 and AP;
+    ``coco`` holds all 12 COCO numbers by name."""
+    precision: float = 0.0
+    recall: float = 0.0
+    map50: float = 0.0
+    map50_95: float = 0.0
+    f1: float = 0.0
+    losses: tuple[float, float, float] = (0.0, 0.0, 0.0)  # box, obj, cls per image
+    coco: dict[str, float] = field(default_factory=dict)
+    per_class: list[ClassResult] = field(default_factory=list)
+    images: int = 0
+    labels: int = 0
+
+
+def make_val_dataset(data, img_size: int, batch_size: int, single_cls: bool = False,
+                     rect: bool = False, cache_images: bool | None = False) -> YoloDataset:
+    """The validation set exactly as train.py evaluates it: letterboxed, no augmentation."""
+    files = list_images(data.valid, data.path, data.lines.get("valid"))
+    return YoloDataset(files, data.num_classes, img_size, augment=False, rect=rect,
+                       batch_size=batch_size, cache_images=cache_images, single_cls=single_cls)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
+             conf_thres: float = 0.001, iou_thres: float = 0.6, names: list[str] | None = None,
+             plot_path: Path | None = None, coco_json: list | None = None,
+             progress: bool = True, autocast=None) -> EvalResult:
+    """Run ``model`` over ``loader`` (a :class:`YoloDataset`'s) and score it by COCO's rules;
+    with ``hyp`` also the validation losses. ``coco_json``, when a list, receives COCO result
+    records in original image pixels. ``autocast``: a context manager factory for the forward
+    pass (the training's precision)."""
+    dataset = loader.dataset
+    names = names or [str(i) for i in range(model.num_classes)]
+    index_of = {str(f): i for i, f in enumerate(dataset.files)}
+    ids = image_ids(dataset.files)
+    was_training = model.training
+    model.eval()
+    records: list[ImageDetections] = []
+    loss_sum = torch.zeros(3, device=device)
+    batches = 0
+    for images, targets, paths, shapes in tqdm(loader, desc="evaluating", disable=not progress,
+                                               leave=False):
+        images = to_model_input(images, device)
+        with autocast() if autocast else contextlib.nullcontext():
+            detections, raw = model(images)
+        detections, raw = detections.float(), [r.float() for r in raw]
+        if hyp is not None:
+            loss_sum += yolo_loss(raw, targets.to(device), model.anchors(), model.strides(),
+                                  hyp)[1][:3]
+        output = non_max_suppression(detections, conf_thres, iou_thres)
+        for det, path, (original, (scale, pad)) in zip(output, paths, shapes):
+            index = index_of[path]
+            det = det.cpu()
+            boxes = letterbox_to_original(det[:, :4], scale, pad, original).double().numpy()
+            scores, classes = det[:, 4].double().numpy(), det[:, 5].long().numpy()
+            labels = dataset.labels[index]
+            records.append(ImageDetections(ids[index], labels_to_pixels(labels, original),
+                                           labels[:, 0].astype(int), boxes, scores, classes))
+            if coco_json is not None:
+                coco_json.extend(detection_records(ids[index], boxes, scores, classes, names))
+        if batches == 0 and plot_path is not None:
+            # mAP needs every box down to conf_thres; a picture only the confident ones.
+            plot_batch(images, [d[d[:, 4] > PLOT_CONF] for d in output], plot_path, names)
+        batches += 1
+    model.train(was_training)
+    return _result(coco_evaluate(records), records, names,
+                   (loss_sum / max(batches, 1)).tolist() if hyp is not None else None)
+
+
+def _result(metrics, records: list[ImageDetections], names: list[str], losses) -> EvalResult:
+    result = EvalResult(images=len(records), labels=int(sum(len(r.gt_classes) for r in records)),
+                        coco=metrics.named())
+    if losses is not None:
+        result.losses = tuple(float(v) for v in losses)
+    if len(metrics.classes):
+        # COCO reports -1 where there is nothing to measure; the mAP columns read 0 then.
+        result.map50, result.map50_95 = max(metrics.stats[1], 0.0), max(metrics.stats[0], 0.0)
+        result.precision, result.recall = float(metrics.precision.mean()), \
+            float(metrics.recall.mean())
+        result.f1 = float(metrics.f1.mean())
+        result.per_class = [
+            ClassResult(names[c] if c < len(names) else str(c), int(n), float(p), float(r),
+                        float(a50), float(a))
+            for c, n, p, r, a50, a in zip(metrics.classes, metrics.label_counts,
+                                          metrics.precision, metrics.recall, metrics.ap50,
+                                          metrics.ap)]
+    return result
+
+
+def format_table(result: EvalResult) -> str:
+    """The 12 COCO numbers, then P, R, AP50 and AP per class."""
+    lines = []
+    for name, is_ap, iou, area, max_det in SUMMARY:
+        kind = "Average Precision" if is_ap else "Average Recall"
+        iou_text = "0.50:0.95" if iou is None else f"{0.5 + 0.05 * iou:.2f}"
+        lines.append(f" {kind:<18} (AP) @[ IoU={iou_text:<9} | area={area:>6} | "
+                     f"maxDets={max_det:>3} ] = {result.coco.get(name, -1.0):.3f}"
+                     .replace("(AP)", "(AP)" if is_ap else "(AR)"))
+    width = max([12] + [len(c.name) for c in result.per_class])
+    lines.append(f"{'class':>{width}} {'labels':>8} {'P':>8} {'R':>8} {'mAP@.5':>8} "
+                 f"{'mAP@.5:.95':>10}")
+    lines.append(f"{'all':>{width}} {result.labels:>8} {result.precision:8.3f} "
+                 f"{result.recall:8.3f} {result.map50:8.3f} {result.map50_95:10.3f}")
+    for c in result.per_class:
+        lines.append(f"{c.name:>{width}} {c.labels:>8} {c.precision:8.3f} {c.recall:8.3f} "
+                     f"{c.ap50:8.3f} {c.ap50_95:10.3f}")
+    return "\n".join(lines)
