@@ -15,13 +15,13 @@ import cv2
 import torch
 
 from utils.augment import letterbox, resize_longest_side
-from utils.boxes import letterbox_to_original
+from utils.boxes import letterbox_to_original, xyxy_to_xywh
 from utils.checkpoint import check_img_size, load_inference_model
 from utils.data_config import IMAGE_SUFFIXES, read_names
 from utils.device import select_device
-from utils.inputs import to_model_input
 from utils.errors import ImageError, InputError, run_script
 from utils.image_io import load_image
+from utils.inputs import to_model_input
 from utils.nms import non_max_suppression
 from utils.plots import draw_box
 from utils.run_record import next_run_dir
@@ -121,10 +121,11 @@ def main(args: argparse.Namespace) -> Path:
             cv2.imwrite(str(out_dir / f"{name}.jpg"), frame)
             if args.save_txt:
                 h, w = frame.shape[:2]
+                xywhn = xyxy_to_xywh(det[:, :4]) / torch.tensor([w, h, w, h])
                 (out_dir / f"{name}.txt").write_text("".join(
-                    f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                    f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {s:.5f}\n"
-                    for x1, y1, x2, y2, s, c in det.tolist()))
+                    f"{int(c)} {x:.6f} {y:.6f} {bw:.6f} {bh:.6f} {s:.5f}\n"
+                    for (x, y, bw, bh), s, c in zip(xywhn.tolist(), det[:, 4].tolist(),
+                                                    det[:, 5].tolist())))
             counts = {}
             for c in det[:, 5].int().tolist():
                 counts[names[c]] = counts.get(names[c], 0) + 1

@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> EvalResult:
     print(format_table(result))
     if detections is not None:
         out = Path(args.weights)
-        truth = ground_truth_json(dataset.files, dataset.shapes, dataset.labels, names)
+        truth = ground_truth_json(dataset.files, dataset.image_sizes, dataset.labels, names)
         out.with_suffix(".detections.json").write_text(json.dumps(detections))
         out.with_suffix(".ground_truth.json").write_text(json.dumps(truth))
         print(f"COCO files: {out.with_suffix('.detections.json')} and "

@@ -12,8 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.cfg_parser import (ACTIVATIONS, get_float_list, get_int, get_int_list, parse_cfg,
-                               parse_cfg_text)
+from models.cfg_parser import (
+    ACTIVATIONS,
+    get_float_list,
+    get_int,
+    get_int_list,
+    parse_cfg,
+    parse_cfg_text,
+)
 from models.layers import RepeatUpsample, Route, Shortcut, YOLOLayer
 from utils.errors import CfgError
 
@@ -85,10 +91,10 @@ class Darknet(nn.Module):
         self.net_info = sections[0]
         in_channels = get_int(self.net_info, "channels", cfg, default=3)
         self.module_list, self.keep_outputs = self._build(sections[1:], in_channels, cfg, upsample)
-        self.yolo_layers = [i for i, m in enumerate(self.module_list) if isinstance(m, YOLOLayer)]
-        if not self.yolo_layers:
+        self.head_indices = [i for i, m in enumerate(self.module_list) if isinstance(m, YOLOLayer)]
+        if not self.head_indices:
             raise CfgError("the cfg has no [yolo] layer", cfg, sections[-1]["line"])
-        classes = {self.module_list[i].num_classes for i in self.yolo_layers}
+        classes = {self.module_list[i].num_classes for i in self.head_indices}
         if len(classes) != 1:
             raise CfgError(f"the [yolo] layers disagree on classes: {sorted(classes)}", cfg)
         self.num_classes = classes.pop()
@@ -99,7 +105,7 @@ class Darknet(nn.Module):
         image, and class scores near 1/C, instead of 0.5 everywhere. This spares the first
         hundreds of steps that would otherwise only push every objectness score down."""
         with torch.no_grad():
-            for i in self.yolo_layers:
+            for i in self.head_indices:
                 conv = self.module_list[i - 1].Conv2d
                 yolo = self.module_list[i]
                 if conv.bias is None:  # a head conv with batch norm: nothing to set
@@ -196,15 +202,16 @@ class Darknet(nn.Module):
         return modules, keep
 
     @property
-    def yolo_modules(self) -> list[YOLOLayer]:
-        return [self.module_list[i] for i in self.yolo_layers]
+    def heads(self) -> list[YOLOLayer]:
+        """The [yolo] layers; ``head_indices`` are their positions in ``module_list``."""
+        return [self.module_list[i] for i in self.head_indices]
 
     def anchors(self) -> list[torch.Tensor]:
         """Per yolo layer, its anchors [A, 2] in pixels."""
-        return [m.anchors for m in self.yolo_modules]
+        return [m.anchors for m in self.heads]
 
     def strides(self) -> list[int]:
-        return [m.stride for m in self.yolo_modules]
+        return [m.stride for m in self.heads]
 
     def forward(self, x: torch.Tensor):
         outputs: list[torch.Tensor | None] = []

@@ -5,10 +5,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import comparable, run_train
+from tests.helpers import comparable, run_train
 from utils.loss import yolo_loss
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 
 def test_two_repro_runs_on_cuda_are_identical(tiny_data, tmp_path):

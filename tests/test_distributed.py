@@ -6,9 +6,11 @@ import sys
 
 import pytest
 
-from conftest import MICRO_CFG, ROOT, comparable, run_train
+from tests.helpers import MICRO_CFG, ROOT, comparable, run_train
 from utils.drift import build_report
 from utils.results import read_results
+
+pytestmark = pytest.mark.slow
 
 
 def _torchrun(data, project, name, *extra, processes=2):
@@ -22,7 +24,6 @@ def _torchrun(data, project, name, *extra, processes=2):
 
 
 
-@pytest.mark.slow
 def test_two_process_repro_runs_are_identical_and_rank0_writes(tiny_data, tmp_path):
     a, out = _torchrun(tiny_data, tmp_path, "a", "--repro")
     b, _ = _torchrun(tiny_data, tmp_path, "b", "--repro")
@@ -37,7 +38,6 @@ def test_two_process_repro_runs_are_identical_and_rank0_writes(tiny_data, tmp_pa
     assert settings["world_size"] == (1, 2) and settings["backend"] == (None, "gloo")
 
 
-@pytest.mark.slow
 def test_resume_under_ddp(tiny_data, tmp_path):
     straight, _ = _torchrun(tiny_data, tmp_path, "straight", "--repro", "--epochs", "3")
     part, _ = _torchrun(tiny_data, tmp_path, "part", "--repro", "--epochs", "3",

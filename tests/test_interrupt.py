@@ -13,9 +13,11 @@ import yaml
 
 import train
 import utils.engine
-from conftest import MICRO_CFG, ROOT, comparable, run_train, train_args
+from tests.helpers import MICRO_CFG, ROOT, comparable, run_train, train_args
 from utils.checkpoint import load_checkpoint
 from utils.results import read_results
+
+pytestmark = pytest.mark.slow
 
 
 def _start(data: Path, project: Path, *extra: str) -> subprocess.Popen:
@@ -37,7 +39,6 @@ def _wait_for_epochs(results: Path, count: int, proc: subprocess.Popen, timeout:
     raise AssertionError("training too slow")
 
 
-@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_straight_run(tiny_data, tmp_path):
     straight = run_train(tiny_data, tmp_path / "a", "--repro", "--epochs", "4")
     proc = _start(tiny_data, tmp_path / "b", "--epochs", "4")
@@ -59,7 +60,6 @@ def test_sigkill_mid_epoch_then_resume_equals_straight_run(tiny_data, tmp_path):
     assert comparable(run) == comparable(straight)
 
 
-@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_says_what_was_kept(tiny_data, tmp_path):
     proc = _start(tiny_data, tmp_path, "--epochs", "50")
     run = tmp_path / "exp"

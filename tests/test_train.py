@@ -18,14 +18,16 @@ from torch import nn
 import detect
 import test as test_script
 import train
-from conftest import MICRO_CFG, comparable, run_train
+from tests.helpers import MICRO_CFG, comparable, run_train
+from utils.augment import AUGMENT_KEYS
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
-from utils.datasets import AUGMENT_KEYS
 from utils.errors import InputError
 from utils.hyp import load_hyp
 from utils.options import REPRO_THREADS, apply_repro
 from utils.repro import configure_determinism
 from utils.results import COLUMNS, read_results
+
+pytestmark = pytest.mark.slow
 
 
 def test_smoke_training_writes_its_files(tiny_data, tmp_path):

@@ -15,9 +15,9 @@ import torch
 import detect
 import test as test_script
 import train
-from conftest import MICRO_CFG, ROOT, run_train
 from models import Darknet
 from models.darknet_weights import read_darknet_file
+from tests.helpers import MICRO_CFG, ROOT, run_train
 from utils import convert_weights
 from utils.checkpoint import load_initial_weights
 from utils.shapes import label_text, make_image
@@ -30,6 +30,8 @@ IMAGES = [("train", i, w, h, sfx, i % 5 != 4)
 IMAGES += [("val", i, w, h, sfx, i != 2)
            for i, (w, h, sfx) in enumerate([(120, 80, ".png"), (64, 48, ".jpg"), (72, 88, ".png"),
                                             (96, 64, ".jpg")])]
+
+pytestmark = pytest.mark.slow
 
 
 def _readme_data_file() -> str:
@@ -77,7 +79,6 @@ def project(tiny_data, tmp_path_factory):
     return {"data": data, "backbone": backbone, "base": base, "train_args": args}
 
 
-@pytest.mark.slow
 def test_trains_from_the_backbone_and_says_what_it_loaded(project, capsys):
     run = train.main(project["train_args"])
     out = capsys.readouterr().out
@@ -105,7 +106,6 @@ def test_loaded_layers_equal_the_files_values(project):
     assert offset == len(values)
 
 
-@pytest.mark.slow
 def test_test_and_detect_agree_and_print_names_as_written(project, tmp_path, capsys):
     if "run" not in project:
         project["run"] = train.main(project["train_args"])

@@ -12,6 +12,9 @@ import cv2
 import numpy as np
 
 PAD_VALUE = 114  # grey, as in the ultralytics trainer
+# The hyperparameters of online augmentation: what --repro turns off.
+AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "fliplr",
+                "flipud", "mosaic")
 
 
 def letterbox(img: np.ndarray, new_shape: tuple[int, int], scaleup: bool = True

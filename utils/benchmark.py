@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,8 +28,8 @@ from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, create_dataloader
 from utils.device import device_name, memory_gb, select_device
 from utils.engine import build_optimizer
-from utils.inputs import to_model_input
 from utils.hyp import load_hyp
+from utils.inputs import to_model_input
 from utils.loss import yolo_loss
 from utils.repro import configure_determinism, seed_everything
 
@@ -111,17 +114,15 @@ def bench_inference(cfg: str, img_size: int, batch_size: int, device: torch.devi
 
 
 def bench_epoch(repro: bool, device: str) -> float:
-    """Seconds for one real epoch of the default training (no test pass)."""
-    import tempfile
-
-    import train
+    """Seconds for one real epoch of the default training (no test pass), train.py started as
+    a user starts it (the interpreter's start-up included)."""
     with tempfile.TemporaryDirectory() as project:
         # Epoch 0 of a 2-epoch schedule, then stop: not the final epoch, so no test pass.
-        argv = ["--epochs", "2", "--stop-after", "1", "--notest", "--nosave", "--quiet",
-                "--project", project, "--device", device]
-        args = train.get_args_parser().parse_args(argv + (["--repro"] if repro else []))
+        command = [sys.executable, "train.py", "--epochs", "2", "--stop-after", "1", "--notest",
+                   "--nosave", "--quiet", "--project", project, "--device", device]
         start = time.perf_counter()
-        train.main(args)
+        subprocess.run(command + (["--repro"] if repro else []), check=True,
+                       cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL)
         return time.perf_counter() - start
 
 

@@ -5,11 +5,12 @@ both in the same units (pixels or normalized), the functions do not care which.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchvision.ops import box_iou, complete_box_iou_loss, generalized_box_iou_loss
 
-__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "box_iou", "paired_iou", "wh_ratio_match",
-           "letterbox_to_original"]
+__all__ = ["xywh_to_xyxy", "xyxy_to_xywh", "xywhn_to_xyxy", "box_iou", "paired_iou",
+           "wh_ratio_match", "letterbox_to_original"]
 
 
 def xywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
@@ -22,6 +23,19 @@ def xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
     """[..., 4] xyxy -> [..., 4] xywh."""
     return torch.cat(((boxes[..., :2] + boxes[..., 2:4]) / 2, boxes[..., 2:4] - boxes[..., :2]),
                      dim=-1)
+
+
+def xywhn_to_xyxy(labels: np.ndarray, w: float, h: float, left: float = 0, top: float = 0
+                  ) -> np.ndarray:
+    """YOLO label rows [N, 5] (class, x, y, w, h normalized) -> [N, 5] (class, x1, y1, x2, y2)
+    in pixels of a ``w`` x ``h`` image placed at (left, top). Computed in the rows' dtype
+    (float32 labels in the data pipeline, float64 for COCO ground truth), returned as float64."""
+    out = labels.astype(np.float64).copy()
+    out[:, 1] = w * (labels[:, 1] - labels[:, 3] / 2) + left
+    out[:, 2] = h * (labels[:, 2] - labels[:, 4] / 2) + top
+    out[:, 3] = w * (labels[:, 1] + labels[:, 3] / 2) + left
+    out[:, 4] = h * (labels[:, 2] + labels[:, 4] / 2) + top
+    return out
 
 
 def letterbox_to_original(boxes: torch.Tensor, scale: float, pad: tuple[float, float],

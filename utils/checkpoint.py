@@ -12,8 +12,8 @@ import torch
 
 from models.darknet import Darknet
 from models.darknet_weights import is_darknet_weights, load_darknet_weights
-from utils.repro import get_rng_state
 from utils.errors import InputError, WeightsError
+from utils.repro import get_rng_state
 
 CHECKPOINT_KIND = "yolov3-repro-checkpoint"
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.boxes import xywhn_to_xyxy
+
 # The 80 COCO class names in YOLO order, and their ids among COCO's 91 (some ids are unused).
 COCO80_NAMES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -50,9 +52,8 @@ def labels_to_pixels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """YOLO rows [N, 5] (class, x, y, w, h normalized) -> [N, 4] xyxy float64 pixels of an image
     of ``shape`` (height, width), clipped to it."""
     h, w = shape
-    xywh = labels[:, 1:5].astype(np.float64)
-    boxes = np.concatenate((xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2), 1)
-    return np.clip(boxes * np.array([w, h, w, h]), 0, np.array([w, h, w, h]))
+    boxes = xywhn_to_xyxy(labels.astype(np.float64), w, h)[:, 1:5]
+    return np.clip(boxes, 0, np.array([w, h, w, h], dtype=np.float64))
 
 
 def _xywh(box) -> list[float]:

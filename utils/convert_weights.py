@@ -2,7 +2,7 @@
 
     python -m utils.convert_weights runs/train/exp/weights/best.pt best.weights
     python -m utils.convert_weights yolov3.weights yolov3.pt --cfg cfg/yolov3.cfg
-    python -m utils.convert_weights yolov3.weights darknet53.conv.74 --cfg cfg/yolov3.cfg --cutoff 74
+    python -m utils.convert_weights yolov3.weights darknet53.conv.74 --cfg cfg/yolov3.cfg
     python -m utils.convert_weights best.pt yolov3-tiny.conv.15 --cutoff 15
 
 The direction follows the input's content. Darknet files are written as darknet's own
@@ -17,8 +17,12 @@ import argparse
 from pathlib import Path
 
 from models import Darknet
-from models.darknet_weights import (cutoff_from_name, is_darknet_weights, load_darknet_weights,
-                                    save_darknet_weights)
+from models.darknet_weights import (
+    cutoff_from_name,
+    is_darknet_weights,
+    load_darknet_weights,
+    save_darknet_weights,
+)
 from utils.atomic_io import atomic_torch_save
 from utils.checkpoint import load_checkpoint, model_from_checkpoint, weights_checkpoint
 from utils.data_config import read_names

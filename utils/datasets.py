@@ -9,17 +9,26 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.augment import (augment_hsv, flip_lr, flip_ud, letterbox, mosaic, random_affine,
-                           resize_longest_side)
-from utils.errors import ImageError
-from utils.image_io import load_image
-from utils.labels import LabelReport, read_labels
+from utils.augment import (
+    augment_hsv,
+    flip_lr,
+    flip_ud,
+    letterbox,
+    mosaic,
+    random_affine,
+    resize_longest_side,
+)
+from utils.boxes import xywhn_to_xyxy, xyxy_to_xywh
 from utils.data_config import label_path_for
+from utils.errors import ImageError
+from utils.image_io import limit_opencv_threads, load_image
+from utils.labels import LabelReport, read_labels
 from utils.repro import epoch_permutation, sample_rng
 
 # Images are decoded once at start anyway (to reject bad files early); a set this small in RAM
@@ -27,8 +36,13 @@ from utils.repro import epoch_permutation, sample_rng
 # sample for the shapes set).
 AUTO_CACHE_BYTES = 1 << 30
 
-AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "fliplr",
-                "flipud", "mosaic")
+
+class Letterbox(NamedTuple):
+    """Where an item's image came from: the original (height, width), and the scale and
+    (left, top) padding that map original pixels to the item's (``x' = x * scale + left``)."""
+    original: tuple[int, int]
+    scale: float
+    pad: tuple[float, float]
 
 
 @dataclass
@@ -47,17 +61,6 @@ class DatasetReport:
         return text
 
 
-def _xywhn_to_xyxy(labels: np.ndarray, w: float, h: float, left: float = 0, top: float = 0
-                   ) -> np.ndarray:
-    """[class, x, y, w, h] normalized -> [class, x1, y1, x2, y2] pixels, scaled and shifted."""
-    out = labels.astype(np.float64).copy()
-    out[:, 1] = w * (labels[:, 1] - labels[:, 3] / 2) + left
-    out[:, 2] = h * (labels[:, 2] - labels[:, 4] / 2) + top
-    out[:, 3] = w * (labels[:, 1] + labels[:, 3] / 2) + left
-    out[:, 4] = h * (labels[:, 2] + labels[:, 4] / 2) + top
-    return out
-
-
 class YoloDataset(Dataset):
     """Images and YOLO labels, letterboxed (and augmented when ``augment``) to ``img_size``.
 
@@ -66,13 +69,14 @@ class YoloDataset(Dataset):
     all in RAM, False none, None (default) keeps them while they need under 1 GiB.
 
     Items: ``(image [3, H, W] uint8 RGB, labels [N, 6] (0, class, x, y, w, h normalized),
-    path, shapes ((h0, w0), (scale, (left, top))))``.
+    path, Letterbox)``; the :class:`Letterbox` maps boxes back to the original image.
     """
 
     def __init__(self, image_files: list[Path], num_classes: int, img_size: int,
                  augment: bool = False, hyp: dict | None = None, seed: int = 0,
                  rect: bool = False, batch_size: int = 16, stride: int = 32,
                  cache_images: bool | None = None, single_cls: bool = False):
+        limit_opencv_threads()
         self.img_size = img_size
         self.augment = augment
         self.hyp = hyp or {}
@@ -80,7 +84,7 @@ class YoloDataset(Dataset):
         self.rect = rect
         self.report = DatasetReport()
         self.files: list[Path] = []
-        self.shapes: list[tuple[int, int]] = []
+        self.image_sizes: list[tuple[int, int]] = []  # (height, width) of each original
         self.cache: list[np.ndarray] | None = [] if cache_images in (True, None) else None
         cached_bytes = 0
         for path in image_files:
@@ -90,7 +94,7 @@ class YoloDataset(Dataset):
                 self.report.skipped_images.append(str(err))
                 continue
             self.files.append(path)
-            self.shapes.append(img.shape[:2])
+            self.image_sizes.append(img.shape[:2])
             if self.cache is not None:
                 self.cache.append(self._resize(img))
                 cached_bytes += self.cache[-1].nbytes
@@ -106,7 +110,7 @@ class YoloDataset(Dataset):
 
     def _rect_shapes(self, batch_size: int, stride: int) -> np.ndarray:
         """Sort by aspect ratio; each batch gets the smallest stride-multiple shape that fits."""
-        aspect = np.array([h / w for h, w in self.shapes])
+        aspect = np.array([h / w for h, w in self.image_sizes])
         order = aspect.argsort(kind="stable")
         for name in ("files", "shapes", "labels", "label_files"):
             values = getattr(self, name)
@@ -141,28 +145,28 @@ class YoloDataset(Dataset):
         epoch, index = item if isinstance(item, tuple) else (0, item)
         rng = sample_rng(self.seed, epoch, index)
         hyp = self.hyp
-        h0, w0 = self.shapes[index]
+        h0, w0 = self.image_sizes[index]
         use_mosaic = self.augment and not self.rect and rng.random() < hyp.get("mosaic", 0.0)
         if use_mosaic:
             others = rng.integers(0, len(self), 3).tolist()
             images, boxes = [], []
             for k in [index] + others:
                 img = self.load_resized(k)
-                boxes.append(_xywhn_to_xyxy(self.labels[k], img.shape[1], img.shape[0]))
+                boxes.append(xywhn_to_xyxy(self.labels[k], img.shape[1], img.shape[0]))
                 images.append(img)
             img, boxes = mosaic(images, boxes, self.img_size, rng)
             border = -self.img_size // 2
-            shapes = ((h0, w0), (1.0, (0.0, 0.0)))
+            placement = Letterbox((h0, w0), 1.0, (0.0, 0.0))
         else:
             img = self.load_resized(index)
             shape = (tuple(self.batch_shapes[index // self.batch_size]) if self.rect
                      else (self.img_size, self.img_size))
             resized_h, resized_w = img.shape[:2]
             img, scale, (left, top) = letterbox(img, shape, scaleup=self.augment)
-            boxes = _xywhn_to_xyxy(self.labels[index], resized_w * scale, resized_h * scale,
+            boxes = xywhn_to_xyxy(self.labels[index], resized_w * scale, resized_h * scale,
                                    left, top)
             border = 0
-            shapes = ((h0, w0), (resized_w * scale / w0, (left, top)))
+            placement = Letterbox((h0, w0), resized_w * scale / w0, (left, top))
         if self.augment:
             img, boxes = random_affine(img, boxes, rng, hyp.get("degrees", 0.0),
                                        hyp.get("translate", 0.0), hyp.get("scale", 0.0),
@@ -179,20 +183,17 @@ class YoloDataset(Dataset):
         if len(boxes):
             b = torch.from_numpy(boxes).float()
             labels[:, 1] = b[:, 0]
-            labels[:, 2] = (b[:, 1] + b[:, 3]) / 2 / w
-            labels[:, 3] = (b[:, 2] + b[:, 4]) / 2 / h
-            labels[:, 4] = (b[:, 3] - b[:, 1]) / w
-            labels[:, 5] = (b[:, 4] - b[:, 2]) / h
+            labels[:, 2:6] = xyxy_to_xywh(b[:, 1:5]) / torch.tensor([w, h, w, h])
         image = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
-        return image, labels, str(self.files[index]), shapes
+        return image, labels, str(self.files[index]), placement
 
 
 def collate(batch):
     """Stack images; concatenate labels, writing each one's image index into column 0."""
-    images, labels, paths, shapes = zip(*batch)
+    images, labels, paths, placements = zip(*batch)
     for i, lab in enumerate(labels):
         lab[:, 0] = i
-    return torch.stack(images, 0), torch.cat(labels, 0), paths, shapes
+    return torch.stack(images, 0), torch.cat(labels, 0), paths, placements
 
 
 class EpochBatchSampler(Sampler):
@@ -245,4 +246,5 @@ def create_dataloader(dataset: YoloDataset, batch_size: int, workers: int, shuff
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle and not dataset.rect,
                                 drop_last, seed, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      worker_init_fn=limit_opencv_threads)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from utils.errors import InputError
+from utils.errors import InputError, report_input_error
 from utils.results import NOT_COMPARED, EpochResult, read_results
 
 METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
@@ -283,8 +283,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         report, runs = build_report(args.runs, args.tol)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_input_error(err)
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
     plot_drift(runs, out / "drift.png")

@@ -1,9 +1,11 @@
 """One epoch of training, and the optimizer it steps."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,7 +16,7 @@ from tqdm import tqdm
 from utils.device import memory_gb
 from utils.ema import ModelEMA
 from utils.inputs import to_model_input
-from utils.loss import yolo_loss
+from utils.loss import LOSS_PARTS, yolo_loss
 from utils.plots import labels_to_boxes, plot_batch
 from utils.repro import derive_seed
 from utils.schedule import warmup_values
@@ -49,71 +51,108 @@ def build_optimizer(model: nn.Module, hyp: dict, adam: bool) -> torch.optim.Opti
     return optimizer
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """What the training loop needs besides the model, optimizer, data and device.
+
+    ``accumulate``: batches per optimizer step; ``loss_scale``: the world size under DDP (undoes
+    DDP's averaging, so gradients stay the sum over the global batch); ``autocast``: a factory of
+    autocast contexts for mixed precision (None: fp32); ``plot_path``: where to draw the first
+    batch of epoch 0, with ``names``.
+    """
+    epochs: int
+    hyp: dict
+    accumulate: int
+    warmup_iterations: int
+    seed: int
+    multi_scale: bool = False
+    loss_scale: float = 1.0
+    progress: bool = True
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None
+    plot_path: Path | None = None
+    names: tuple[str, ...] = ()
+
+
 @dataclass
 class EpochStats:
-    losses: list[float]  # box, obj, cls, total: mean per image over the epoch
-    targets: int         # targets in the last batch (as the ultralytics column)
-    img_size: int        # size of the last batch
+    losses: dict[str, float]  # LOSS_PARTS: mean per image over the epoch
+    targets: int              # targets in the last batch (as the ultralytics column)
+    img_size: int             # size of the last batch
     memory_gb: float
 
 
 def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Optimizer,
-                    loader, device: torch.device, epoch: int, epochs: int, hyp: dict,
-                    accumulate: int, warmup_iterations: int, epoch_lr: float, seed: int,
-                    multi_scale: bool = False, plot_path: Path | None = None,
-                    names: list[str] | None = None, progress: bool = True,
-                    loss_scale: float = 1.0) -> EpochStats:
-    """Train over ``loader`` once. The optimizer steps every ``accumulate`` batches and at the
-    end of the epoch, so no gradient is carried across an epoch boundary (a checkpoint there is
-    complete).
-
-    ``model`` may be wrapped in DistributedDataParallel; ``loss_scale`` (the world size) undoes
-    DDP's averaging of gradients, so they stay the sum over the global batch.
+                    loader, device: torch.device, epoch: int, epoch_lr: float,
+                    settings: LoopSettings, scaler: torch.amp.GradScaler | None = None
+                    ) -> EpochStats:
+    """Train over ``loader`` once. The optimizer steps every ``settings.accumulate`` batches and
+    at the end of the epoch, so no gradient is carried across an epoch boundary (a checkpoint
+    there is complete). ``model`` may be wrapped in DistributedDataParallel; ``scaler`` scales
+    fp16 losses.
     """
     model.train()
     net = getattr(model, "module", model)  # the Darknet inside a DDP wrapper
     batches = len(loader)
     anchors, strides = net.anchors(), net.strides()
-    loss_sum = torch.zeros(4, device=device)
-    bar = tqdm(enumerate(loader), total=batches, disable=not progress,
-               desc=f"epoch {epoch}/{epochs - 1}", leave=False)
+    loss_sum = torch.zeros(len(LOSS_PARTS), device=device)
+    bar = tqdm(enumerate(loader), total=batches, disable=not settings.progress,
+               desc=f"epoch {epoch}/{settings.epochs - 1}", leave=False)
     optimizer.zero_grad(set_to_none=True)
     targets = torch.zeros(0, 6)
     img_size = 0
-    for i, (images, targets, _paths, _shapes) in bar:
+    for i, (images, targets, _paths, _placements) in bar:
         iteration = i + batches * epoch
         images = to_model_input(images, device)
-        targets = targets.to(device)
-        if iteration <= warmup_iterations:
-            for k, group in enumerate(optimizer.param_groups):
-                lr, momentum = warmup_values(iteration, warmup_iterations, epoch_lr,
-                                             is_bias=k == 2, hyp=hyp)
-                group["lr"] = lr
-                if "momentum" in group:
-                    group["momentum"] = momentum
-        if multi_scale:
-            images = _rescale_batch(images, seed, epoch, i)
-        if i == 0 and plot_path is not None:
+        targets = targets.to(device, non_blocking=True)
+        if iteration <= settings.warmup_iterations:
+            _warm_up(optimizer, iteration, epoch_lr, settings)
+        if settings.multi_scale:
+            images = _rescale_batch(images, settings.seed, epoch, i)
+        if i == 0 and epoch == 0 and settings.plot_path is not None:
             plot_batch(images, labels_to_boxes(targets.cpu(), len(images), *images.shape[2:]),
-                       plot_path, names or [])
-        preds = model(images)
-        loss, parts = yolo_loss(preds, targets, anchors, strides, hyp)
+                       settings.plot_path, list(settings.names))
+        loss, parts = _forward_loss(model, images, targets, anchors, strides, settings)
         if not torch.isfinite(loss):
+            named = dict(zip(LOSS_PARTS, parts.tolist()))
             raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}, batch {i} "
-                                f"(parts box/obj/cls: {parts[:3].tolist()})")
-        (loss * loss_scale).backward()
-        if (i + 1) % accumulate == 0 or i + 1 == batches:
-            optimizer.step()
+                                f"(parts: {named})")
+        loss = loss * settings.loss_scale
+        (scaler.scale(loss) if scaler else loss).backward()
+        if (i + 1) % settings.accumulate == 0 or i + 1 == batches:
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             ema.update(net)
         loss_sum += parts
         img_size = images.shape[-1]
-        if progress:
-            mean = (loss_sum / (i + 1)).tolist()
-            bar.set_postfix_str(f"box {mean[0]:.4f} obj {mean[1]:.4f} cls {mean[2]:.4f} "
-                                f"targets {len(targets)} size {img_size}")
-    return EpochStats((loss_sum / max(batches, 1)).tolist(), len(targets), img_size,
-                      memory_gb(device))
+        if settings.progress:
+            mean = dict(zip(LOSS_PARTS, (loss_sum / (i + 1)).tolist()))
+            bar.set_postfix_str(f"box {mean['box']:.4f} obj {mean['obj']:.4f} "
+                                f"cls {mean['cls']:.4f} targets {len(targets)} size {img_size}")
+    means = (loss_sum / max(batches, 1)).tolist()
+    return EpochStats(dict(zip(LOSS_PARTS, means)), len(targets), img_size, memory_gb(device))
+
+
+def _forward_loss(model, images, targets, anchors, strides, settings: LoopSettings):
+    """The forward pass (under autocast when mixed precision is on) and the loss, in fp32."""
+    if settings.autocast is None:
+        return yolo_loss(model(images), targets, anchors, strides, settings.hyp)
+    with settings.autocast():
+        preds = model(images)
+    return yolo_loss([p.float() for p in preds], targets, anchors, strides, settings.hyp)
+
+
+def _warm_up(optimizer: torch.optim.Optimizer, iteration: int, epoch_lr: float,
+             settings: LoopSettings) -> None:
+    for k, group in enumerate(optimizer.param_groups):
+        lr, momentum = warmup_values(iteration, settings.warmup_iterations, epoch_lr,
+                                     is_bias=k == 2, hyp=settings.hyp)
+        group["lr"] = lr
+        if "momentum" in group:
+            group["momentum"] = momentum
 
 
 def _rescale_batch(images: torch.Tensor, seed: int, epoch: int, batch: int) -> torch.Tensor:

@@ -39,11 +39,16 @@ class WeightsError(InputError):
     """A weights or checkpoint file that does not fit the model."""
 
 
+def report_input_error(err: InputError) -> int:
+    """Print a bad-input message the way every command does; returns exit status 2."""
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
 def run_script(main: Callable, parser) -> None:
     """Run a script's ``main`` on its parsed arguments; bad input ends it with its message and
     exit status 2, not a traceback."""
     try:
         main(parser.parse_args())
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report_input_error(err))

@@ -6,7 +6,6 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -15,12 +14,13 @@ from utils.coco_json import detection_records, image_ids, labels_to_pixels
 from utils.data_config import list_images
 from utils.datasets import YoloDataset
 from utils.inputs import to_model_input
-from utils.loss import yolo_loss
+from utils.loss import LOSS_PARTS, yolo_loss
 from utils.metrics import SUMMARY, ImageDetections, coco_evaluate
 from utils.nms import non_max_suppression
 from utils.plots import plot_batch
 
 PLOT_CONF = 0.25
+VAL_LOSS_PARTS = LOSS_PARTS[:3]  # box, obj, cls: results.txt has no validation total
 
 
 @dataclass
@@ -73,22 +73,24 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     was_training = model.training
     model.eval()
     records: list[ImageDetections] = []
-    loss_sum = torch.zeros(3, device=device)
+    loss_sum = torch.zeros(len(VAL_LOSS_PARTS), device=device)
     batches = 0
-    for images, targets, paths, shapes in tqdm(loader, desc="evaluating", disable=not progress,
-                                               leave=False):
+    for images, targets, paths, placements in tqdm(loader, desc="evaluating",
+                                                   disable=not progress, leave=False):
         images = to_model_input(images, device)
         with autocast() if autocast else contextlib.nullcontext():
             detections, raw = model(images)
         detections, raw = detections.float(), [r.float() for r in raw]
         if hyp is not None:
-            loss_sum += yolo_loss(raw, targets.to(device), model.anchors(), model.strides(),
-                                  hyp)[1][:3]
+            _, parts = yolo_loss(raw, targets.to(device), model.anchors(), model.strides(), hyp)
+            loss_sum += parts[:len(VAL_LOSS_PARTS)]
         output = non_max_suppression(detections, conf_thres, iou_thres)
-        for det, path, (original, (scale, pad)) in zip(output, paths, shapes):
+        for det, path, placement in zip(output, paths, placements):
             index = index_of[path]
             det = det.cpu()
-            boxes = letterbox_to_original(det[:, :4], scale, pad, original).double().numpy()
+            original = placement.original
+            boxes = letterbox_to_original(det[:, :4], placement.scale, placement.pad,
+                                          original).double().numpy()
             scores, classes = det[:, 4].double().numpy(), det[:, 5].long().numpy()
             labels = dataset.labels[index]
             records.append(ImageDetections(ids[index], labels_to_pixels(labels, original),

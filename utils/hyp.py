@@ -44,14 +44,14 @@ def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
     return {k: (v if k in STRING_KEYS else float(v)) for k, v in hyp.items()}
 
 
-def scale_hyp(hyp: dict, num_classes: int, yolo_layers: int, img_size: int,
+def scale_hyp(hyp: dict, num_classes: int, num_heads: int, img_size: int,
               nominal_batch: int) -> dict:
-    """Gains in the hyp file are for 80 classes, 3 yolo layers, 640 px and a batch of 64; adapt
+    """Gains in the hyp file are for 80 classes, 3 yolo heads, 640 px and a batch of 64; adapt
     them so the loss parts keep their balance (the yolov5 rule). Weight decay follows the
     batch actually accumulated."""
     hyp = dict(hyp)
-    hyp["box"] *= 3 / yolo_layers
-    hyp["cls"] *= num_classes / 80 * 3 / yolo_layers
-    hyp["obj"] *= (img_size / 640) ** 2 * 3 / yolo_layers
+    hyp["box"] *= 3 / num_heads
+    hyp["cls"] *= num_classes / 80 * 3 / num_heads
+    hyp["obj"] *= (img_size / 640) ** 2 * 3 / num_heads
     hyp["weight_decay"] *= nominal_batch / hyp["nbs"]
     return hyp

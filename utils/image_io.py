@@ -13,12 +13,14 @@ import numpy as np
 
 from utils.errors import ImageError
 
-# OpenCV would otherwise start its own thread pool in every DataLoader worker, fighting torch's
-# threads for the two cores.
-cv2.setNumThreads(0)
-
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
+
+
+def limit_opencv_threads(_worker_id: int | None = None) -> None:
+    """Keep OpenCV to the calling thread. Otherwise it starts its own thread pool in every
+    DataLoader worker, fighting torch's threads for the cores. Usable as a worker_init_fn."""
+    cv2.setNumThreads(0)
 
 
 def image_problem(path: Path, data: bytes) -> str | None:

@@ -14,6 +14,9 @@ from torch import nn
 
 from utils.boxes import paired_iou, wh_ratio_match
 
+# The order of the loss parts in yolo_loss's ``parts`` tensor (and in results.txt).
+LOSS_PARTS = ("box", "obj", "cls", "total")
+
 
 @dataclass
 class LayerTargets:
@@ -67,7 +70,8 @@ def _unique_max(flat_index: torch.Tensor, values: torch.Tensor
 def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[torch.Tensor],
               strides: list[int], hyp: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(loss, parts)``: loss is a scalar scaled by the batch size (the gradient of a
-    sum over images), parts is [4] (box, obj, cls, total) per image, detached.
+    sum over images), parts is [4] in LOSS_PARTS order (box, obj, cls, total) per image,
+    detached.
 
     anchors: per layer [A, 2] in pixels; strides: per layer, pixels per grid cell;
     hyp keys: box, obj, cls (gains), cls_pw, obj_pw (BCE positive weights), anchor_t, iou_type.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from utils.augment import AUGMENT_KEYS
 from utils.checkpoint import load_checkpoint
-from utils.datasets import AUGMENT_KEYS
 from utils.errors import InputError
 
 REPRO_THREADS = 2

@@ -27,7 +27,7 @@ import torch
 from utils.checkpoint import load_checkpoint, load_state_checked
 from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, collate
-from utils.errors import InputError
+from utils.errors import InputError, report_input_error
 from utils.hyp import scale_hyp
 from utils.inputs import to_model_input
 from utils.loss import yolo_loss
@@ -104,7 +104,7 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
         return hook
 
     handles = [m.register_forward_hook(forward_hook(i)) for i, m in enumerate(model.module_list)]
-    hyp = scale_hyp(ckpt["hyp"], ckpt["num_classes"], len(model.yolo_layers), images.shape[-1],
+    hyp = scale_hyp(ckpt["hyp"], ckpt["num_classes"], len(model.head_indices), images.shape[-1],
                     ckpt["hyp"]["nbs"])
     x = to_model_input(images, device, layout)
     loss, _ = yolo_loss(model(x), targets.to(device), model.anchors(), model.strides(), hyp)
@@ -253,8 +253,7 @@ def main(args: argparse.Namespace) -> int:
         setting_b = setting_a if args.repeat or args.b is None else parse_setting(args.b)
         images, targets = fixed_batch(ckpt, args.data, args.batch_size)
     except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return report_input_error(err)
     threads = torch.get_num_threads()
     trace_a = run_pass(ckpt, images, targets, setting_a)
     torch.set_num_threads(threads)

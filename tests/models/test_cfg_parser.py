@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.cfg_parser import parse_cfg, parse_cfg_text
 from utils.errors import CfgError

@@ -2,15 +2,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from models import Darknet, count_parameters, model_summary
 from models.layers import RepeatUpsample
+from tests.helpers import MICRO_CFG
 from utils.errors import CfgError
 
 CFG = Path(__file__).resolve().parents[2] / "cfg"
-MICRO = Path(__file__).resolve().parents[1] / "data" / "micro.cfg"
+MICRO = MICRO_CFG
 
 
 @pytest.mark.parametrize("name, layers, params", [

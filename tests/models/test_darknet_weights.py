@@ -1,15 +1,19 @@
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from models import Darknet
-from models.darknet_weights import (cutoff_from_name, is_darknet_weights, load_darknet_weights,
-                                    save_darknet_weights)
+from models.darknet_weights import (
+    cutoff_from_name,
+    is_darknet_weights,
+    load_darknet_weights,
+    save_darknet_weights,
+)
+from tests.helpers import MICRO_CFG
 from utils.errors import WeightsError
 
-MICRO = Path(__file__).resolve().parents[1] / "data" / "micro.cfg"
+MICRO = MICRO_CFG
 
 
 def _random_model(seed):

@@ -9,14 +9,13 @@ import pytest
 import torch
 
 import train
-from conftest import MICRO_CFG, train_args
+from models import Darknet
+from tests.helpers import MICRO_CFG, train_args
 from utils.checkpoint import load_checkpoint, load_inference_model, load_initial_weights
 from utils.data_config import load_data_config
 from utils.datasets import YoloDataset
 from utils.errors import DataConfigError, ImageError, InputError, WeightsError
 from utils.image_io import load_image
-from models import Darknet
-
 
 # .data files ---------------------------------------------------------------------------------
 
@@ -61,6 +60,7 @@ def test_missing_data_file(tmp_path):
         load_data_config(tmp_path / "none.data")
 
 
+@pytest.mark.slow
 def test_no_images_found(tmp_path):
     path = _data(tmp_path, GOOD)
     with pytest.raises(DataConfigError, match="no images found"):
@@ -127,6 +127,7 @@ def test_wrong_kind_of_weights_file(tmp_path):
         load_inference_model(path)
 
 
+@pytest.mark.slow
 def test_shape_mismatches_are_listed_key_by_key(tiny_data, tmp_path):
     run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1", "--single-cls"))
     model = Darknet(MICRO_CFG, num_classes=4)  # heads for 4 classes, weights for 1
@@ -139,6 +140,7 @@ def test_shape_mismatches_are_listed_key_by_key(tiny_data, tmp_path):
 
 # Options -------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, message", [
     (["--epochs", "-1"], "--epochs -1"),
     (["--batch-size", "0"], "--batch-size 0"),
@@ -151,6 +153,7 @@ def test_bad_options(tiny_data, tmp_path, extra, message):
         train.main(train_args(tiny_data, tmp_path, *extra))
 
 
+@pytest.mark.slow
 def test_existing_run_folder_is_never_overwritten(tiny_data, tmp_path):
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "results.txt").write_text("precious\n")
@@ -168,6 +171,7 @@ def _without_labels(tiny_data, tmp_path):
     return root / "tiny.data"
 
 
+@pytest.mark.slow
 def test_no_label_file_at_all_is_loud(tiny_data, tmp_path, capsys):
     data = _without_labels(tiny_data, tmp_path)
     train.main(train_args(data, tmp_path / "runs", "--epochs", "1"))
@@ -178,6 +182,7 @@ def test_no_label_file_at_all_is_loud(tiny_data, tmp_path, capsys):
         train.main(train_args(data, tmp_path / "runs", "--epochs", "1", "--repro"))
 
 
+@pytest.mark.slow
 def test_test_script_refuses_an_image_size_off_the_stride(tiny_data, tmp_path):
     import test as test_script
     run = train.main(train_args(tiny_data, tmp_path, "--epochs", "1"))

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from conftest import MICRO_CFG
 from models import Darknet
 from models.darknet import count_flops
+from tests.helpers import MICRO_CFG
 from utils.benchmark import bench_inference, bench_training
 from utils.data_config import load_data_config
 

@@ -2,12 +2,13 @@ import pytest
 import torch
 
 import train
-
-from conftest import run_train
 from models.darknet_weights import read_darknet_file
+from tests.helpers import run_train
 from utils import convert_weights
 from utils.checkpoint import load_checkpoint, load_inference_model, model_from_checkpoint
 from utils.errors import InputError
+
+pytestmark = pytest.mark.slow
 
 
 def _convert(*argv):

@@ -23,7 +23,7 @@ def _run(folder, epochs=4, change_from=None, delta=1e-7, settings=None, ultralyt
             fingerprint = f"{e + 100:016x}"
         lines.append(format_line(e, epochs, values, fingerprint))
     if ultralytics:  # 15 columns, no header, no fingerprint, '%10.3g' style
-        text = "".join(" ".join(l.split()[:15]) + "\n" for l in lines)
+        text = "".join(" ".join(line.split()[:15]) + "\n" for line in lines)
         (folder / "results.txt").write_text(text)
     else:
         write_results(folder / "results.txt", lines)

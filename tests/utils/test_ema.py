@@ -2,8 +2,8 @@ import math
 
 import torch
 
-from conftest import MICRO_CFG
 from models import Darknet
+from tests.helpers import MICRO_CFG
 from utils.ema import ModelEMA, averaged_names
 
 

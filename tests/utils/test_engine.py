@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import MICRO_CFG
 from models import Darknet
+from tests.helpers import MICRO_CFG
 from utils.engine import build_optimizer
 from utils.hyp import load_hyp
 

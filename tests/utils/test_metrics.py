@@ -1,10 +1,12 @@
-"""The evaluator against pycocotools' COCOeval: the same 12 numbers on hand-made and random cases."""
+"""The evaluator against pycocotools' COCOeval: the same 12 numbers on hand-made and random
+cases."""
 import contextlib
 import io
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -65,7 +67,8 @@ def test_two_overlapping_objects_two_true_positives():
 
 def test_area_ranges_ties_and_an_image_without_detections():
     cases = [_image(1, gts=[(0, 0, 0, 20, 20), (1, 50, 50, 100, 120)],
-                    dets=[(0, 0, 0, 20, 20, 0.5), (0, 1, 1, 20, 20, 0.5), (1, 50, 50, 100, 110, 0.5)]),
+                    dets=[(0, 0, 0, 20, 20, 0.5), (0, 1, 1, 20, 20, 0.5),
+                          (1, 50, 50, 100, 110, 0.5)]),
              _image(2, gts=[(0, 10, 10, 40, 40)]),
              _image(3, dets=[(2, 0, 0, 5, 5, 0.9)])]  # a class with no ground truth anywhere
     stats = _compare(cases)

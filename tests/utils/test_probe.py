@@ -1,7 +1,9 @@
 import pytest
 
-from conftest import run_train
+from tests.helpers import run_train
 from utils.probe import get_args_parser, main
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def test_perturbed_layer_is_the_first_difference(checkpoint, tmp_path, capsys):
     assert code == 1
     assert "forward: first difference at layer 7 (Conv2d+BatchNorm2d+LeakyReLU)" in out.out
     # Layers before it are untouched; the one after it differs too.
-    rows = [l.split() for l in out.out.splitlines() if l.strip()[:1].isdigit()]
+    rows = [line.split() for line in out.out.splitlines() if line.strip()[:1].isdigit()]
     assert all(float(r[2]) == 0 for r in rows[:7]) and float(rows[8][2]) > 0
 
 

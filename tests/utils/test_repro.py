@@ -5,8 +5,15 @@ import torch
 from torch import nn
 
 from models.layers import RepeatUpsample
-from utils.repro import (derive_seed, epoch_permutation, get_rng_state, sample_rng,
-                         seed_everything, set_rng_state, state_fingerprint)
+from utils.repro import (
+    derive_seed,
+    epoch_permutation,
+    get_rng_state,
+    sample_rng,
+    seed_everything,
+    set_rng_state,
+    state_fingerprint,
+)
 
 
 def test_seed_everything_zero_is_deterministic():

@@ -1,0 +1,36 @@
+"""What the tests share: the micro model, a .data file writer, and train.py run in-process."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import train
+from utils.results import NOT_COMPARED, read_results
+from utils.shapes import CLASS_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+MICRO_CFG = Path(__file__).resolve().parent / "data" / "micro.cfg"
+
+
+def write_data_file(folder: Path, train: str = "images/train", valid: str = "images/val") -> Path:
+    (folder / "tiny.names").write_text("\n".join(CLASS_NAMES) + "\n")
+    data = folder / "tiny.data"
+    data.write_text(f"classes={len(CLASS_NAMES)}\ntrain={train}\nvalid={valid}\n"
+                    "names=tiny.names\n")
+    return data
+
+
+def train_args(data: Path, project: Path, *extra: str):
+    argv = ["--cfg", str(MICRO_CFG), "--data", str(data), "--img-size", "64", "--batch-size", "4",
+            "--epochs", "2", "--project", str(project), "--quiet", *extra]
+    return train.get_args_parser().parse_args(argv)
+
+
+def run_train(data: Path, project: Path, *extra: str) -> Path:
+    return train.main(train_args(data, project, *extra))
+
+
+def comparable(run: Path) -> list:
+    """Every results.txt value but the memory column, and the fingerprint, per epoch: what two
+    runs that reproduce each other must share."""
+    return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
+            for r in read_results(run)]
