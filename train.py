@@ -15,23 +15,21 @@ import argparse
 import functools
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from models import Darknet
 from utils.atomic_io import atomic_torch_save
 from utils.checkpoint import load_state_checked, training_checkpoint
 from utils.device import select_device
-from utils.distributed import DistInfo, barrier, broadcast_object, init_distributed, shutdown
+from utils.distributed import barrier, broadcast_object, init_distributed, shutdown
 from utils.ema import ModelEMA
 from utils.engine import (
     EpochStats,
     LoopSettings,
     NonFiniteLoss,
+    Training,
     build_optimizer,
     fitness,
     train_one_epoch,
@@ -40,6 +38,7 @@ from utils.errors import run_script
 from utils.evaluation import evaluate
 from utils.hyp import DEFAULT_HYP, scale_hyp
 from utils.options import REPRO_THREADS, check_args, resume_args
+from utils.precision import autocast_factory, choose_precision, make_grad_scaler
 from utils.repro import set_rng_state, state_fingerprint
 from utils.restart import restart_with_fixed_hash_seed
 from utils.results import format_line, plot_results, write_results
@@ -70,7 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="initial weights: a .pt, a darknet file or a backbone cut (*.conv.N)")
     p.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers (default 2, or 0 under --repro)")
+                   help="DataLoader workers (default 2 on the CPU, up to 8 on a GPU, 0 under "
+                        "--repro)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads for torch (default all, or {REPRO_THREADS} under --repro)")
     p.add_argument("--project", default="runs/train", help="folder of run folders")
@@ -93,38 +93,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="bit-reproducible training (see README: what it turns off)")
     p.add_argument("--augment", action="store_true",
                    help="with --repro: keep online augmentation on (still deterministic)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (bf16 on a CPU with native bf16, bf16 or fp16 on a GPU)"
+                        "; default on where native, off under --repro")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
-
-
-@dataclass
-class Training:
-    """Everything the epoch loop works on, built by :func:`start_or_restore`."""
-    args: argparse.Namespace
-    dist: DistInfo
-    device: torch.device
-    log: Callable[..., None]
-    model: Darknet          # the raw weights (what the fingerprint hashes)
-    train_model: torch.nn.Module  # the same model, wrapped for DDP when there are processes
-    ema: ModelEMA
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    lr_factor: Callable[[int], float]
-    settings: LoopSettings
-    train_loader: torch.utils.data.DataLoader
-    val_loader: torch.utils.data.DataLoader
-    base_hyp: dict          # the hyp file's values; settings.hyp holds the scaled ones
-    names: list[str]
-    digests: dict
-    run_dir: Path
-    start_epoch: int = 0
-    best_fitness: float = -1.0
-    lines: list[str] | None = None
-
-    @property
-    def last_epoch(self) -> int:
-        """The last epoch this invocation trains (--stop-after ends a run early)."""
-        return min(self.args.epochs, self.args.stop_after or self.args.epochs) - 1
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -181,14 +154,19 @@ def start_or_restore(args: argparse.Namespace) -> Training:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
     ema = ModelEMA(model)
     digests = input_digests(model.cfg_text, args.hyp, train_set, val_set)
+    precision, reason = (args.precision, "the run's own") if ckpt else \
+        choose_precision(args.amp, args.repro, device)
+    args.precision = precision
+    log(f"precision: {precision} ({reason})")
     training = Training(args, dist, device, log, model, model, ema, optimizer, scheduler,
-                        lr_factor, None, train_loader, val_loader, base_hyp, names, digests,
-                        run_dir, lines=[])
+                        make_grad_scaler(precision, device), lr_factor, None, train_loader,
+                        val_loader, base_hyp, names, digests, run_dir, lines=[])
     if ckpt:
         restore(training, ckpt)
     elif dist.is_main:
         training.run_dir = next_run_dir(args.project, args.name)
-        record = {"options": vars(args), "repro": repro_notes, "accumulate": accumulate,
+        record = {"options": vars(args), "repro": repro_notes, "precision": precision,
+                  "accumulate": accumulate,
                   "world_size": dist.world_size, "backend": dist.backend,
                   "loss_gains_used": {k: hyp[k] for k in ("box", "obj", "cls", "weight_decay")},
                   "environment": environment(device), "digests": digests,
@@ -206,6 +184,7 @@ def start_or_restore(args: argparse.Namespace) -> Training:
         warmup_iterations=round(hyp["warmup_epochs"] * len(train_loader)), seed=args.seed,
         multi_scale=args.multi_scale, loss_scale=dist.world_size,
         progress=not args.quiet and dist.is_main,
+        autocast=autocast_factory(precision, device),
         plot_path=training.run_dir / "train_batch0.jpg" if dist.is_main else None,
         names=tuple(names))
     return training
@@ -221,6 +200,8 @@ def restore(training: Training, ckpt: dict) -> None:
     training.ema.load_state_dict(ckpt["ema"])
     training.optimizer.load_state_dict(ckpt["optimizer"])
     training.scheduler.load_state_dict(ckpt["scheduler"])
+    if training.scaler is not None:
+        training.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     training.start_epoch = ckpt["epoch"] + 1
     training.best_fitness, training.lines = ckpt["best_fitness"], ckpt["results"]
@@ -238,7 +219,7 @@ def train_epoch(training: Training, epoch: int) -> None:
     stats = train_one_epoch(training.train_model, training.ema, training.optimizer,
                             training.train_loader, training.device, epoch,
                             training.settings.hyp["lr0"] * training.lr_factor(epoch),
-                            training.settings)
+                            training.settings, training.scaler)
     training.scheduler.step()
     if training.dist.is_main:
         end_of_epoch(training, epoch, stats)
@@ -253,17 +234,15 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
     if not args.notest or final:
         result = evaluate(training.ema.module, training.val_loader, training.device,
                           training.settings.hyp, names=training.names,
-                          plot_path=run_dir / "val_predictions.jpg", progress=not args.quiet)
+                          plot_path=run_dir / "val_predictions.jpg", progress=not args.quiet,
+                          autocast=training.settings.autocast)
     fingerprint = state_fingerprint(training.model.state_dict())
     training.lines.append(format_line(epoch, args.epochs, _row(stats, result), fingerprint))
     score = fitness(result.map50, result.map50_95) if result else -1.0
     is_best = score > training.best_fitness
     training.best_fitness = max(training.best_fitness, score)
     if not args.nosave or final or epoch == training.last_epoch:
-        state = training_checkpoint(args, epoch, training.model, training.ema,
-                                    training.optimizer, training.scheduler, training.base_hyp,
-                                    training.names, training.best_fitness, training.lines,
-                                    training.digests)
+        state = training_checkpoint(training, epoch)
         atomic_torch_save(state, run_dir / "weights" / "last.pt")
         if is_best:
             atomic_torch_save(state, run_dir / "weights" / "best.pt")

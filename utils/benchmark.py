@@ -1,18 +1,21 @@
-"""Speed of training and inference on this machine, with and without --repro.
+"""Speed of training and inference on this machine: --repro fp32, ordinary fp32, and ordinary
+mixed precision (amp).
 
     python -m utils.benchmark                                   # tiny + yolov3 at 256 and 416
     python -m utils.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
     python -m utils.benchmark --device 0 --out bench_gpu.json
 
-Per model and size: training images/s (forward, backward, optimizer step, on data from the
-built-in set), the share of a step spent waiting for data, inference ms/image and images/s at
-batch 1 and 16, peak memory, and the model's FLOP rate as a fraction of this device's measured
-fp32 matrix-multiply rate. ``--epoch`` also times one real epoch of train.py with and without
---repro. Prints a table and writes JSON.
+Per model, size and mode: training images/s (forward, backward, optimizer step, on data from
+the built-in set), the share of a step spent waiting for data, inference ms/image and images/s
+at batch 1 and 16 (in the mode's precision), peak memory, and the model's FLOP rate as a
+fraction of this device's measured matrix-multiply rate in the same precision (fp32, or bf16 /
+fp16 for amp). ``--epoch`` also times one real epoch of train.py in each mode. Prints a table
+and writes JSON.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -31,6 +34,7 @@ from utils.engine import build_optimizer
 from utils.hyp import load_hyp
 from utils.inputs import to_model_input
 from utils.loss import yolo_loss
+from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision
 from utils.repro import configure_determinism, seed_everything
 
 
@@ -39,11 +43,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, trials: int = 3
-                  ) -> float:
-    """Measured fp32 GFLOP/s of an n x n matrix product: the device's practical peak, the best
-    of ``trials`` (a single trial right after start-up read 106 instead of 193 here)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                  repeats: int = 10, trials: int = 3) -> float:
+    """Measured GFLOP/s of an n x n matrix product in ``dtype``: the device's practical peak in
+    that precision, the best of ``trials`` (a single trial right after start-up read 106
+    instead of 193 here)."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(2):
         a @ b
     best = 0.0
@@ -57,9 +63,16 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, trials
     return best
 
 
+# Modes: (name, --repro, precision: "fp32" or "amp" for the device's mixed precision)
+MODES = (("repro fp32", True, "fp32"), ("fp32", False, "fp32"), ("amp", False, "amp"))
+
+
 def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: bool,
-                   device: torch.device, data, workers: int) -> dict:
+                   device: torch.device, data, workers: int, precision: str = "fp32") -> dict:
+    """Training speed of ``steps`` steps after 2 warm-up steps; ``precision`` fp32, bf16 or
+    fp16 (autocast for the forward pass, as train.py does)."""
     configure_determinism(repro)
+    autocast = autocast_factory(precision, device)
     seed_everything(0)
     hyp = load_hyp()
     model = Darknet(cfg, num_classes=data.num_classes,
@@ -76,8 +89,10 @@ def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: 
     for i, (images, targets, _, _) in enumerate(loader):
         got = time.perf_counter()
         images = to_model_input(images, device)
-        loss, _ = yolo_loss(model(images), targets.to(device), model.anchors(), model.strides(),
-                            hyp)
+        with autocast() if autocast else contextlib.nullcontext():
+            preds = model(images)
+        loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
+                            model.strides(), hyp)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -97,29 +112,37 @@ def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: 
 
 @torch.no_grad()
 def bench_inference(cfg: str, img_size: int, batch_size: int, device: torch.device,
-                    num_classes: int, repeats: int) -> dict:
+                    num_classes: int, repeats: int, precision: str = "fp32") -> dict:
     model = Darknet(cfg, num_classes=num_classes).to(device, memory_format=torch.channels_last)
     model.eval()
     x = to_model_input(torch.zeros(batch_size, 3, img_size, img_size, dtype=torch.uint8), device)
+    autocast = autocast_factory(precision, device)
+
+    def forward():
+        with autocast() if autocast else contextlib.nullcontext():
+            model(x)
+
     for _ in range(2):
-        model(x)
+        forward()
     _sync(device)
     start = time.perf_counter()
     for _ in range(repeats):
-        model(x)
+        forward()
     _sync(device)
     seconds = (time.perf_counter() - start) / repeats
     return {f"infer_b{batch_size}_ms_per_img": seconds / batch_size * 1000,
             f"infer_b{batch_size}_img_per_s": batch_size / seconds}
 
 
-def bench_epoch(repro: bool, device: str) -> float:
-    """Seconds for one real epoch of the default training (no test pass), train.py started as
-    a user starts it (the interpreter's start-up included)."""
+def bench_epoch(mode: tuple[str, bool, str], device: str) -> float:
+    """Seconds for one real epoch of the default training (no test pass) in ``mode``, train.py
+    started as a user starts it (the interpreter's start-up included)."""
+    _, repro, precision = mode
     with tempfile.TemporaryDirectory() as project:
         # Epoch 0 of a 2-epoch schedule, then stop: not the final epoch, so no test pass.
         command = [sys.executable, "train.py", "--epochs", "2", "--stop-after", "1", "--notest",
-                   "--nosave", "--quiet", "--project", project, "--device", device]
+                   "--nosave", "--quiet", "--project", project, "--device", device,
+                   "--amp" if precision == "amp" else "--no-amp"]
         start = time.perf_counter()
         subprocess.run(command + (["--repro"] if repro else []), check=True,
                        cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL)
@@ -137,7 +160,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="")
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
-                        help="also time one real epoch with and without --repro")
+                        help="also time one real epoch of train.py in each mode")
     parser.add_argument("--out", default="benchmark.json")
     return parser
 
@@ -145,40 +168,49 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> dict:
     device = select_device(args.device)
     data = prepare_data(args.data)
-    peak = matmul_gflops(device)
+    amp, why = choose_precision(None, False, device)
+    peaks = {"fp32": matmul_gflops(device)}
+    if amp != "fp32":
+        peaks[amp] = matmul_gflops(device, AUTOCAST_DTYPES[amp])
     report = {"device": device_name(device), "threads": torch.get_num_threads(),
-              "torch": str(torch.__version__), "matmul_gflops_per_s": peak, "cases": []}
-    print(f"{report['device']}: fp32 2048x2048 matmul {peak:.0f} GFLOP/s, "
-          f"{report['threads']} threads")
-    head = (f"{'model':>12} {'px':>4} {'repro':>5} {'train img/s':>11} {'data %':>6} "
-            f"{'% of matmul':>11} {'b1 ms/img':>9} {'b16 img/s':>9} {'peak GB':>7}")
-    print(head)
+              "torch": str(torch.__version__), "amp_precision": amp, "amp_reason": why,
+              "matmul_gflops_per_s": peaks, "cases": []}
+    print(f"{report['device']}, {report['threads']} threads; 2048x2048 matmul: "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+          + f"; amp = {amp} ({why})")
+    print(f"{'model':>12} {'px':>4} {'mode':>10} {'train img/s':>11} {'data %':>6} "
+          f"{'% of matmul':>11} {'b1 ms/img':>9} {'b16 img/s':>9} {'peak GB':>7}")
     for cfg in args.cfgs:
         for size in args.img_sizes:
-            for repro in (False, True):
-                case = {"cfg": cfg, "img_size": size, "repro": repro}
-                case.update(bench_training(cfg, size, args.batch_size, args.steps, repro, device,
-                                           data, args.workers))
-                case.update(bench_inference(cfg, size, 1, device, data.num_classes,
-                                            args.repeats * 4))
-                case.update(bench_inference(cfg, size, 16, device, data.num_classes,
-                                            args.repeats))
-                case["fraction_of_matmul"] = case["model_gflops_per_s"] / peak
-                report["cases"].append(case)
-                print(f"{Path(cfg).stem:>12} {size:>4} {str(repro):>5} "
-                      f"{case['train_img_per_s']:>11.1f} {case['data_share'] * 100:>6.1f} "
-                      f"{case['fraction_of_matmul'] * 100:>11.0f} "
-                      f"{case['infer_b1_ms_per_img']:>9.1f} {case['infer_b16_img_per_s']:>9.1f} "
-                      f"{case['peak_memory_gb']:>7.2f}")
+            for mode in MODES:
+                report["cases"].append(bench_case(cfg, size, mode, amp, peaks, device, data, args))
     if args.epoch:
-        plain, repro = bench_epoch(False, args.device), bench_epoch(True, args.device)
-        report["epoch_seconds"] = {"ordinary": plain, "repro": repro,
-                                   "repro_cost_percent": (repro / plain - 1) * 100}
-        print(f"one epoch of the default training: ordinary {plain:.1f} s, --repro "
-              f"{repro:.1f} s ({(repro / plain - 1) * 100:+.1f}%)")
+        report["epoch_seconds"] = {mode[0]: bench_epoch(mode, args.device) for mode in MODES}
+        print("one epoch of the default training: " + ", ".join(
+            f"{name} {seconds:.1f} s" for name, seconds in report["epoch_seconds"].items()))
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
     return report
+
+
+def bench_case(cfg: str, size: int, mode: tuple[str, bool, str], amp: str, peaks: dict,
+               device: torch.device, data, args) -> dict:
+    """One row of the table: training and inference speed of one model, size and mode."""
+    name, repro, precision = mode
+    precision = amp if precision == "amp" else precision
+    case = {"cfg": cfg, "img_size": size, "mode": name, "repro": repro, "precision": precision}
+    case.update(bench_training(cfg, size, args.batch_size, args.steps, repro, device, data,
+                               args.workers, precision))
+    case.update(bench_inference(cfg, size, 1, device, data.num_classes, args.repeats * 4,
+                                precision))
+    case.update(bench_inference(cfg, size, 16, device, data.num_classes, args.repeats,
+                                precision))
+    case["fraction_of_matmul"] = case["model_gflops_per_s"] / peaks[precision]
+    print(f"{Path(cfg).stem:>12} {size:>4} {name:>10} {case['train_img_per_s']:>11.1f} "
+          f"{case['data_share'] * 100:>6.1f} {case['fraction_of_matmul'] * 100:>11.0f} "
+          f"{case['infer_b1_ms_per_img']:>9.1f} {case['infer_b16_img_per_s']:>9.1f} "
+          f"{case['peak_memory_gb']:>7.2f}", flush=True)
+    return case
 
 
 if __name__ == "__main__":

@@ -108,18 +108,21 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
     return lines + [f"not loaded {line}" for line in skipped]
 
 
-def training_checkpoint(args, epoch: int, model: Darknet, ema, optimizer, scheduler,
-                        hyp: dict, names: list[str], best_fitness: float,
-                        lines: list[str], digests: dict | None = None) -> dict:
-    """Everything an exact resume needs, after ``epoch``; ``hyp`` is the unscaled file values."""
+def training_checkpoint(training, epoch: int) -> dict:
+    """Everything an exact resume needs, after ``epoch`` of ``training`` (an engine.Training);
+    its ``base_hyp`` is the unscaled file values."""
+    args, model = training.args, training.model
     return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
-            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": get_rng_state(),
+            "ema": training.ema.state_dict(), "optimizer": training.optimizer.state_dict(),
+            "scheduler": training.scheduler.state_dict(),
+            "scaler": training.scaler.state_dict() if training.scaler else None,
+            "rng": get_rng_state(),
             "data_order": {"seed": args.seed, "next_epoch": epoch + 1}, "args": vars(args),
-            "hyp": hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
-            "num_classes": model.num_classes, "names": names, "data": args.data,
+            "hyp": training.base_hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
+            "num_classes": model.num_classes, "names": training.names, "data": args.data,
             "img_size": args.img_size, "upsample": model.upsample_mode,
-            "best_fitness": best_fitness, "results": lines, "digests": digests}
+            "best_fitness": training.best_fitness, "results": training.lines,
+            "digests": training.digests}
 
 
 def weights_checkpoint(model: Darknet, names: list[str] | None = None, source: str = "") -> dict:

@@ -1,6 +1,7 @@
 """One epoch of training, and the optimizer it steps."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.device import memory_gb
+from utils.distributed import DistInfo
 from utils.ema import ModelEMA
 from utils.inputs import to_model_input
 from utils.loss import LOSS_PARTS, yolo_loss
@@ -71,6 +73,38 @@ class LoopSettings:
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None
     plot_path: Path | None = None
     names: tuple[str, ...] = ()
+
+
+@dataclass
+class Training:
+    """Everything the epoch loop works on (train.py's ``start_or_restore`` builds it), and what
+    a checkpoint saves."""
+    args: argparse.Namespace
+    dist: DistInfo
+    device: torch.device
+    log: Callable[..., None]
+    model: nn.Module        # the Darknet, raw weights (what the fingerprint hashes)
+    train_model: torch.nn.Module  # the same model, wrapped for DDP when there are processes
+    ema: ModelEMA
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None  # fp16 loss scaling; None in fp32 and bf16
+    lr_factor: Callable[[int], float]
+    settings: LoopSettings
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    base_hyp: dict          # the hyp file's values; settings.hyp holds the scaled ones
+    names: list[str]
+    digests: dict
+    run_dir: Path
+    start_epoch: int = 0
+    best_fitness: float = -1.0
+    lines: list[str] | None = None
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch this invocation trains (--stop-after ends a run early)."""
+        return min(self.args.epochs, self.args.stop_after or self.args.epochs) - 1
 
 
 @dataclass

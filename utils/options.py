@@ -12,7 +12,7 @@ from utils.errors import InputError
 REPRO_THREADS = 2
 # Options a resume takes from the checkpoint; giving another value on the command line is refused.
 PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
-                    "augment", "adam", "single_cls", "rect", "multi_scale", "threads")
+                    "augment", "adam", "single_cls", "rect", "multi_scale", "threads", "amp")
 
 
 def check_args(args: argparse.Namespace) -> None:
