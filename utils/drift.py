@@ -255,14 +255,14 @@ def build_report(specs: list[str], tol: float) -> tuple[dict, list[Run]]:
     return report, runs
 
 
-def _json_safe(value):
+def json_safe(value):
     """Strict JSON has no NaN or Infinity: write those as null."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -289,7 +289,7 @@ def main(args: argparse.Namespace) -> int:
     plot_drift(runs, out / "drift.png")
     report["plot"] = str(out / "drift.png")
     if args.json:
-        print(json.dumps(_json_safe(report), indent=1, default=str, allow_nan=False))
+        print(json.dumps(json_safe(report), indent=1, default=str, allow_nan=False))
     else:
         print(format_report(report))
         print(f"plot: {report['plot']}")

@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import yaml
+
+from utils.compare_groups import Summary, get_args_parser, main, welch_interval
+from utils.results import format_line, write_results
+
+BASE = {"mem_gb": 1.0, "box": 0.05, "obj": 0.1, "cls": 0.2, "total": 0.35, "targets": 10,
+        "img_size": 64, "P": 0.5, "R": 0.6, "mAP@0.5": 0.55, "F1": 0.54, "val_box": 0.04,
+        "val_obj": 0.09, "val_cls": 0.19, "mAP@0.5:0.95": 0.3}
+
+
+def _run(folder, final_map50, epochs=3, settings=None, seed=0):
+    """A run whose mAP@0.5 climbs to ``final_map50``; mAP@0.5:0.95 is half of it."""
+    folder.mkdir(parents=True)
+    lines = []
+    for e in range(epochs):
+        value = final_map50 - 0.1 * (epochs - 1 - e)
+        values = dict(BASE, **{"mAP@0.5": value, "mAP@0.5:0.95": value / 2})
+        lines.append(format_line(e, epochs, values, f"{seed:08x}{e:08x}"))
+    write_results(folder / "results.txt", lines)
+    record = {"options": {"seed": seed, "name": folder.name, "adam": False}}
+    for key, value in (settings or {}).items():
+        record["options"][key] = value
+    (folder / "repro.yaml").write_text(yaml.safe_dump(record))
+    return str(folder)
+
+
+def _group(root, finals, **kwargs):
+    return [_run(root / f"seed{i}", f, seed=i, **kwargs) for i, f in enumerate(finals)]
+
+
+def _main(capsys, tmp_path, a, b, *extra):
+    code = main(get_args_parser().parse_args(["--a", *a, "--b", *b, "--out", str(tmp_path),
+                                              *extra]))
+    return code, capsys.readouterr()
+
+
+def test_welch_interval_by_hand():
+    # means 2 and 5, std 1 each, n 3: se sqrt(2/3), df 4, t(0.975, 4) = 2.7764
+    diff, low, high = welch_interval(Summary.of([1, 2, 3]), Summary.of([4, 5, 6]))
+    assert diff == 3 and low == pytest.approx(3 - 2.7764 * (2 / 3) ** 0.5, abs=1e-4)
+    assert high == pytest.approx(3 + 2.7764 * (2 / 3) ** 0.5, abs=1e-4)
+
+
+def test_a_real_difference_is_called_one(tmp_path, capsys):
+    a = _group(tmp_path / "a", [0.50, 0.51, 0.49])
+    b = _group(tmp_path / "b", [0.60, 0.61, 0.59], settings={"adam": True})
+    code, out = _main(capsys, tmp_path, a, b)
+    assert code == 1
+    assert "mAP@0.5: B beats A by +0.1, 95% interval +0.0" in out.out
+    assert "larger than the seed spread" in out.out
+    assert "options.adam: A False; B True" in out.out
+    assert (tmp_path / "groups.png").stat().st_size > 0
+
+
+def test_noise_is_called_noise(tmp_path, capsys):
+    a = _group(tmp_path / "a", [0.50, 0.52, 0.48])
+    b = _group(tmp_path / "b", [0.51, 0.49, 0.53])
+    # A group given as the folder that holds its runs.
+    code, out = _main(capsys, tmp_path, [str(tmp_path / "a")], [str(tmp_path / "b")])
+    assert code == 0 and out.out.count("seed") >= len(a) + len(b)
+    assert "mAP@0.5: within seed noise: difference +0.01" in out.out
+    assert "the groups' spreads (std) are 0.02 and 0.02" in out.out
+    assert len(a) == 3 and "settings that differ between the groups:\n  none recorded" in out.out
+
+
+def test_one_run_in_a_group_cannot_decide(tmp_path, capsys):
+    a = _group(tmp_path / "a", [0.50])
+    b = _group(tmp_path / "b", [0.60, 0.61, 0.59])
+    code, out = _main(capsys, tmp_path, a, b)
+    assert code == 2 and "cannot tell: group A has 1 finite value(s)" in out.out
+
+
+def test_nan_is_left_out_with_a_warning(tmp_path, capsys):
+    a = _group(tmp_path / "a", [0.50, 0.51, float("nan")])
+    b = _group(tmp_path / "b", [0.60, 0.61, 0.59])
+    code, out = _main(capsys, tmp_path, a, b, "--json")
+    report = json.loads(out.out)
+    assert code == 1 and report["end"]["mAP@0.5"]["a"]["n"] == 2
+    assert any("has mAP@0.5 NaN at its last epoch" in w for w in report["warnings"])
+
+
+def test_runs_of_different_lengths_and_settings_within_a_group(tmp_path, capsys):
+    a = [_run(tmp_path / "a0", 0.5, epochs=3), _run(tmp_path / "a1", 0.52, epochs=4, seed=1,
+                                                     settings={"adam": True})]
+    b = _group(tmp_path / "b", [0.50, 0.51])
+    code, out = _main(capsys, tmp_path, a, b)
+    assert "group A: runs have different numbers of epochs [3, 4]" in out.out
+    assert "group A: runs differ in options.adam (False, True), not only in the seed" in out.out
+    assert code in (0, 1)
+
+
+def test_unreadable_input_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    b = _group(tmp_path / "b", [0.50, 0.51])
+    code, out = _main(capsys, tmp_path, [str(tmp_path / "empty")], b)
+    assert code == 2 and "no run folders" in out.err
