@@ -154,7 +154,8 @@ def start_or_restore(args: argparse.Namespace) -> Training:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
     ema = ModelEMA(model)
     digests = input_digests(model.cfg_text, args.hyp, train_set, val_set)
-    precision, reason = (args.precision, "the run's own") if ckpt else \
+    # A resumed run keeps its precision (runs from before --amp existed were fp32).
+    precision, reason = (getattr(args, "precision", "fp32"), "the run's own") if ckpt else \
         choose_precision(args.amp, args.repro, device)
     args.precision = precision
     log(f"precision: {precision} ({reason})")

@@ -21,7 +21,6 @@ that cannot be read, or a group too small (fewer than 2 finite values) for a ver
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from utils.drift import METRICS, Run, json_safe
+from utils.drift import METRICS, Run, print_report
 from utils.errors import InputError, report_input_error
 
 # Settings that differ between seeds of one training by design.
@@ -236,11 +235,7 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot_groups(report, out / "groups.png")
     report["plot"] = str(out / "groups.png")
-    if args.json:
-        print(json.dumps(json_safe(report), indent=1, allow_nan=False))
-    else:
-        print(format_report(report))
-        print(f"plot: {report['plot']}")
+    print_report(report, args.json, format_report)
     return report["exit"]
 
 

@@ -288,12 +288,17 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     plot_drift(runs, out / "drift.png")
     report["plot"] = str(out / "drift.png")
-    if args.json:
+    print_report(report, args.json, format_report)
+    return 0 if report["agree"] else 1
+
+
+def print_report(report: dict, as_json: bool, formatter) -> None:
+    """The report as strict JSON, or as text from ``formatter`` followed by where its plot is."""
+    if as_json:
         print(json.dumps(json_safe(report), indent=1, default=str, allow_nan=False))
     else:
-        print(format_report(report))
+        print(formatter(report))
         print(f"plot: {report['plot']}")
-    return 0 if report["agree"] else 1
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MAX_DETECTIONS = (1, 10, 100)
 AREA_RANGES = {"all": (0.0, 1e5 ** 2), "small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2),
                "large": (96.0 ** 2, 1e5 ** 2)}
+_AREA_LOW = np.array([low for low, _ in AREA_RANGES.values()])
+_AREA_HIGH = np.array([high for _, high in AREA_RANGES.values()])
 # The 12 summary numbers: (name, AP or AR, IoU threshold index or None for 0.50:0.95, area,
 # max detections).
 SUMMARY = (("AP", True, None, "all", 100), ("AP50", True, 0, "all", 100),
@@ -86,6 +88,12 @@ def match_detections(ious: np.ndarray, gt_ignore: np.ndarray,
     if not num_dets or not num_gts:
         return matched, on_ignored
     limits = np.minimum(thresholds, 1 - 1e-10)[:, None]  # [T, 1]
+    if num_gts == 1:  # the common case, vectorized: the first detection that reaches it
+        reaches = ious[:, 0][None, :] >= limits  # [T, D]
+        first = reaches.argmax(1)
+        hit = reaches[np.arange(len(thresholds)), first]
+        matched[np.flatnonzero(hit), first[hit]] = True
+        return matched, matched & gt_ignore[0]
     taken = np.zeros((len(thresholds), num_gts), dtype=bool)
     # A detection with no IoU above the lowest threshold matches nothing at any threshold.
     for d in np.flatnonzero(ious.max(1) >= limits[0, 0]):
@@ -113,23 +121,40 @@ class _ImageClassEval:
     valid_gts: np.ndarray   # [A] ground truths inside each area range
 
 
-def _evaluate_image_class(gt_boxes: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                          max_det: int) -> _ImageClassEval:
-    order = np.argsort(-scores, kind="mergesort")[:max_det]
-    boxes, scores = boxes[order], scores[order]
-    ious = (box_iou(torch.from_numpy(boxes), torch.from_numpy(gt_boxes)).numpy()
-            if len(boxes) and len(gt_boxes) else np.zeros((len(boxes), len(gt_boxes))))
+def _evaluate_image_class(ious: np.ndarray, gt_boxes: np.ndarray, boxes: np.ndarray,
+                          scores: np.ndarray) -> _ImageClassEval:
+    """One image and class: ``ious`` [D, G] of its detections (already in score order and cut
+    to the most detections kept) against its ground truth, matched for every area range."""
     gt_areas, det_areas = _areas(gt_boxes), _areas(boxes)
-    matched, ignored, valid = [], [], []
-    for low, high in AREA_RANGES.values():
-        gt_ignore = (gt_areas < low) | (gt_areas > high)
-        gt_order = np.argsort(gt_ignore, kind="mergesort")  # ignored ones last
-        m, on_ignored = match_detections(ious[:, gt_order], gt_ignore[gt_order])
-        outside = (det_areas < low) | (det_areas > high)
-        matched.append(m)
-        ignored.append(on_ignored | (~m & outside[None, :]))
-        valid.append(int((~gt_ignore).sum()))
-    return _ImageClassEval(scores, np.stack(matched), np.stack(ignored), np.array(valid))
+    gt_ignore = (gt_areas[None] < _AREA_LOW[:, None]) | (gt_areas[None] > _AREA_HIGH[:, None])
+    outside = (det_areas[None] < _AREA_LOW[:, None]) | (det_areas[None] > _AREA_HIGH[:, None])
+    base, _ = match_detections(ious, np.zeros(len(gt_boxes), dtype=bool))
+    matched = np.repeat(base[None], len(AREA_RANGES), axis=0)  # [A, T, D]
+    # All ground truth on one side of a range: preferring regular boxes changes nothing, so the
+    # matching is the one without ignored boxes. Only a range that splits them is matched anew.
+    on_ignored = matched & gt_ignore.all(1)[:, None, None]
+    for a in np.flatnonzero(gt_ignore.any(1) & ~gt_ignore.all(1)):
+        gt_order = np.argsort(gt_ignore[a], kind="mergesort")  # ignored ones last
+        matched[a], on_ignored[a] = match_detections(ious[:, gt_order], gt_ignore[a][gt_order])
+    ignored = on_ignored | (~matched & outside[:, None, :])
+    return _ImageClassEval(scores, matched, ignored, (~gt_ignore).sum(1))
+
+
+def _evaluate_image(image: ImageDetections, classes: np.ndarray, max_det: int
+                    ) -> dict[int, _ImageClassEval]:
+    """Per class present in the image (ground truth or detections), its evaluation; one IoU
+    matrix for the whole image."""
+    ious = (box_iou(torch.from_numpy(image.boxes), torch.from_numpy(image.gt_boxes)).numpy()
+            if len(image.boxes) and len(image.gt_boxes)
+            else np.zeros((len(image.boxes), len(image.gt_boxes))))
+    out = {}
+    for cls in np.intersect1d(classes, np.union1d(image.gt_classes, image.classes)):
+        gt = np.flatnonzero(image.gt_classes == cls)
+        det = np.flatnonzero(image.classes == cls)
+        det = det[np.argsort(-image.scores[det], kind="mergesort")[:max_det]]
+        out[int(cls)] = _evaluate_image_class(ious[np.ix_(det, gt)], image.gt_boxes[gt],
+                                              image.boxes[det], image.scores[det])
+    return out
 
 
 def _precision_at_recall_points(tp: np.ndarray, fp: np.ndarray, num_gts: int
@@ -158,13 +183,9 @@ def coco_evaluate(images: list[ImageDetections]) -> CocoMetrics:
                           len(max_dets)))
     recall = -np.ones((len(IOU_THRESHOLDS), len(classes), len(areas), len(max_dets)))
     operating = []  # per class: (tp at IoU 0.5, scores), area all, 100 detections
+    per_image = [_evaluate_image(im, classes, max_dets[-1]) for im in images]
     for k, cls in enumerate(classes):
-        evals = []
-        for im in images:
-            gt, det = im.gt_classes == cls, im.classes == cls
-            if gt.any() or det.any():
-                evals.append(_evaluate_image_class(im.gt_boxes[gt], im.boxes[det],
-                                                   im.scores[det], max_dets[-1]))
+        evals = [found[int(cls)] for found in per_image if int(cls) in found]
         for m, max_det in enumerate(max_dets):
             scores = np.concatenate([e.scores[:max_det] for e in evals])
             order = np.argsort(-scores, kind="mergesort")
