@@ -8,6 +8,7 @@ Annotated files go to runs/detect/<name>/ (exp, exp2, ...); --save-txt adds YOLO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from utils.image_io import load_image
 from utils.inputs import to_model_input
 from utils.nms import non_max_suppression
 from utils.plots import draw_box
+from utils.precision import autocast_factory
 from utils.run_record import next_run_dir
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -64,13 +66,16 @@ def frames(path: Path):
 
 @torch.no_grad()
 def detect_frame(model, frame, img_size: int, device, conf_thres: float, iou_thres: float,
-                 classes: list[int] | None) -> torch.Tensor:
+                 classes: list[int] | None, autocast=None) -> torch.Tensor:
     """Detections [n, 6] (x1, y1, x2, y2 in the frame's pixels, score, class). The frame is
-    resized and letterboxed exactly as test.py and training see an image."""
+    resized and letterboxed exactly as test.py and training see an image; ``autocast``: the
+    training's precision (a factory of autocast contexts, None for fp32)."""
     resized = resize_longest_side(frame, img_size)
     img, _, pad = letterbox(resized, (img_size, img_size), scaleup=False)
     tensor = torch.from_numpy(img[:, :, ::-1].transpose(2, 0, 1).copy())[None]
-    detections, _ = model(to_model_input(tensor, device))
+    with autocast() if autocast else contextlib.nullcontext():
+        detections, _ = model(to_model_input(tensor, device))
+    detections = detections.float()
     det = non_max_suppression(detections, conf_thres, iou_thres, classes,
                               multi_label=False)[0].cpu()
     det[:, :4] = letterbox_to_original(det[:, :4], resized.shape[1] / frame.shape[1], pad,
@@ -110,12 +115,13 @@ def main(args: argparse.Namespace) -> Path:
                          args.names)
     img_size = args.img_size or meta.get("img_size") or 416
     check_img_size(img_size, model)
+    autocast = autocast_factory((meta.get("args") or {}).get("precision", "fp32"), device)
     sources = list_sources(args.source)
     out_dir = next_run_dir(args.project, args.name)
     for path in sources:
         for name, frame in frames(path):
             det = detect_frame(model, frame, img_size, device, args.conf_thres, args.iou_thres,
-                               args.classes)
+                               args.classes, autocast)
             for x1, y1, x2, y2, score, cls in det.tolist():
                 draw_box(frame, (x1, y1, x2, y2), int(cls), f"{names[int(cls)]} {score:.2f}")
             cv2.imwrite(str(out_dir / f"{name}.jpg"), frame)

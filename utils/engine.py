@@ -1,4 +1,4 @@
-"""One epoch of training, and the optimizer it steps."""
+"""The training loop: one epoch, the optimizer it steps, and the state a training carries."""
 from __future__ import annotations
 
 import argparse
