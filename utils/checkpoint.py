@@ -87,7 +87,8 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
     initialized. Returns the lines to print: what was loaded, then one line per tensor not
     loaded, so nothing is dropped silently."""
     weights = Path(weights)
-    if is_darknet_weights(weights):
+    from_darknet = is_darknet_weights(weights)
+    if from_darknet:
         source = Darknet(model.cfg_path, cfg_text=model.cfg_text)  # the cfg's own class count
         report = load_darknet_weights(source, weights)
         state = {k: v for k, v in source.state_dict().items()
@@ -100,7 +101,7 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
     skipped = [f"{k}: not in the model" for k in state if k not in own]
     skipped += [f"{k}: weights {tuple(state[k].shape)} vs model {tuple(v.shape)}"
                 for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if not is_darknet_weights(weights):
+    if not from_darknet:  # a backbone cut leaves the later layers out on purpose
         skipped += [f"{k}: not in the weights" for k in own if k not in state]
     fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     own.update(fitting)

@@ -44,18 +44,22 @@ class Run:
                 raise InputError(f"not valid yaml ({err})", record) from None
             resumes = recorded.pop("resumes", None) or []
             self.settings = _flatten(recorded)
-            for leg in resumes:
-                self._add_leg(leg)
+            self._fold_legs(resumes)
 
-    def _add_leg(self, leg: dict) -> None:
-        """Fold a resumed leg into the settings: a value that changed reads 'a, then b from
-        epoch K', so it differs from a run that kept one value throughout."""
-        for key, value in _flatten({"environment": leg.get("environment") or {}}).items():
-            before = self.settings.get(key)
-            if before != value and not str(before).endswith(f"then {value!r} from epoch "
-                                                            f"{leg.get('epoch')}"):
-                self.settings[key] = f"{before!r}, then {value!r} from epoch {leg.get('epoch')}"
-                self.changes_within.append(f"{key}: {self.settings[key]}")
+    def _fold_legs(self, resumes: list[dict]) -> None:
+        """Fold resumed legs into the settings: a value that changed reads 'a, then b from
+        epoch K', so it differs from a run that kept one value throughout. Each leg is compared
+        with the value in force before it, not with the first leg's."""
+        history: dict[str, list[tuple[int, object]]] = {}
+        for leg in resumes:
+            for key, value in _flatten({"environment": leg.get("environment") or {}}).items():
+                steps = history.get(key, [(0, self.settings.get(key))])
+                if value != steps[-1][1]:
+                    history[key] = steps + [(leg.get("epoch"), value)]
+        for key, steps in history.items():
+            self.settings[key] = f"{steps[0][1]!r}" + "".join(
+                f", then {value!r} from epoch {epoch}" for epoch, value in steps[1:])
+            self.changes_within.append(f"{key}: {self.settings[key]}")
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

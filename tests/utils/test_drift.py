@@ -135,3 +135,14 @@ def test_a_leg_resumed_elsewhere_is_reported(tmp_path, capsys):
         {"epoch": 2, "environment": dict(env)}]})
     code, out = _main(capsys, str(a), str(c), "--out", str(tmp_path))
     assert code == 0 and "recorded settings: no difference" in out.out
+
+
+def test_a_second_leg_on_the_same_new_device_is_one_change(tmp_path, capsys):
+    env = {"device": "cpu"}
+    a = _run(tmp_path / "a", settings={"environment": env})
+    b = _run(tmp_path / "b", settings={"environment": env, "resumes": [
+        {"epoch": 1, "environment": {"device": "cuda:0"}},
+        {"epoch": 2, "environment": {"device": "cuda:0"}},
+        {"epoch": 3, "environment": {"device": "cpu"}}]})
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert ("\"'cpu', then 'cuda:0' from epoch 1, then 'cpu' from epoch 3\"" in out.out)
