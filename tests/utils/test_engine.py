@@ -35,3 +35,29 @@ def test_sync_batchnorm_weights_are_trained():
     bn, _, bias = _group_ids(build_optimizer(model, load_hyp(), adam=False))
     assert bn == {id(m.weight) for m in sync}
     assert {id(m.bias) for m in sync} <= bias
+
+
+@pytest.mark.parametrize("adam", [False, True])
+def test_fused_optimizer_steps_as_the_per_tensor_one(adam):
+    """The fused kernels are a speed-up only: with per-group learning rates changed between
+    steps (as the warm-up does), they land where torch's per-tensor loop lands."""
+    torch.manual_seed(0)
+    fused_model = Darknet(MICRO_CFG, num_classes=4)
+    loop_model = Darknet(MICRO_CFG, num_classes=4)
+    loop_model.load_state_dict(fused_model.state_dict())
+    hyp = load_hyp()
+    fused = build_optimizer(fused_model, hyp, adam=adam)
+    loop = build_optimizer(loop_model, hyp, adam=adam)
+    assert all(group["fused"] for group in fused.param_groups)
+    for group in loop.param_groups:
+        group["fused"], group["foreach"] = False, False
+    for step in range(3):
+        for opt, model in ((fused, fused_model), (loop, loop_model)):
+            for k, group in enumerate(opt.param_groups):
+                group["lr"] = 0.01 * (step + 1) * (k + 1)
+            torch.manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            opt.step()
+    for a, b in zip(fused_model.parameters(), loop_model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
