@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from utils.atomic_io import atomic_torch_save
+from utils.atomic_io import atomic_same_file, atomic_torch_save
 from utils.checkpoint import load_state_checked, training_checkpoint
 from utils.device import select_device
 from utils.distributed import barrier, broadcast_object, init_distributed, shutdown
@@ -69,8 +69,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="initial weights: a .pt, a darknet file or a backbone cut (*.conv.N)")
     p.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader workers (default 2 on the CPU, up to 8 on a GPU, 0 under "
-                        "--repro)")
+                   help="DataLoader workers (default: 0 on the CPU when the images fit in "
+                        "memory, else 2; up to 8 on a GPU; 0 under --repro)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"CPU threads for torch (default all, or {REPRO_THREADS} under --repro)")
     p.add_argument("--project", default="runs/train", help="folder of run folders")
@@ -246,7 +246,7 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
         state = training_checkpoint(training, epoch)
         atomic_torch_save(state, run_dir / "weights" / "last.pt")
         if is_best:
-            atomic_torch_save(state, run_dir / "weights" / "best.pt")
+            atomic_same_file(run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt")
     write_results(run_dir / "results.txt", training.lines)
     summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map50_95:.4f}"
                if result else "not evaluated (--notest)")

@@ -50,3 +50,25 @@ def test_state_round_trip():
     assert other.updates == 3
     for a, b in zip(ema.module.state_dict().values(), other.module.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_update_has_the_bits_of_a_per_tensor_mul_then_add():
+    # The batched update must not move any fingerprint or metric of earlier runs.
+    torch.manual_seed(0)
+    model, start = Darknet(MICRO_CFG, num_classes=4), Darknet(MICRO_CFG, num_classes=4)
+    ema = ModelEMA(start)
+    expected = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    names = averaged_names(model)
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        ema.update(model)
+        d = ema.current_decay()
+        for name, value in model.state_dict().items():
+            if name in names:
+                expected[name].mul_(d).add_(value, alpha=1 - d)
+            else:
+                expected[name].copy_(value)
+    for name, value in ema.module.state_dict().items():
+        assert torch.equal(value, expected[name]), name
