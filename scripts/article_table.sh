@@ -2,11 +2,11 @@
 # The article's experiment on the built-in dataset, at full length, beside the seed spread:
 # two ordinary runs, two --repro runs, --repro with 1 thread, and the ordinary training under
 # seeds 1 and 2 (seed 0 is ordinary_a); then the drift report of each pair and the seed spread.
-#   bash scripts/article_table.sh [EPOCHS]     # default 20 (the default training); ~70 min on
+#   bash scripts/article_table.sh [EPOCHS]     # default 17 (the default training); ~35 min on
 #                                              # 2 cores; results in runs/article/
 set -euo pipefail
 cd "$(dirname "$0")/.."
-epochs=${1:-20}
+epochs=${1:-17}
 common=(--epochs "$epochs" --device cpu --project runs/article --quiet)
 python train.py "${common[@]}" --name ordinary_a
 python train.py "${common[@]}" --name ordinary_b

@@ -10,7 +10,7 @@ DATA = Path(__file__).resolve().parents[2] / "data"
 
 def test_shipped_files_load():
     scratch, shapes = load_hyp(DEFAULT_HYP), load_hyp(DATA / "hyp.shapes.yaml")
-    assert scratch["nbs"] == 64 and shapes["nbs"] == 16
+    assert scratch["nbs"] == 64 and shapes["nbs"] == 8
     assert set(scratch) == set(shapes)
 
 
