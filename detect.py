@@ -8,7 +8,6 @@ Annotated files go to runs/detect/<name>/ (exp, exp2, ...); --save-txt adds YOLO
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from utils.image_io import load_image
 from utils.inputs import to_model_input
 from utils.nms import non_max_suppression
 from utils.plots import draw_box
-from utils.precision import autocast_factory
+from utils.precision import checkpoint_autocast, forward_context
 from utils.run_record import next_run_dir
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -73,7 +72,7 @@ def detect_frame(model, frame, img_size: int, device, conf_thres: float, iou_thr
     resized = resize_longest_side(frame, img_size)
     img, _, pad = letterbox(resized, (img_size, img_size), scaleup=False)
     tensor = torch.from_numpy(img[:, :, ::-1].transpose(2, 0, 1).copy())[None]
-    with autocast() if autocast else contextlib.nullcontext():
+    with forward_context(autocast):
         detections, _ = model(to_model_input(tensor, device))
     detections = detections.float()
     det = non_max_suppression(detections, conf_thres, iou_thres, classes,
@@ -115,7 +114,7 @@ def main(args: argparse.Namespace) -> Path:
                          args.names)
     img_size = args.img_size or meta.get("img_size") or 416
     check_img_size(img_size, model)
-    autocast = autocast_factory((meta.get("args") or {}).get("precision", "fp32"), device)
+    autocast = checkpoint_autocast(meta, device)
     sources = list_sources(args.source)
     out_dir = next_run_dir(args.project, args.name)
     for path in sources:

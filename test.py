@@ -25,7 +25,7 @@ from utils.datasets import create_dataloader
 from utils.device import select_device
 from utils.errors import InputError, run_script
 from utils.evaluation import EvalResult, evaluate, format_table, make_val_dataset
-from utils.precision import autocast_factory
+from utils.precision import checkpoint_autocast
 from utils.repro import configure_determinism
 
 
@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> EvalResult:
     detections = [] if args.save_json else None
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,
-                      autocast=autocast_factory(run_args.get("precision", "fp32"), device))
+                      autocast=checkpoint_autocast(meta, device))
     print(format_table(result))
     if detections is not None:
         out = Path(args.weights)

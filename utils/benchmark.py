@@ -15,7 +15,6 @@ and writes JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from utils.engine import build_optimizer
 from utils.hyp import load_hyp
 from utils.inputs import to_model_input
 from utils.loss import yolo_loss
-from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision
+from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
 from utils.repro import configure_determinism, seed_everything
 
 
@@ -89,7 +88,7 @@ def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: 
     for i, (images, targets, _, _) in enumerate(loader):
         got = time.perf_counter()
         images = to_model_input(images, device)
-        with autocast() if autocast else contextlib.nullcontext():
+        with forward_context(autocast):
             preds = model(images)
         loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
                             model.strides(), hyp)
@@ -119,7 +118,7 @@ def bench_inference(cfg: str, img_size: int, batch_size: int, device: torch.devi
     autocast = autocast_factory(precision, device)
 
     def forward():
-        with autocast() if autocast else contextlib.nullcontext():
+        with forward_context(autocast):
             model(x)
 
     for _ in range(2):

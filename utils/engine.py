@@ -20,6 +20,7 @@ from utils.ema import ModelEMA
 from utils.inputs import to_model_input
 from utils.loss import LOSS_PARTS, yolo_loss
 from utils.plots import labels_to_boxes, plot_batch
+from utils.precision import forward_context
 from utils.repro import derive_seed
 from utils.schedule import warmup_values
 
@@ -176,10 +177,9 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
 
 
 def _forward_loss(model, images, targets, anchors, strides, settings: LoopSettings):
-    """The forward pass (under autocast when mixed precision is on) and the loss, in fp32."""
-    if settings.autocast is None:
-        return yolo_loss(model(images), targets, anchors, strides, settings.hyp)
-    with settings.autocast():
+    """The forward pass (under autocast when mixed precision is on) and the loss, in fp32
+    (``float()`` of an fp32 tensor is the tensor itself)."""
+    with forward_context(settings.autocast):
         preds = model(images)
     return yolo_loss([p.float() for p in preds], targets, anchors, strides, settings.hyp)
 

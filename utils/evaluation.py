@@ -2,7 +2,6 @@
 and test.py runs on a checkpoint, so both give the same numbers for the same weights."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from utils.loss import LOSS_PARTS, yolo_loss
 from utils.metrics import SUMMARY, ImageDetections, coco_evaluate
 from utils.nms import non_max_suppression
 from utils.plots import plot_batch
+from utils.precision import forward_context
 
 PLOT_CONF = 0.25
 VAL_LOSS_PARTS = LOSS_PARTS[:3]  # box, obj, cls: results.txt has no validation total
@@ -78,7 +78,7 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     for images, targets, paths, placements in tqdm(loader, desc="evaluating",
                                                    disable=not progress, leave=False):
         images = to_model_input(images, device)
-        with autocast() if autocast else contextlib.nullcontext():
+        with forward_context(autocast):
             detections, raw = model(images)
         detections, raw = detections.float(), [r.float() for r in raw]
         if hyp is not None:

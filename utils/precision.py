@@ -54,6 +54,21 @@ def autocast_factory(precision: str, device: torch.device
     return lambda: torch.autocast(device.type, dtype=dtype)
 
 
+def forward_context(autocast: Callable[[], contextlib.AbstractContextManager] | None
+                    ) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in: ``autocast()`` (a factory from
+    :func:`autocast_factory`), or no context at all for fp32 (None)."""
+    return autocast() if autocast is not None else contextlib.nullcontext()
+
+
+def checkpoint_autocast(meta: dict, device: torch.device
+                        ) -> Callable[[], contextlib.AbstractContextManager] | None:
+    """The autocast factory of the training a checkpoint came from (``meta`` as
+    ``load_inference_model`` returns it), so inference computes as the run evaluated; fp32 for
+    runs from before mixed precision and for darknet files."""
+    return autocast_factory((meta.get("args") or {}).get("precision", "fp32"), device)
+
+
 def make_grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """fp16 gradients underflow without loss scaling; bf16 and fp32 need none."""
     if precision == "fp16":
