@@ -49,3 +49,11 @@ def test_loss_is_deterministic_under_strict_mode_on_cuda():
         assert torch.equal(grads[0], grads[1])
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_the_model_input_has_the_cpus_bits_on_cuda():
+    from utils.inputs import to_model_input
+    pixels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(2, 3, 16, 16)
+    cpu = to_model_input(pixels, torch.device("cpu"))
+    gpu = to_model_input(pixels, torch.device("cuda", 0)).cpu()
+    assert torch.equal(cpu.view(torch.int32), gpu.view(torch.int32))

@@ -17,7 +17,7 @@ LAYERS = {
              "utils.datasets", "utils.shapes", "utils.coco_json", "utils.inputs", "utils.plots",
              "utils.hyp"},
     "engine": {"utils.engine", "utils.evaluation", "utils.checkpoint", "utils.ema",
-               "utils.options", "utils.run_record", "utils.results", "utils.precision",
+               "utils.run_plan", "utils.run_record", "utils.results", "utils.precision",
                "utils.distributed", "utils.restart", "utils.training_setup"},
     "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.convert_weights",
               "utils.compare_groups"},

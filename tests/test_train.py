@@ -1,7 +1,6 @@
 """End-to-end: train.py, test.py and detect.py on a tiny generated dataset and a micro model."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import shutil
@@ -23,9 +22,9 @@ from utils.augment import AUGMENT_KEYS
 from utils.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.errors import InputError
 from utils.hyp import load_hyp
-from utils.options import REPRO_THREADS, apply_repro
 from utils.repro import configure_determinism
 from utils.results import COLUMNS, read_results
+from utils.run_plan import REPRO_THREADS
 
 pytestmark = pytest.mark.slow
 
@@ -116,16 +115,6 @@ def test_workers_do_not_change_a_repro_run(tiny_data, tmp_path):
     zero = run_train(tiny_data, tmp_path, "--repro", "--augment", "--name", "w0")
     two = run_train(tiny_data, tmp_path, "--repro", "--augment", "--workers", "2", "--name", "w2")
     assert comparable(zero) == comparable(two)
-
-
-def test_apply_repro_turns_off_augmentation_and_says_so():
-    args = argparse.Namespace(repro=True, augment=False, seed=0, batch_size=8, multi_scale=True,
-                              workers=None, threads=None)
-    hyp = load_hyp()
-    notes = apply_repro(args, hyp)
-    assert all(hyp[k] == 0 for k in AUGMENT_KEYS)
-    assert any("augmentation off: " in n and "fliplr" in n and "mosaic" in n for n in notes)
-    assert args.workers == 0 and args.multi_scale is False and args.threads == REPRO_THREADS
 
 
 def test_test_script_gives_trainings_map_and_pycocotools_agrees(tiny_data, tmp_path, capsys):

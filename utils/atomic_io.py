@@ -4,8 +4,11 @@ Temporary file in the same folder, flush, fsync, then rename over the target.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 import torch
@@ -58,3 +61,20 @@ def atomic_same_file(src: str | Path, path: str | Path) -> None:
             _write_then_commit(path, "wb", lambda f: shutil.copyfileobj(source, f, 1 << 20))
         return
     _commit(tmp, path)
+
+
+@contextlib.contextmanager
+def signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
+    """Hold ``signals`` until the block ends, then deliver them. torch's checkpoint writer turns
+    a KeyboardInterrupt raised inside it into a RuntimeError about its zip container, which
+    reads like a corrupt file; with the signal held the write completes and the interrupt
+    arrives just after, as an ordinary KeyboardInterrupt. Outside the main thread (where
+    Python runs no signal handlers) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,5 +1,6 @@
 """Speed of training and inference on this machine: --repro fp32, ordinary fp32, and ordinary
-mixed precision (amp).
+mixed precision (amp). The training rows time train.py's own step (built by the same
+``training_setup.build_training``: optimizer, EMA, precision, loss, loader workers).
 
     python -m utils.benchmark                                   # tiny + yolov3 at 256 and 416
     python -m utils.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
@@ -15,6 +16,8 @@ and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -27,14 +30,13 @@ import torch
 from models import Darknet
 from models.darknet import count_flops
 from utils.data_config import list_images, prepare_data
-from utils.datasets import YoloDataset, create_dataloader
 from utils.device import device_name, memory_gb, select_device
-from utils.engine import build_optimizer
-from utils.hyp import load_hyp
+from utils.engine import train_one_epoch
+from utils.hyp import DEFAULT_HYP
 from utils.inputs import to_model_input
-from utils.loss import yolo_loss
 from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
-from utils.repro import configure_determinism, seed_everything
+from utils.run_plan import options_parser, resolve_options
+from utils.training_setup import build_training
 
 
 def _sync(device: torch.device) -> None:
@@ -42,11 +44,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
-                  repeats: int = 10, trials: int = 3) -> float:
-    """Measured GFLOP/s of an n x n matrix product in ``dtype``: the device's practical peak in
-    that precision, the best of ``trials`` (a single trial right after start-up read 106
-    instead of 193 here)."""
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                  repeats: int = 10, trials: int = 3, tf32: bool = False) -> float:
+    """Measured GFLOP/s of an n x n matrix product in ``dtype`` (``tf32``: fp32 inputs on a
+    GPU's TF32 path): the device's practical peak in that precision, the best of ``trials`` (a
+    single trial right after start-up read 106 instead of 193 here). n defaults to 2048 on a
+    CPU and 8192 on a GPU, where a smaller product does not fill the multiprocessors."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(2):
@@ -59,54 +65,78 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: i
             a @ b
         _sync(device)
         best = max(best, 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9)
+    torch.backends.cuda.matmul.allow_tf32 = previous
     return best
 
 
-# Modes: (name, --repro, precision: "fp32" or "amp" for the device's mixed precision)
-MODES = (("repro fp32", True, "fp32"), ("fp32", False, "fp32"), ("amp", False, "amp"))
+# Modes: (name, train.py's flags for it)
+MODES = (("repro fp32", ("--repro",)), ("fp32", ("--no-amp",)), ("amp", ("--amp",)))
 
 
-def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, repro: bool,
-                   device: torch.device, data, workers: int, precision: str = "fp32") -> dict:
-    """Training speed of ``steps`` steps after 2 warm-up steps; ``precision`` fp32, bf16 or
-    fp16 (autocast for the forward pass, as train.py does)."""
-    configure_determinism(repro)
-    autocast = autocast_factory(precision, device)
-    seed_everything(0)
-    hyp = load_hyp()
-    model = Darknet(cfg, num_classes=data.num_classes,
-                    upsample="deterministic" if repro else "nearest")
-    model.to(device, memory_format=torch.channels_last).train()
-    optimizer = build_optimizer(model, hyp, adam=False)
-    files = list_images(data.train)[: batch_size * (steps + 2)]
-    dataset = YoloDataset(files, data.num_classes, img_size, augment=not repro, hyp=hyp)
-    loader = create_dataloader(dataset, batch_size, 0 if repro else workers, shuffle=True,
-                               drop_last=True)
-    waited = computed = 0.0
-    images_done = 0
-    tick = time.perf_counter()
-    for i, (images, targets, _, _) in enumerate(loader):
-        got = time.perf_counter()
-        images = to_model_input(images, device)
-        with forward_context(autocast):
-            preds = model(images)
-        loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
-                            model.strides(), hyp)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        done = time.perf_counter()
-        if i >= 2:  # the first steps pay for allocation and kernel selection
-            waited += got - tick
-            computed += done - got
-            images_done += len(images)
-        tick = done
-    flops = count_flops(model, img_size) * 3  # forward + backward (about twice the forward)
-    rate = images_done / (waited + computed)
-    return {"train_img_per_s": rate, "data_share": waited / (waited + computed),
-            "model_gflops_per_s": flops * rate / 1e9, "peak_memory_gb": memory_gb(device),
-            "timed_images": images_done, "timed_seconds": waited + computed}
+def _subset_data(data, count: int, folder: Path) -> Path:
+    """A .data file in ``folder`` whose training list is the first ``count`` images of
+    ``data``'s (validation: the same, never used here)."""
+    files = list_images(data.train, data.path, data.lines.get("train"))[:count]
+    (folder / "train.txt").write_text("".join(f"{f.resolve()}\n" for f in files))
+    (folder / "bench.names").write_text("\n".join(data.names) + "\n")
+    path = folder / "bench.data"
+    path.write_text(f"classes={data.num_classes}\ntrain=train.txt\nvalid=train.txt\n"
+                    "names=bench.names\n")
+    return path
+
+
+def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, flags: tuple[str, ...],
+                   device: str, data, workers: int | None = None) -> dict:
+    """Speed of train.py's own training step (its plan, loader, optimizer, EMA, precision and
+    loss, through ``engine.train_one_epoch``): one epoch of 2 batches to warm up (allocation,
+    kernel choice), then one timed epoch of ``steps`` batches. ``flags``: train.py's options
+    for the mode; ``workers`` None: the plan's choice."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data_file = _subset_data(data, batch_size * steps, folder)
+        argv = ["--cfg", cfg, "--data", str(data_file), "--hyp", str(data.hyp or DEFAULT_HYP),
+                "--img-size", str(img_size), "--batch-size", str(batch_size), "--epochs", "2",
+                "--project", str(folder / "runs"), "--quiet", "--nosave", "--device", device,
+                *flags, *(["--workers", str(workers)] if workers is not None else [])]
+        options, _, _ = resolve_options(options_parser().parse_args(argv), options_parser())
+        with contextlib.redirect_stdout(io.StringIO()):
+            training = build_training(options, None, None)
+        plan = training.plan
+        if plan.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(plan.device)
+        loader = training.train_loader
+        timed = {}
+        for epoch, batches in ((0, 2), (1, steps)):
+            loader.batch_sampler.set_epoch(epoch)
+            subset = _first_batches(loader, batches)
+            start = time.perf_counter()
+            train_one_epoch(training.train_model, training.ema, training.optimizer, subset,
+                            plan.device, epoch, plan.hyp["lr0"], training.settings,
+                            training.scaler)
+            _sync(plan.device)
+            timed[epoch] = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in _first_batches(loader, steps):
+            pass
+        loading = time.perf_counter() - start
+    images = steps * batch_size
+    rate = images / timed[1]
+    flops = count_flops(training.model, img_size) * 3  # forward + backward (about twice)
+    return {"train_img_per_s": rate, "data_share": min(loading / timed[1], 1.0),
+            "model_gflops_per_s": flops * rate / 1e9, "peak_memory_gb": memory_gb(plan.device),
+            "timed_images": images, "timed_seconds": timed[1], "precision": plan.precision,
+            "workers": plan.workers, "optimizer": type(training.optimizer).__name__,
+            "conv_tf32": plan.device.type == "cuda" and torch.backends.cudnn.allow_tf32}
+
+
+def _first_batches(loader, count: int) -> list:
+    """The first ``count`` batches of ``loader``'s epoch, loaded (timed apart from the step)."""
+    batches = []
+    for batch in loader:
+        batches.append(batch)
+        if len(batches) == count:
+            break
+    return batches
 
 
 @torch.no_grad()
@@ -133,18 +163,17 @@ def bench_inference(cfg: str, img_size: int, batch_size: int, device: torch.devi
             f"infer_b{batch_size}_img_per_s": batch_size / seconds}
 
 
-def bench_epoch(mode: tuple[str, bool, str], device: str) -> float:
+def bench_epoch(mode: tuple[str, tuple[str, ...]], device: str) -> float:
     """Seconds for one real epoch of the default training (no test pass) in ``mode``, train.py
     started as a user starts it (the interpreter's start-up included)."""
-    _, repro, precision = mode
+    _, flags = mode
     with tempfile.TemporaryDirectory() as project:
         # Epoch 0 of a 2-epoch schedule, then stop: not the final epoch, so no test pass.
         command = [sys.executable, "train.py", "--epochs", "2", "--stop-after", "1", "--notest",
-                   "--nosave", "--quiet", "--project", project, "--device", device,
-                   "--amp" if precision == "amp" else "--no-amp"]
+                   "--nosave", "--quiet", "--project", project, "--device", device, *flags]
         start = time.perf_counter()
-        subprocess.run(command + (["--repro"] if repro else []), check=True,
-                       cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, cwd=Path(__file__).resolve().parent.parent,
+                       stdout=subprocess.DEVNULL)
         return time.perf_counter() - start
 
 
@@ -153,9 +182,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfgs", nargs="+", default=["cfg/yolov3-tiny.cfg", "cfg/yolov3.cfg"])
     parser.add_argument("--img-sizes", nargs="+", type=int, default=[256, 416])
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=6, help="timed training steps per case")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed training steps per case (default 6 on a CPU, 50 on a GPU)")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference passes")
-    parser.add_argument("--workers", type=int, default=2, help="loader workers without --repro")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="loader workers (default: train.py's choice for the mode)")
     parser.add_argument("--device", default="")
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
@@ -164,25 +195,36 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def matmul_peaks(device: torch.device, amp: str) -> dict[str, float]:
+    """The matmul rate of each precision a mode can compute in: fp32 (TF32 off), and on a GPU
+    TF32 (what ordinary fp32 convolutions use there), then the mixed precision's dtype."""
+    peaks = {"fp32": matmul_gflops(device)}
+    if device.type == "cuda":
+        peaks["tf32"] = matmul_gflops(device, tf32=True)
+    if amp != "fp32":
+        peaks[amp] = matmul_gflops(device, AUTOCAST_DTYPES[amp])
+    return peaks
+
+
 def main(args: argparse.Namespace) -> dict:
     device = select_device(args.device)
     data = prepare_data(args.data)
     amp, why = choose_precision(None, False, device)
-    peaks = {"fp32": matmul_gflops(device)}
-    if amp != "fp32":
-        peaks[amp] = matmul_gflops(device, AUTOCAST_DTYPES[amp])
+    peaks = matmul_peaks(device, amp)
+    steps = args.steps or (50 if device.type == "cuda" else 6)
     report = {"device": device_name(device), "threads": torch.get_num_threads(),
               "torch": str(torch.__version__), "amp_precision": amp, "amp_reason": why,
-              "matmul_gflops_per_s": peaks, "cases": []}
-    print(f"{report['device']}, {report['threads']} threads; 2048x2048 matmul: "
+              "matmul_gflops_per_s": peaks, "steps": steps, "cases": []}
+    print(f"{report['device']}, {report['threads']} threads; matmul: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
-          + f"; amp = {amp} ({why})")
+          + f"; amp = {amp} ({why}); {steps} timed steps a case")
     print(f"{'model':>12} {'px':>4} {'mode':>10} {'train img/s':>11} {'data %':>6} "
-          f"{'% of matmul':>11} {'b1 ms/img':>9} {'b16 img/s':>9} {'peak GB':>7}")
+          f"{'% of matmul':>11} {'b1 ms/img':>9} {'b16 img/s':>9} {'peak GB':>7}  workers")
     for cfg in args.cfgs:
         for size in args.img_sizes:
             for mode in MODES:
-                report["cases"].append(bench_case(cfg, size, mode, amp, peaks, device, data, args))
+                report["cases"].append(bench_case(cfg, size, mode, peaks, device, data, steps,
+                                                  args))
     if args.epoch:
         report["epoch_seconds"] = {mode[0]: bench_epoch(mode, args.device) for mode in MODES}
         print("one epoch of the default training: " + ", ".join(
@@ -192,23 +234,27 @@ def main(args: argparse.Namespace) -> dict:
     return report
 
 
-def bench_case(cfg: str, size: int, mode: tuple[str, bool, str], amp: str, peaks: dict,
-               device: torch.device, data, args) -> dict:
-    """One row of the table: training and inference speed of one model, size and mode."""
-    name, repro, precision = mode
-    precision = amp if precision == "amp" else precision
-    case = {"cfg": cfg, "img_size": size, "mode": name, "repro": repro, "precision": precision}
-    case.update(bench_training(cfg, size, args.batch_size, args.steps, repro, device, data,
-                               args.workers, precision))
+def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: dict,
+               device: torch.device, data, steps: int, args) -> dict:
+    """One row of the table: training and inference speed of one model, size and mode. The
+    "% of matmul" is against the rate of the arithmetic the convolutions ran in: TF32 for an
+    ordinary fp32 run on a GPU (the row says so)."""
+    name, flags = mode
+    case = {"cfg": cfg, "img_size": size, "mode": name, "repro": "--repro" in flags}
+    case.update(bench_training(cfg, size, args.batch_size, steps, flags, args.device or "",
+                               data, args.workers))
+    precision = case["precision"]
     case.update(bench_inference(cfg, size, 1, device, data.num_classes, args.repeats * 4,
                                 precision))
     case.update(bench_inference(cfg, size, 16, device, data.num_classes, args.repeats,
                                 precision))
-    case["fraction_of_matmul"] = case["model_gflops_per_s"] / peaks[precision]
+    peak = "tf32" if precision == "fp32" and case["conv_tf32"] else precision
+    case["fraction_of_matmul"] = case["model_gflops_per_s"] / peaks[peak]
     print(f"{Path(cfg).stem:>12} {size:>4} {name:>10} {case['train_img_per_s']:>11.1f} "
           f"{case['data_share'] * 100:>6.1f} {case['fraction_of_matmul'] * 100:>11.0f} "
           f"{case['infer_b1_ms_per_img']:>9.1f} {case['infer_b16_img_per_s']:>9.1f} "
-          f"{case['peak_memory_gb']:>7.2f}", flush=True)
+          f"{case['peak_memory_gb']:>7.2f}  {case['workers']}"
+          + (" (convolutions in TF32)" if peak == "tf32" else ""), flush=True)
     return case
 
 

@@ -1,8 +1,9 @@
 """Checkpoints: everything an exact resume needs, and loading weights for inference.
 
 A training checkpoint holds the raw weights and the EMA weights apart, the EMA update count, the
-optimizer and scheduler, the epoch, every RNG state, the data-order state, the resolved options
-and hyperparameters, the cfg text and class names, and the results.txt lines so far.
+optimizer and scheduler, the epoch, every RNG state, the resolved options and hyperparameters,
+the cfg text and class names, and the results.txt lines so far. It is written and read back
+side by side here (:func:`training_checkpoint`, :func:`restore_training`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from models.darknet import Darknet
 from models.darknet_weights import is_darknet_weights, load_darknet_weights
 from utils.errors import InputError, WeightsError
-from utils.repro import get_rng_state
+from utils.repro import get_rng_state, set_rng_state
 
 CHECKPOINT_KIND = "yolov3-repro-checkpoint"
 
@@ -30,8 +31,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a file that is not its own
-        raise WeightsError(f"not a PyTorch checkpoint ({type(err).__name__}: "
-                           f"{str(err).splitlines()[0][:120]})", path) from None
+        first_line = (str(err).splitlines() or [""])[0]
+        raise WeightsError(f"not a PyTorch checkpoint, or a truncated one "
+                           f"({type(err).__name__}: {first_line})", path) from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
         raise WeightsError("a PyTorch file, but not a checkpoint written by this trainer "
                            f"(expected kind={CHECKPOINT_KIND!r})", path)
@@ -110,20 +112,34 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
 
 
 def training_checkpoint(training, epoch: int) -> dict:
-    """Everything an exact resume needs, after ``epoch`` of ``training`` (an engine.Training);
-    its ``base_hyp`` is the unscaled file values."""
-    args, model = training.args, training.model
+    """Everything an exact resume needs, after ``epoch`` of ``training`` (an engine.Training).
+    :func:`restore_training` below reads each part back."""
+    plan, model = training.plan, training.model
     return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
             "ema": training.ema.state_dict(), "optimizer": training.optimizer.state_dict(),
             "scheduler": training.scheduler.state_dict(),
             "scaler": training.scaler.state_dict() if training.scaler else None,
-            "rng": get_rng_state(),
-            "data_order": {"seed": args.seed, "next_epoch": epoch + 1}, "args": vars(args),
-            "hyp": training.base_hyp, "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
-            "num_classes": model.num_classes, "names": training.names, "data": args.data,
-            "img_size": args.img_size, "upsample": model.upsample_mode,
-            "best_fitness": training.best_fitness, "results": training.lines,
-            "digests": training.digests}
+            "rng": get_rng_state(), "args": plan.record(), "hyp": dict(plan.base_hyp),
+            "cfg_path": model.cfg_path, "cfg_text": model.cfg_text,
+            "num_classes": model.num_classes, "names": training.names,
+            "data": plan.options.data, "img_size": plan.options.img_size,
+            "upsample": model.upsample_mode, "best_fitness": training.best_fitness,
+            "results": training.lines, "digests": training.digests}
+
+
+def restore_training(training, ckpt: dict) -> None:
+    """Continue ``training`` from its checkpoint: weights, EMA, optimizer, schedule, every RNG
+    state and the results so far. (The sample order needs no state of its own: it is drawn
+    from (seed, epoch).)"""
+    load_state_checked(training.model, ckpt["model"], training.plan.checkpoint)
+    training.ema.load_state_dict(ckpt["ema"])
+    training.optimizer.load_state_dict(ckpt["optimizer"])
+    training.scheduler.load_state_dict(ckpt["scheduler"])
+    if training.scaler is not None:
+        training.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    training.start_epoch = ckpt["epoch"] + 1
+    training.best_fitness, training.lines = ckpt["best_fitness"], list(ckpt["results"])
 
 
 def weights_checkpoint(model: Darknet, names: list[str] | None = None, source: str = "") -> dict:

@@ -1,10 +1,9 @@
 """The training loop: one epoch, the optimizer it steps, and the state a training carries."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +21,7 @@ from utils.loss import LOSS_PARTS, yolo_loss
 from utils.plots import labels_to_boxes, plot_batch
 from utils.precision import forward_context
 from utils.repro import derive_seed
+from utils.run_plan import RunPlan
 from utils.schedule import warmup_values
 
 
@@ -83,11 +83,11 @@ class LoopSettings:
 
 @dataclass
 class Training:
-    """Everything the epoch loop works on (train.py's ``start_or_restore`` builds it), and what
-    a checkpoint saves."""
-    args: argparse.Namespace
+    """Everything the epoch loop works on (train.py's ``start_or_restore`` builds it whole, by
+    keyword), and what a checkpoint saves. The run's decisions are in the frozen ``plan``; the
+    fields after ``run_dir`` are what changes as the run goes on."""
+    plan: RunPlan
     dist: DistInfo
-    device: torch.device
     log: Callable[..., None]
     model: nn.Module        # the Darknet, raw weights (what the fingerprint hashes)
     train_model: torch.nn.Module  # the same model, wrapped for DDP when there are processes
@@ -99,18 +99,12 @@ class Training:
     settings: LoopSettings
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
-    base_hyp: dict          # the hyp file's values; settings.hyp holds the scaled ones
     names: list[str]
     digests: dict
     run_dir: Path
     start_epoch: int = 0
     best_fitness: float = -1.0
-    lines: list[str] | None = None
-
-    @property
-    def last_epoch(self) -> int:
-        """The last epoch this invocation trains (--stop-after ends a run early)."""
-        return min(self.args.epochs, self.args.stop_after or self.args.epochs) - 1
+    lines: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -170,8 +164,8 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
         img_size = images.shape[-1]
         if settings.progress:
             mean = dict(zip(LOSS_PARTS, (loss_sum / (i + 1)).tolist()))
-            bar.set_postfix_str(f"box {mean['box']:.4f} obj {mean['obj']:.4f} "
-                                f"cls {mean['cls']:.4f} targets {len(targets)} size {img_size}")
+            bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in mean.items())
+                                + f" targets {len(targets)} size {img_size}")
     means = (loss_sum / max(batches, 1)).tolist()
     return EpochStats(dict(zip(LOSS_PARTS, means)), len(targets), img_size, memory_gb(device))
 

@@ -9,8 +9,10 @@ batch from a checkpoint, layer by layer.
 Settings (comma separated key=value): device (cpu, cuda, cuda:N), threads (int),
 repro (1: deterministic kernels; 0: fast ones), upsample (nn | deterministic), tf32 (0 | 1),
 channels_last (0 | 1), perturb (a layer index: adds 1e-6 of its scale to that layer's output,
-to see how one rounding-sized change grows). Unset keys: cpu, current threads, the run's repro
-and upsample, tf32 0, channels_last 1.
+to see how one rounding-sized change grows), precision (fp32 | bf16 | fp16: the forward pass
+under autocast, as the training ran it). Unset keys: cpu, current threads, the run's repro,
+upsample and precision, tf32 0, channels_last 1. The model's input is compared too: when it
+already differs (another device's conversion of the pixels), the report says so first.
 
 Exit status: 0 every layer matched, 1 a difference was found, 2 bad input.
 """
@@ -31,9 +33,11 @@ from utils.errors import InputError, report_input_error
 from utils.hyp import scale_hyp
 from utils.inputs import to_model_input
 from utils.loss import yolo_loss
+from utils.precision import PRECISIONS, autocast_factory, forward_context
 from utils.repro import configure_determinism
 
-KEYS = ("device", "threads", "repro", "upsample", "tf32", "channels_last", "perturb")
+KEYS = ("device", "threads", "repro", "upsample", "tf32", "channels_last", "perturb",
+        "precision")
 
 
 def parse_setting(text: str) -> dict:
@@ -49,6 +53,8 @@ def parse_setting(text: str) -> dict:
                 raise InputError(f"setting {part!r}: {key} takes an integer") from None
         elif key == "upsample" and value not in ("nn", "deterministic"):
             raise InputError(f"setting {part!r}: upsample is 'nn' or 'deterministic'")
+        elif key == "precision" and value not in PRECISIONS:
+            raise InputError(f"setting {part!r}: precision is one of {PRECISIONS}")
         else:
             setting[key] = value
     if setting.get("device", "cpu").startswith("cuda") and not torch.cuda.is_available():
@@ -63,6 +69,8 @@ class Trace:
     output_grads: dict[int, torch.Tensor] = field(default_factory=dict)
     param_grads: dict[int, list[torch.Tensor]] = field(default_factory=dict)
     loss: float = 0.0
+    model_input: torch.Tensor | None = None  # what layer 0 reads, on the CPU
+    precision: str = "fp32"
     types: list[str] = field(default_factory=list)
     sources: list[list[int]] = field(default_factory=list)  # per layer, the layers it reads
 
@@ -73,6 +81,7 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
 
     args = ckpt["args"]
     repro = bool(setting.get("repro", args.get("repro", False)))
+    precision = setting.get("precision", args.get("precision", "fp32"))
     configure_determinism(repro, setting.get("threads"))
     tf32 = bool(setting.get("tf32", 0))
     torch.backends.cudnn.allow_tf32 = tf32
@@ -85,9 +94,9 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     load_state_checked(model, ckpt["model"], "checkpoint")
     layout = torch.channels_last if setting.get("channels_last", 1) else torch.contiguous_format
     model.to(device, memory_format=layout).train()
-    trace = Trace(types=[type(m).__name__ if not isinstance(m, torch.nn.Sequential)
-                         else "+".join(type(c).__name__ for c in m) for m in model.module_list],
-                  sources=layer_sources(model))
+    types = [type(m).__name__ if not isinstance(m, torch.nn.Sequential)
+             else "+".join(type(c).__name__ for c in m) for m in model.module_list]
+    trace = Trace(precision=precision, types=types, sources=layer_sources(model))
     perturb = setting.get("perturb")
 
     def forward_hook(index):
@@ -107,7 +116,11 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     hyp = scale_hyp(ckpt["hyp"], ckpt["num_classes"], len(model.head_indices), images.shape[-1],
                     ckpt["hyp"]["nbs"])
     x = to_model_input(images, device, layout)
-    loss, _ = yolo_loss(model(x), targets.to(device), model.anchors(), model.strides(), hyp)
+    trace.model_input = x.detach().cpu().contiguous()
+    with forward_context(autocast_factory(precision, device)):
+        preds = model(x)
+    loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
+                        model.strides(), hyp)
     loss.backward()
     for h in handles:
         h.remove()
@@ -146,9 +159,12 @@ def compare(a: Trace, b: Trace) -> dict:
                      "digest_b": _digest(ob), "out": _diff(oa, ob),
                      "out_grad": _diff(a.output_grads.get(i), b.output_grads.get(i)),
                      "param_grad": param, "has_params": bool(grads_a or grads_b)})
+    input_diff = _diff(a.model_input, b.model_input)
     first_forward = None
     for row in rows:
-        inputs_same = all(rows[j]["out"][0] == 0 for j in a.sources[row["layer"]])
+        sources = a.sources[row["layer"]]
+        inputs_same = all(rows[j]["out"][0] == 0 for j in sources) and (
+            bool(sources) or input_diff[0] == 0)
         if row["out"][0] != 0 and inputs_same:
             first_forward = row
             break
@@ -157,8 +173,10 @@ def compare(a: Trace, b: Trace) -> dict:
     grad_differs = [r for r in rows if r["out_grad"][0] != 0 or r["param_grad"][0] != 0]
     first_backward = max(grad_differs, key=lambda r: r["layer"]) if grad_differs else None
     return {"rows": rows, "first_forward": first_forward, "first_backward": first_backward,
-            "loss": (a.loss, b.loss), "matched": not grad_differs and not any(
-                r["out"][0] for r in rows) and a.loss == b.loss}
+            "loss": (a.loss, b.loss), "input": input_diff,
+            "precision": (a.precision, b.precision),
+            "matched": not grad_differs and not any(r["out"][0] for r in rows)
+            and a.loss == b.loss and input_diff[0] == 0}
 
 
 def layer_sources(model) -> list[list[int]]:
@@ -183,7 +201,11 @@ def format_table(result: dict) -> str:
                      f"{r['out'][1]:>9.2g} {r['out_grad'][0]:>15.3g} {r['param_grad'][0]:>17.3g}"
                      f"  {r['digest_a']} / {r['digest_b']}")
     la, lb = result["loss"]
-    lines.append(f"loss: a {la!r}  b {lb!r}")
+    lines.append(f"loss: a {la!r}  b {lb!r}; precision: a {result['precision'][0]}, "
+                 f"b {result['precision'][1]}")
+    if result["input"][0]:
+        lines.append(f"input: the input already differs (max |d| {result['input'][0]:.3g}): "
+                     "every layer after it inherits that difference")
     if result["matched"]:
         lines.append("every layer matched: outputs, gradients and loss identical to the bit")
         return "\n".join(lines)

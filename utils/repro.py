@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-# Must be in the environment before CUDA/cuBLAS starts, else deterministic mm/bmm raise on CUDA.
+# cuBLAS's documented setting for reproducible results; read when cuBLAS starts. (torch 2.11
+# and 2.14 no longer refuse deterministic mm/bmm without it, but cuBLAS still reads it.)
 CUBLAS_WORKSPACE = ":4096:8"
 
 
@@ -55,7 +56,10 @@ def configure_determinism(deterministic: bool, threads: int | None = None) -> No
     """
     if threads is not None:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+    # The first call imports the inductor config (about 3 s): skip it when there is nothing
+    # to turn off.
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = not deterministic
     torch.backends.cudnn.allow_tf32 = not deterministic

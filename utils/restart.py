@@ -1,42 +1,26 @@
-"""Restart the interpreter once with PYTHONHASHSEED fixed, for --repro runs.
+"""Restart the interpreter once when a run needs variables that act only at interpreter start.
 
 PYTHONHASHSEED only acts at interpreter start, so it cannot be set from inside a running
-process; CUBLAS_WORKSPACE_CONFIG is set in the same step because it must precede CUDA's start.
-A resumed run is a --repro run when its recorded options say so, whatever the command line.
+process; CUBLAS_WORKSPACE_CONFIG is set in the same step (a user's own value is kept). What a
+run needs is read from its resolved options (``utils.run_plan.RunOptions``), never from the
+command line's text: an abbreviated ``--repr`` and a resumed --repro run restart alike.
 """
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-
-import yaml
+from typing import Mapping
 
 from utils.repro import CUBLAS_WORKSPACE
 
 
-def _option_value(argv: list[str], name: str) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+def required_environment(options) -> dict[str, str]:
+    """The variables ``options`` (a RunOptions) need set before the interpreter starts."""
+    return {"PYTHONHASHSEED": "0"} if options.repro else {}
 
 
-def wants_repro(argv: list[str]) -> bool:
-    """Whether train.py's arguments ask for a --repro run, directly or by resuming one."""
-    if "--repro" in argv:
-        return True
-    resume = _option_value(argv, "--resume")
-    if not resume:
-        return False
-    path = Path(resume)
-    options = (path if path.is_dir() else path.parent.parent) / "opt.yaml"
-    try:
-        return bool((yaml.safe_load(options.read_text()) or {}).get("repro"))
-    except (OSError, yaml.YAMLError, AttributeError):
-        return False  # train.py itself reports an unreadable run
+def needs_restart(options, environ: Mapping[str, str] = os.environ) -> bool:
+    return any(environ.get(k) != v for k, v in required_environment(options).items())
 
 
 def restart_command() -> list[str]:
@@ -45,10 +29,12 @@ def restart_command() -> list[str]:
     return [sys.executable, *sys.orig_argv[1:]]
 
 
-def restart_with_fixed_hash_seed() -> None:
-    """Re-execute this process with PYTHONHASHSEED=0 when a --repro run starts without it."""
-    if os.environ.get("PYTHONHASHSEED") == "0" or not wants_repro(sys.argv[1:]):
+def restart_if_needed(options) -> None:
+    """Re-execute this process with the variables ``options`` need, when any is missing."""
+    if not needs_restart(options):
         return
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    env = dict(os.environ, **required_environment(options))
     env.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    sys.stdout.flush()
+    sys.stderr.flush()
     os.execve(sys.executable, restart_command(), env)

@@ -89,46 +89,53 @@ def environment(device: torch.device) -> dict:
     }
 
 
-def input_digests(cfg_text: str, hyp_path: str | Path, train_set, val_set) -> dict[str, str]:
-    """SHA-256 of what a run trains on: the cfg text, the hyp file, and each set's images and
-    labels (names and bytes)."""
+def input_digests(cfg_text: str, hyp_path: str | Path, train_set, val_set, data
+                  ) -> dict[str, str]:
+    """SHA-256 of what a run trains on: the cfg text, the hyp file, each set's images and
+    labels (names and bytes), and the class names (``data``: the .data file's DataConfig)."""
     return {"cfg": hashlib.sha256(cfg_text.encode()).hexdigest(), "hyp": file_digest(hyp_path),
             "train": files_digest(train_set.files + train_set.label_files),
-            "val": files_digest(val_set.files + val_set.label_files)}
+            "val": files_digest(val_set.files + val_set.label_files),
+            "names": hashlib.sha256("\n".join(data.names).encode()).hexdigest()}
 
 
-def write_run_records(run_dir: Path, args, base_hyp: dict, record: dict) -> None:
+def write_run_records(run_dir: Path, plan, record: dict) -> None:
     """opt.yaml (the options), hyp.yaml (the hyperparameters) and repro.yaml (all of it, with
-    the environment and input digests) in a new run folder."""
+    the environment and input digests) in a new run folder; ``plan``: its RunPlan."""
     (run_dir / "weights").mkdir()
-    atomic_write_text(run_dir / "opt.yaml", yaml.safe_dump(vars(args), sort_keys=False))
-    atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(base_hyp, sort_keys=False))
+    atomic_write_text(run_dir / "opt.yaml", yaml.safe_dump(plan.record(), sort_keys=False))
+    atomic_write_text(run_dir / "hyp.yaml", yaml.safe_dump(dict(plan.base_hyp), sort_keys=False))
     atomic_write_text(run_dir / "repro.yaml", yaml.safe_dump(record, sort_keys=False))
 
 
-def check_inputs_unchanged(args, ckpt: dict, digests: dict) -> list[str]:
-    """Compare the inputs of a resumed run with those its checkpoint recorded. Changed data
-    breaks a --repro run's promise, so it is refused there; otherwise it is a loud warning.
-    The cfg always comes from the checkpoint, so a changed cfg file is only reported."""
+def check_inputs_unchanged(plan, ckpt: dict, digests: dict) -> list[str]:
+    """Compare the inputs of a resumed run (``plan``: its RunPlan) with those its checkpoint
+    recorded. Changed data breaks a --repro run's promise, so it is refused there; otherwise
+    it is a loud warning. The cfg always comes from the checkpoint, so a changed cfg file is
+    only reported."""
     notes = []
-    if Path(args.cfg).is_file() and Path(args.cfg).read_text() != ckpt["cfg_text"]:
-        notes.append(f"{args.cfg} changed since the run started; the run continues with the cfg "
+    cfg = plan.options.cfg
+    if Path(cfg).is_file() and Path(cfg).read_text() != ckpt["cfg_text"]:
+        notes.append(f"{cfg} changed since the run started; the run continues with the cfg "
                      "stored in its checkpoint")
     saved = ckpt.get("digests") or {}
-    changed = [k for k in ("hyp", "train", "val") if k in saved and saved[k] != digests[k]]
+    changed = [k for k in ("hyp", "train", "val", "names")
+               if k in saved and saved[k] != digests[k]]
     if changed:
         message = (f"the {' and '.join(changed)} files changed since the run started (digests "
                    "differ from the checkpoint's)")
-        if args.repro:
+        if plan.options.repro:
             raise InputError(f"--resume of a --repro run: {message}; restore them or start a "
-                             "new run", args.resume)
+                             "new run", plan.checkpoint)
         notes.append(message + "; the rest of the run trains on the new files")
     return notes
 
 
-def record_resume(run_dir: Path, epoch: int, env: dict) -> None:
-    """Add this leg to repro.yaml, so a run resumed on another machine or software says so."""
+def record_resume(run_dir: Path, epoch: int, env: dict, digests: dict) -> None:
+    """Add this leg to repro.yaml with its environment and input digests, so a run resumed on
+    another machine, software or data says so (the drift report reads them)."""
     path = run_dir / "repro.yaml"
     record = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    record.setdefault("resumes", []).append({"epoch": epoch, "environment": env})
+    record.setdefault("resumes", []).append({"epoch": epoch, "environment": env,
+                                             "digests": digests})
     atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))

@@ -1,21 +1,37 @@
-"""Building what a training run needs from its options: settings, model and data loaders.
-train.py wires these together; each step reports what it did through ``log``."""
+"""Building a training run from its options: the plan, determinism, model, data loaders and
+optimizer, into one :class:`utils.engine.Training` (:func:`build_training`, what train.py and
+the benchmark both run). Each step reports what it did through ``log``."""
 from __future__ import annotations
 
-import os
+import functools
+from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from models import Darknet, model_summary
-from utils.checkpoint import load_initial_weights
+from utils.checkpoint import load_initial_weights, restore_training
 from utils.data_config import list_images, prepare_data
 from utils.datasets import YoloDataset, create_dataloader
-from utils.distributed import DistInfo, barrier
+from utils.device import select_device
+from utils.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from utils.ema import ModelEMA
+from utils.engine import LoopSettings, Training, build_optimizer
 from utils.errors import InputError
 from utils.evaluation import make_val_dataset
-from utils.hyp import DEFAULT_HYP, load_hyp
-from utils.options import apply_repro
+from utils.precision import autocast_factory, make_grad_scaler
 from utils.repro import configure_determinism, seed_everything, state_fingerprint
+from utils.results import write_results
+from utils.run_plan import RunOptions, RunPlan, make_plan
+from utils.run_record import (
+    check_inputs_unchanged,
+    environment,
+    input_digests,
+    next_run_dir,
+    record_resume,
+    write_run_records,
+)
+from utils.schedule import cosine_factor
 
 
 def prepare_data_once(path: str, dist: DistInfo):
@@ -25,40 +41,30 @@ def prepare_data_once(path: str, dist: DistInfo):
     return data if dist.is_main else prepare_data(path)
 
 
-
-def resolve_settings(args, data, ckpt: dict | None, log) -> tuple[dict, list[str]]:
-    """The hyperparameters (the hyp file's values after --repro's changes, or the checkpoint's),
-    determinism switches and seeds. Returns the hyp and what --repro pinned."""
-    if args.hyp is None:
-        args.hyp = str(data.hyp or DEFAULT_HYP)
-    base_hyp = ckpt["hyp"] if ckpt else load_hyp(args.hyp)
-    repro_notes = apply_repro(args, base_hyp) if not ckpt else []
-    configure_determinism(args.repro, args.threads)
-    seed_everything(args.seed)
-    for note in repro_notes:
-        log(f"repro: {note}")
-    return base_hyp, repro_notes
+def start_determinism(plan: RunPlan) -> None:
+    """Torch's determinism switches and thread count as planned, then every generator seeded:
+    the model's initial weights are drawn next."""
+    configure_determinism(plan.deterministic, plan.threads)
+    seed_everything(plan.options.seed)
 
 
-
-def build_model(args, data, ckpt: dict | None, device: torch.device, dist: DistInfo, log
+def build_model(plan: RunPlan, data, ckpt: dict | None, dist: DistInfo, log
                 ) -> tuple[Darknet, list[str], str]:
     """The model on ``device`` with its initial weights; returns it, the class names and the
     fingerprint of the initial weights (recorded, so a CPU and a GPU run show they started
     alike). A resumed run continues with the cfg stored in its checkpoint."""
-    num_classes = 1 if args.single_cls else data.num_classes
-    names = ["object"] if args.single_cls else data.names
-    model = Darknet(args.cfg, num_classes=num_classes,
-                    upsample="deterministic" if args.repro else "nearest",
+    options, device = plan.options, plan.device
+    names = ["object"] if options.single_cls else data.names
+    model = Darknet(options.cfg, num_classes=plan.num_classes, upsample=plan.upsample,
                     cfg_text=ckpt["cfg_text"] if ckpt else None)
     for note in model.adaptations:
         log(f"cfg adapted to the data: {note}")
-    log(model_summary(model, args.img_size))
-    if args.weights and not ckpt:
-        for line in load_initial_weights(model, args.weights):
+    log(model_summary(model, options.img_size))
+    if options.weights and not ckpt:
+        for line in load_initial_weights(model, options.weights):
             log(f"weights: {line}")
     initial_fingerprint = state_fingerprint(model.state_dict())
-    if args.sync_bn and dist.world_size > 1:
+    if options.sync_bn and dist.world_size > 1:
         if device.type != "cuda":
             raise InputError("--sync-bn: torch's SyncBatchNorm runs on GPUs only; drop it for a "
                              "CPU run")
@@ -68,29 +74,16 @@ def build_model(args, data, ckpt: dict | None, device: torch.device, dist: DistI
 
 
 
-def default_workers(device: str, cached: bool) -> int:
-    """DataLoader workers when --workers is not given.
-
-    On a GPU the loader must keep up with a fast step: a worker per core, up to 8. On the CPU
-    the workers take cores from the step itself; with the images cached in memory an augmented
-    image (mosaic included) costs about 2.4 ms, less than the contention costs (two epochs of
-    yolov3-tiny at 224 px, batch 16, on 2 cores: 41 s with 0 workers, 45 s with 1, 50 s with
-    2), so the main process loads them. Images read from disk (8.5 ms each) get up to 2.
-    """
-    if device != "cpu" and torch.cuda.is_available():
-        return min(8, os.cpu_count() or 1)
-    return 0 if cached else min(2, os.cpu_count() or 1)
-
-
-def build_loaders(args, data, hyp: dict, num_classes: int, dist_info: DistInfo, log):
+def build_loaders(plan: RunPlan, data, dist_info: DistInfo, log):
     """Training and validation sets and loaders; reports what was skipped."""
-    augment = not args.repro or args.augment
+    options = plan.options
     train_set = YoloDataset(list_images(data.train, data.path, data.lines.get("train")),
-                            num_classes, args.img_size, augment=augment, hyp=hyp,
-                            seed=args.seed, rect=args.rect, batch_size=args.batch_size,
-                            cache_images=args.cache_images, single_cls=args.single_cls)
-    val_set = make_val_dataset(data, args.img_size, args.batch_size, args.single_cls,
-                               cache_images=args.cache_images)
+                            plan.num_classes, options.img_size, augment=plan.augment,
+                            hyp=dict(plan.base_hyp), seed=options.seed, rect=options.rect,
+                            batch_size=options.batch_size, cache_images=options.cache_images,
+                            single_cls=options.single_cls)
+    val_set = make_val_dataset(data, options.img_size, options.batch_size, options.single_cls,
+                               cache_images=options.cache_images)
     for name, ds in (("train", train_set), ("val", val_set)):
         log(f"{name}: {ds.report.summary()}")
         for message in ds.report.skipped_images + ds.report.labels.skipped:
@@ -99,21 +92,89 @@ def build_loaders(args, data, hyp: dict, num_classes: int, dist_info: DistInfo, 
             message = (f"none of the {len(ds)} {name} images has a label file (for "
                        f"{ds.files[0]} it would be {ds.label_files[0]}: a labels/ folder "
                        "beside images/, one .txt per image)")
-            if args.repro and name == "train":
+            if options.repro and name == "train":
                 raise InputError(message + "; --repro refuses to train on no labels",
                                  data.path)
             log(f"WARNING: {message}")
-    if args.workers is None:
-        args.workers = default_workers(args.device, train_set.cache is not None)
-        log(f"DataLoader workers: {args.workers} (--workers sets them)")
-    if len(train_set) < args.batch_size and (args.repro or dist_info.world_size > 1):
-        raise InputError(f"--batch-size {args.batch_size} is larger than the {len(train_set)} "
+    batch_size = options.batch_size
+    if len(train_set) < batch_size and (plan.drop_last or dist_info.world_size > 1):
+        raise InputError(f"--batch-size {batch_size} is larger than the {len(train_set)} "
                          "training images; under --repro or DDP partial batches are dropped")
-    if args.batch_size % dist_info.world_size:
-        raise InputError(f"--batch-size {args.batch_size} is the global batch: it must split "
+    if batch_size % dist_info.world_size:
+        raise InputError(f"--batch-size {batch_size} is the global batch: it must split "
                          f"evenly over {dist_info.world_size} processes")
-    train_loader = create_dataloader(train_set, args.batch_size, args.workers, shuffle=True,
-                                     drop_last=args.repro, seed=args.seed, rank=dist_info.rank,
-                                     world_size=dist_info.world_size)
-    val_loader = create_dataloader(val_set, args.batch_size, args.workers, shuffle=False)
+    train_loader = create_dataloader(train_set, batch_size, plan.workers, shuffle=True,
+                                     drop_last=plan.drop_last, seed=options.seed,
+                                     rank=dist_info.rank, world_size=dist_info.world_size)
+    val_loader = create_dataloader(val_set, batch_size, plan.workers, shuffle=False)
     return train_set, train_loader, val_set, val_loader
+
+
+def build_training(options: RunOptions, ckpt: dict | None, run_dir: Path | None) -> Training:
+    """The whole Training of a run: plan it, build model, data and optimizer, then either
+    restore a checkpoint (--resume) or open a new run folder. The order of the steps that draw
+    random numbers (model init after seeding) is what makes a run repeat."""
+    dist = init_distributed(options.device)
+    log = print if dist.is_main else _silent
+    device = (torch.device(f"cuda:{dist.local_rank}") if dist.backend == "nccl"
+              else select_device(options.device))
+    data = prepare_data_once(options.data, dist)
+    plan = make_plan(options, ckpt, run_dir, data, device, dist.world_size)
+    start_determinism(plan)
+    for note in plan.notes:
+        log(f"repro: {note}" if plan.options.repro else note)
+    model, names, initial_fingerprint = build_model(plan, data, ckpt, dist, log)
+    train_set, train_loader, val_set, val_loader = build_loaders(plan, data, dist, log)
+    optimizer = build_optimizer(model, plan.hyp, options.adam or plan.hyp["optimizer"] == "adam")
+    lr_factor = functools.partial(cosine_factor, epochs=plan.epochs, lrf=plan.hyp["lrf"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
+    ema = ModelEMA(model)
+    digests = input_digests(model.cfg_text, plan.options.hyp, train_set, val_set, data)
+    log(f"precision: {plan.precision} ({plan.precision_reason})")
+    if ckpt:
+        for note in check_inputs_unchanged(plan, ckpt, digests):
+            log(f"WARNING: {note}")
+    elif dist.is_main:
+        run_dir = next_run_dir(options.project, options.name)
+        write_run_records(run_dir, plan, _run_record(plan, dist, digests, initial_fingerprint))
+    run_dir = broadcast_object(run_dir, dist)
+    log(f"Run folder {run_dir}; {len(train_set)} train / {len(val_set)} val images, "
+        f"batch {options.batch_size} x accumulate {plan.accumulate}, {plan.epochs} epochs on "
+        f"{device}" + (f", {dist.world_size} processes ({dist.backend})"
+                       if dist.world_size > 1 else ""))
+    train_model = model if dist.world_size == 1 else DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None)
+    settings = LoopSettings(
+        epochs=plan.epochs, hyp=plan.hyp, accumulate=plan.accumulate,
+        warmup_iterations=round(plan.hyp["warmup_epochs"] * len(train_loader)),
+        seed=options.seed, multi_scale=plan.multi_scale, loss_scale=dist.world_size,
+        progress=not options.quiet and dist.is_main,
+        autocast=autocast_factory(plan.precision, device),
+        plot_path=run_dir / "train_batch0.jpg" if dist.is_main else None, names=tuple(names))
+    training = Training(plan=plan, dist=dist, log=log, model=model, train_model=train_model,
+                        ema=ema, optimizer=optimizer, scheduler=scheduler,
+                        scaler=make_grad_scaler(plan.precision, device), lr_factor=lr_factor,
+                        settings=settings, train_loader=train_loader, val_loader=val_loader,
+                        names=names, digests=digests, run_dir=run_dir)
+    if ckpt:
+        restore_training(training, ckpt)
+        if dist.is_main:
+            # Drops a line written after last.pt, if the run died between the two.
+            write_results(run_dir / "results.txt", training.lines)
+            record_resume(run_dir, training.start_epoch, environment(device), digests)
+        log(f"Resuming {run_dir} from epoch {training.start_epoch}")
+    return training
+
+
+def _run_record(plan: RunPlan, dist, digests: dict, initial_fingerprint: str) -> dict:
+    """repro.yaml of a new run: the options, what was decided, the environment and inputs."""
+    return {"options": plan.record(), "repro": list(plan.notes) if plan.options.repro else [],
+            "precision": plan.precision, "accumulate": plan.accumulate,
+            "world_size": dist.world_size, "backend": dist.backend,
+            "loss_gains_used": {k: plan.hyp[k] for k in ("box", "obj", "cls", "weight_decay")},
+            "environment": environment(plan.device), "digests": digests,
+            "initial_fingerprint": initial_fingerprint}
+
+
+def _silent(*_args, **_kwargs) -> None:
+    """Print for processes other than rank 0: they stay quiet."""

@@ -6,6 +6,7 @@ from models.darknet import count_flops
 from tests.helpers import MICRO_CFG
 from utils.benchmark import bench_inference, bench_training
 from utils.data_config import load_data_config
+from utils.hyp import load_hyp
 
 
 def test_flops_are_counted_conv_by_conv(tmp_path):
@@ -19,16 +20,18 @@ def test_flops_are_counted_conv_by_conv(tmp_path):
     assert count_flops(Darknet(cfg), 64) == expected
 
 
-def test_training_rate_is_the_timed_images_over_the_timed_seconds(tiny_data):
+def test_training_rate_times_train_pys_own_step(tiny_data):
     data = load_data_config(tiny_data)
     device = torch.device("cpu")
-    train = bench_training(str(MICRO_CFG), 64, 4, 2, repro=True, device=device, data=data,
-                           workers=0)
-    # 16 images in batches of 4; the first two steps are warm-up, the last two are timed.
+    train = bench_training(str(MICRO_CFG), 64, 4, 2, ("--repro",), "cpu", data)
+    # One warm-up epoch of 2 batches, then 2 timed batches of 4.
     assert train["timed_images"] == 8
     assert train["train_img_per_s"] == pytest.approx(8 / train["timed_seconds"])
     flops = count_flops(Darknet(MICRO_CFG, num_classes=4), 64) * 3
     assert train["model_gflops_per_s"] == pytest.approx(flops * train["train_img_per_s"] / 1e9)
-    assert 0 <= train["data_share"] < 1 and train["peak_memory_gb"] > 0
+    assert 0 <= train["data_share"] <= 1 and train["peak_memory_gb"] > 0
+    # The step train.py runs on this data: its hyp file's optimizer, the mode's precision.
+    assert train["optimizer"] == load_hyp()["optimizer"].upper() == "SGD"
+    assert train["precision"] == "fp32" and train["workers"] == 0
     infer = bench_inference(str(MICRO_CFG), 64, 1, device, data.num_classes, repeats=2)
     assert infer["infer_b1_img_per_s"] > 0

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from tests.helpers import run_train
 from utils.probe import get_args_parser, main
@@ -50,3 +51,21 @@ def test_upsample_kinds_part_in_the_backward_pass_only(checkpoint, tmp_path, cap
 def test_bad_setting_exits_2(checkpoint, tmp_path, capsys):
     code, out = _probe(capsys, tmp_path, checkpoint, "--a", "colour=blue")
     assert code == 2 and "expected key=value" in out.err
+
+
+def test_the_probe_runs_the_requested_precision(checkpoint, tmp_path, capsys):
+    code, out = _probe(capsys, tmp_path, checkpoint, "--a", "precision=fp32",
+                       "--b", "precision=bf16")
+    assert code == 1 and "precision: a fp32, b bf16" in out.out
+    assert "forward: first difference at layer 0" in out.out
+
+
+def test_an_input_that_already_differs_is_named_as_the_cause():
+    from utils.probe import Trace, compare, format_table
+    x = torch.zeros(1, 3, 2, 2)
+    a = Trace(outputs=[x.clone()], loss=1.0, types=["Conv2d"], sources=[[]], model_input=x)
+    b = Trace(outputs=[x + 1], loss=1.0, types=["Conv2d"], sources=[[]], model_input=x + 1e-7)
+    result = compare(a, b)
+    text = format_table(result)
+    assert result["first_forward"] is None and not result["matched"]
+    assert "the input already differs" in text and "although its input was identical" not in text

@@ -1,21 +1,42 @@
+import shutil
 import sys
 
-import yaml
+import pytest
 
-from utils.restart import restart_command, wants_repro
+import train
+from tests.helpers import run_train
+from utils.errors import InputError
+from utils.restart import needs_restart, restart_command
+from utils.run_plan import resolve_options
 
 
-def test_repro_on_the_command_line_or_in_the_resumed_run(tmp_path):
-    assert wants_repro(["--repro", "--epochs", "3"])
-    assert not wants_repro(["--epochs", "3"])
-    run = tmp_path / "exp"
-    (run / "weights").mkdir(parents=True)
-    (run / "opt.yaml").write_text(yaml.safe_dump({"repro": True}))
-    assert wants_repro(["--resume", str(run)])
-    assert wants_repro([f"--resume={run / 'weights' / 'last.pt'}"])
-    (run / "opt.yaml").write_text(yaml.safe_dump({"repro": False}))
-    assert not wants_repro(["--resume", str(run)])
-    assert not wants_repro(["--resume", str(tmp_path / "missing")])
+def _options(*argv):
+    parser = train.get_args_parser()
+    return resolve_options(parser.parse_args(list(argv)), parser)[0]
+
+
+def test_an_abbreviated_repro_restarts_too():
+    # argparse takes --repr for --repro; the restart reads the resolved options, not argv.
+    assert needs_restart(_options("--repr"), environ={})
+    assert not needs_restart(_options("--repr"), environ={"PYTHONHASHSEED": "0"})
+    assert not needs_restart(_options(), environ={})
+
+
+def test_a_resumed_repro_run_restarts_from_its_checkpoint(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--repro", "--epochs", "2", "--stop-after", "1")
+    (run / "opt.yaml").write_text("repro: false\n")  # the checkpoint decides, not this file
+    assert needs_restart(_options("--resume", str(run)), environ={})
+    assert needs_restart(_options("--resume", str(run / "weights" / "last.pt")), environ={})
+
+
+def test_a_checkpoint_outside_its_run_folder_is_refused_before_training(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--epochs", "2", "--stop-after", "1")
+    moved = tmp_path / "elsewhere" / "last.pt"
+    moved.parent.mkdir()
+    shutil.copy(run / "weights" / "last.pt", moved)
+    with pytest.raises(InputError, match="not in a run folder's weights/"):
+        _options("--resume", str(moved))
+    assert not (tmp_path / "results.txt").exists()
 
 
 def test_restart_keeps_interpreter_flags(monkeypatch):

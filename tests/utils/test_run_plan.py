@@ -1,0 +1,70 @@
+import dataclasses
+import os
+
+import pytest
+import torch
+
+import train
+from tests.helpers import MICRO_CFG, run_train, train_args
+from utils.augment import AUGMENT_KEYS
+from utils.data_config import prepare_data
+from utils.errors import InputError
+from utils.run_plan import REPRO_THREADS, RunOptions, make_plan, resolve_options
+
+CPU = torch.device("cpu")
+
+
+def _plan(data_file, project, *extra, device=CPU):
+    args = train_args(data_file, project, *extra)
+    options, ckpt, run_dir = resolve_options(args, train.get_args_parser())
+    return args, make_plan(options, ckpt, run_dir, prepare_data(data_file), device)
+
+
+def test_options_mirror_the_parser_exactly():
+    parser = train.get_args_parser()
+    assert {f.name for f in dataclasses.fields(RunOptions)} == set(vars(parser.parse_args([])))
+
+
+def test_repro_plan_pins_and_says_so_without_touching_the_parsed_options(tiny_data, tmp_path):
+    args, plan = _plan(tiny_data, tmp_path, "--repro", "--multi-scale")
+    before = dict(vars(args))
+    assert all(plan.base_hyp[k] == 0 for k in AUGMENT_KEYS) and not plan.augment
+    assert any("augmentation off: " in n and "fliplr" in n for n in plan.notes)
+    assert plan.workers == 0 and plan.threads == REPRO_THREADS and not plan.multi_scale
+    assert plan.upsample == "deterministic" and plan.drop_last and plan.deterministic
+    assert plan.precision == "fp32" and "--repro" in plan.precision_reason
+    assert vars(args) == before and args.multi_scale and args.workers is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.workers = 3
+    with pytest.raises(TypeError):
+        plan.hyp["lr0"] = 1.0
+
+
+def test_ordinary_plan_keeps_augmentation_and_scales_the_gains(tiny_data, tmp_path):
+    _, plan = _plan(tiny_data, tmp_path, "--hyp", "data/hyp.scratch.yaml")
+    assert plan.augment and not plan.deterministic and plan.upsample == "nearest"
+    assert plan.hyp["obj"] == pytest.approx(plan.base_hyp["obj"] * (64 / 640) ** 2 * 3 / 2)
+    assert plan.accumulate == round(plan.base_hyp["nbs"] / 4)
+    assert plan.record()["hyp"] == "data/hyp.scratch.yaml"
+
+
+def test_workers_follow_device_and_cache(tiny_data, tmp_path, monkeypatch):
+    # Cached images cost less to augment than workers cost the step in contention.
+    assert _plan(tiny_data, tmp_path)[1].workers == 0
+    assert _plan(tiny_data, tmp_path, "--workers", "3")[1].workers == 3
+    monkeypatch.setattr("utils.run_plan.AUTO_CACHE_BYTES", 10)
+    assert _plan(tiny_data, tmp_path)[1].workers == min(2, os.cpu_count() or 1)
+    assert _plan(tiny_data, tmp_path, device=torch.device("cuda", 0))[1].workers == \
+        min(8, os.cpu_count() or 1)
+
+
+def test_resume_keeps_the_runs_options_and_honours_the_safe_ones(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--repro", "--epochs", "3", "--stop-after", "1")
+    parser = train.get_args_parser()
+    args = parser.parse_args(["--resume", str(run), "--notest", "--nosave", "--workers", "1"])
+    options, ckpt, run_dir = resolve_options(args, parser)
+    assert options.repro and options.epochs == 3 and options.cfg == str(MICRO_CFG)
+    assert options.notest and options.nosave and options.workers == 1 and run_dir == run
+    for refused in (["--name", "other"], ["--weights", "x.pt"], ["--project", "elsewhere"]):
+        with pytest.raises(InputError, match="differs from the checkpoint's"):
+            resolve_options(parser.parse_args(["--resume", str(run), *refused]), parser)
