@@ -99,15 +99,14 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
     score = fitness(result.map50, result.map50_95) if result else -1.0
     is_best = score > training.best_fitness
     training.best_fitness = max(training.best_fitness, score)
-    if not options.nosave or final or epoch == plan.last_epoch:
-        state = training_checkpoint(training, epoch)
-        # A signal during the write would reach torch's writer as an error mid-file: hold it
-        # until the checkpoint is complete, then stop as for any interrupt.
-        with signals_deferred():
-            atomic_torch_save(state, run_dir / "weights" / "last.pt")
+    # A signal during the checkpoint's write would reach torch's writer as an error mid-file:
+    # hold it until the checkpoint and results.txt are written, then stop as for any interrupt.
+    with signals_deferred():
+        if not options.nosave or final or epoch == plan.last_epoch:
+            atomic_torch_save(training_checkpoint(training, epoch), run_dir / "weights" / "last.pt")
             if is_best:
                 atomic_same_file(run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt")
-    write_results(run_dir / "results.txt", training.lines)
+        write_results(run_dir / "results.txt", training.lines)
     summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map50_95:.4f}"
                if result else "not evaluated (--notest)")
     training.log(f"epoch {epoch}/{plan.epochs - 1}: loss {stats.losses['total']:.5f}, "

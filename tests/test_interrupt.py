@@ -92,3 +92,27 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
     assert "non-finite loss nan at epoch 1, batch 0" in out
     assert load_checkpoint(tmp_path / "exp" / "weights" / "last.pt")["epoch"] == 0
     assert len(read_results(tmp_path / "exp")) == 1
+
+
+def test_an_interrupt_during_the_checkpoint_write_exits_130_with_a_whole_file(
+        tiny_data, tmp_path, monkeypatch):
+    """torch's writer turns a KeyboardInterrupt raised inside it into a RuntimeError about its
+    zip container; the save below does the same. The signal must wait for the write."""
+    import torch
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the Python handler runs here unless the signal is held
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(SystemExit) as stop:
+        run_train(tiny_data, tmp_path, "--epochs", "2")
+    assert stop.value.code == 130
+    run = tmp_path / "exp"
+    assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 0
+    assert [r.epoch for r in read_results(run)] == [0]

@@ -156,3 +156,10 @@ def test_detect_writes_images_and_labels(tiny_data, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert any(name in printed for name in ("circle", "rectangle", "triangle", "star"))
     assert cv2.imread(str(out / f"{images[0].stem}.jpg")).shape == (64, 64, 3)
+
+
+def test_an_epoch_not_evaluated_reads_nan_not_zero(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--notest", "--epochs", "2")
+    first, last = read_results(run)
+    assert np.isnan(first.values["mAP@0.5"]) and np.isnan(first.values["P"])
+    assert not np.isnan(last.values["mAP@0.5"])  # the final epoch is always evaluated

@@ -65,16 +65,27 @@ def atomic_same_file(src: str | Path, path: str | Path) -> None:
 
 @contextlib.contextmanager
 def signals_deferred(signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)):
-    """Hold ``signals`` until the block ends, then deliver them. torch's checkpoint writer turns
-    a KeyboardInterrupt raised inside it into a RuntimeError about its zip container, which
-    reads like a corrupt file; with the signal held the write completes and the interrupt
-    arrives just after, as an ordinary KeyboardInterrupt. Outside the main thread (where
-    Python runs no signal handlers) this does nothing."""
+    """Hold ``signals`` until the block ends, then hand them to the handlers that were in
+    place. torch's checkpoint writer turns a KeyboardInterrupt raised inside it into a
+    RuntimeError about its zip container, which reads like a corrupt file; with the signal held
+    the write completes and the interrupt arrives just after, as an ordinary one. (The
+    handlers are swapped rather than the signals masked: a mask holds one thread only, and
+    torch's threads would take the signal instead.) Outside the main thread, where Python runs
+    no handlers, this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    arrived: list[tuple[int, object]] = []
+    previous = {s: signal.signal(s, lambda num, frame: arrived.append((num, frame)))
+                for s in signals}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for num, frame in arrived[:1]:
+            handler = previous[num]
+            if callable(handler):
+                handler(num, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(num)
