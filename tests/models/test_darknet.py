@@ -141,3 +141,16 @@ def test_yolo_layer_decodes_bf16_outputs_in_fp32():
     assert raw.dtype == torch.bfloat16  # the raw outputs are the head's own, as in training
     layer.train()
     assert layer(conv_output).dtype == torch.bfloat16  # training: untouched, the loss's input
+
+
+def test_adapted_cfg_text_builds_the_adapted_model_as_it_is():
+    from models.darknet import adapted_cfg_text
+    text = (CFG / "yolov3-tiny.cfg").read_text()
+    adapted = adapted_cfg_text(text, 4, "yolov3-tiny.cfg")
+    assert len(adapted.splitlines()) == len(text.splitlines())  # layout and comments kept
+    rebuilt = Darknet("adapted.cfg", cfg_text=adapted)
+    assert rebuilt.num_classes == 4 and rebuilt.adaptations == []
+    expected = Darknet(CFG / "yolov3-tiny.cfg", num_classes=4)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+        {k: v.shape for k, v in expected.state_dict().items()}
+    assert adapted_cfg_text(text, 80, "yolov3-tiny.cfg") == text
