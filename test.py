@@ -18,14 +18,15 @@ from pathlib import Path
 
 import torch
 
+from models.darknet_weights import is_darknet_weights
 from utils.checkpoint import check_img_size, load_inference_model
 from utils.coco_json import ground_truth_json
 from utils.data_config import prepare_data
 from utils.datasets import create_dataloader
 from utils.device import select_device
-from utils.errors import InputError, run_script
+from utils.errors import InputError, WeightsError, run_script
 from utils.evaluation import EvalResult, evaluate, format_table, make_val_dataset
-from utils.precision import checkpoint_autocast
+from utils.precision import PRECISIONS, autocast_factory, checkpoint_autocast
 from utils.repro import configure_determinism
 
 
@@ -41,7 +42,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: the run's own under --repro, else all)")
-    parser.add_argument("--single-cls", action="store_true")
+    parser.add_argument("--single-cls", action="store_true",
+                        help="score every box as one class, 'object' (a run trained with "
+                             "--single-cls is evaluated so without it)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="forward-pass arithmetic (default: the checkpoint's training "
+                             "precision; fp32 for darknet files); boxes decode in fp32 always")
     parser.add_argument("--fuse", action="store_true", help="fold batch norm into convolutions")
     parser.add_argument("--save-json", action="store_true",
                         help="write WEIGHTS.detections.json and WEIGHTS.ground_truth.json (COCO)")
@@ -55,28 +61,25 @@ def main(args: argparse.Namespace) -> EvalResult:
     if args.pycocotools and not args.save_json:
         raise InputError("--pycocotools compares on the files --save-json writes: add --save-json")
     device = select_device(args.device)
-    model, meta = load_inference_model(args.weights, args.cfg)
+    model, meta, data = load_model_and_data(args)
     # The run's own determinism settings (kernels, TF32, threads) and precision, so a run's
     # numbers come out as its results.txt has them.
     run_args = meta.get("args") or {}
     repro = bool(run_args.get("repro"))
     configure_determinism(repro, args.threads or (run_args.get("threads") if repro else None))
-    data_path = args.data or meta.get("data")
-    if data_path is None:
-        raise InputError("no --data given and the weights do not name one", args.weights)
-    data = prepare_data(data_path)
     img_size = args.img_size or meta.get("img_size") or 416
     check_img_size(img_size, model)
-    names = meta.get("names") or data.names
+    single_cls, names = class_setup(args, model, meta, data)
+    autocast = precision_setup(args, meta, device)
     if args.fuse:
         model.fuse()
     model.to(device, memory_format=torch.channels_last)  # as in training: the same bits
-    dataset = make_val_dataset(data, img_size, args.batch_size, args.single_cls)
+    dataset = make_val_dataset(data, img_size, args.batch_size, single_cls)
     loader = create_dataloader(dataset, args.batch_size, workers=0, shuffle=False)
     detections = [] if args.save_json else None
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,
-                      autocast=checkpoint_autocast(meta, device))
+                      autocast=autocast, single_cls=single_cls)
     print(format_table(result))
     if detections is not None:
         out = Path(args.weights)
@@ -89,6 +92,60 @@ def main(args: argparse.Namespace) -> EvalResult:
             print(compare_with_pycocotools(result, out.with_suffix(".ground_truth.json"),
                                            out.with_suffix(".detections.json")))
     return result
+
+
+def load_model_and_data(args: argparse.Namespace):
+    """The model, its metadata and the .data it is evaluated on (a checkpoint names its own;
+    --data overrides). A darknet file's cfg is adapted to the data's class count, as training
+    adapted it, so weights converted from a 4-class run read back with the 80-class cfg the run
+    started from; with --single-cls a one-class file is tried too."""
+    if not is_darknet_weights(args.weights):
+        model, meta = load_inference_model(args.weights, args.cfg)
+        data_path = args.data or meta.get("data")
+        if data_path is None:
+            raise InputError("no --data given and the weights do not name one", args.weights)
+        return model, meta, prepare_data(data_path)
+    if args.data is None:
+        raise InputError("no --data given and the weights do not name one", args.weights)
+    data = prepare_data(args.data)
+    counts = [data.num_classes] + ([1] if args.single_cls and data.num_classes > 1 else [])
+    for count in counts:
+        try:
+            model, meta = load_inference_model(args.weights, args.cfg, num_classes=count)
+        except WeightsError as err:
+            if count == counts[-1]:
+                raise WeightsError(f"{err} (read with the cfg adapted to {count} classes)"
+                                   ) from None
+            continue
+        for note in model.adaptations:
+            print(f"cfg adapted to the data: {note}")
+        return model, meta, data
+
+
+def class_setup(args: argparse.Namespace, model, meta: dict, data) -> tuple[bool, list[str]]:
+    """(single_cls, class names). A run trained with --single-cls is evaluated as it was,
+    flag or not; --single-cls on a multi-class model scores its boxes as one class, "object"
+    (as training names it). Any other class count that differs from the data's is refused."""
+    trained_single = bool((meta.get("args") or {}).get("single_cls"))
+    if trained_single and not args.single_cls:
+        print("single-class evaluation: the checkpoint was trained with --single-cls")
+    if args.single_cls or trained_single:
+        return True, ["object"]
+    if model.num_classes != data.num_classes:
+        hint = "; add --single-cls to score it as one class" if model.num_classes == 1 else ""
+        raise InputError(f"the model has {model.num_classes} classes but {data.path} has "
+                         f"{data.num_classes}{hint}", args.weights)
+    return False, meta.get("names") or data.names
+
+
+def precision_setup(args: argparse.Namespace, meta: dict, device: torch.device):
+    """The forward pass's autocast factory: --precision, else the training's (fp32 for darknet
+    files and runs from before mixed precision). Said either way."""
+    if args.precision:
+        print(f"precision: {args.precision} (--precision)")
+        return autocast_factory(args.precision, device)
+    print(f"precision: {(meta.get('args') or {}).get('precision', 'fp32')} (the checkpoint's)")
+    return checkpoint_autocast(meta, device)
 
 
 def compare_with_pycocotools(result: EvalResult, truth: Path, detections: Path) -> str:

@@ -65,6 +65,28 @@ def _adapt_classes(sections: list[dict], num_classes: int | None, path) -> list[
     return notes
 
 
+def adapted_cfg_text(cfg_text: str, num_classes: int, path="<cfg>") -> str:
+    """``cfg_text`` with its [yolo] ``classes`` and the ``filters`` of the convs feeding them set
+    for ``num_classes``, as ``Darknet(num_classes=...)`` adapts it; every other line as it was.
+    The cfg a converted model's darknet weights fit, for darknet and for ``--cfg``."""
+    sections = parse_cfg_text(cfg_text, path)
+    if not _adapt_classes(sections, num_classes, path):
+        return cfg_text
+    lines = cfg_text.splitlines(keepends=True)
+    for section in sections[1:]:
+        for key in ("classes", "filters"):
+            if key not in section.get("key_lines", {}):
+                continue
+            index = section["key_lines"][key] - 1
+            line = lines[index]
+            body, hash_, comment = line.rstrip("\r\n").partition("#")
+            if body.split("=", 1)[1].strip() != section[key]:
+                indent = body[:len(body) - len(body.lstrip())]
+                lines[index] = (f"{indent}{key}={section[key]}" + (f" {hash_}{comment}"
+                                if hash_ else "") + line[len(line.rstrip("\r\n")):])
+    return "".join(lines)
+
+
 class Darknet(nn.Module):
     """A darknet cfg as a torch module.
 

@@ -62,8 +62,9 @@ class YOLOLayer(nn.Module):
     """Darknet ``[yolo]``: reshapes a conv output into per-anchor predictions.
 
     Training: returns the raw predictions, sized ``[B, A, H, W, 5 + C]`` (x, y, w, h, obj, classes).
-    Inference: also decodes them into ``[B, A*H*W, 5 + C]``: box centre and size in input pixels
-    (xywh), then sigmoid objectness and class scores.
+    Inference: also decodes them, in fp32 whatever the forward pass's precision, into
+    ``[B, A*H*W, 5 + C]``: box centre and size in input pixels (xywh), then sigmoid objectness
+    and class scores.
     """
 
     def __init__(self, anchors: torch.Tensor, num_classes: int, stride: int):
@@ -80,6 +81,10 @@ class YOLOLayer(nn.Module):
         p = p.contiguous()  # (B, A, H, W, 5 + C)
         if self.training:
             return p
+        raw = p
+        # Decode in fp32 whatever the forward pass ran in: bf16 would round box coordinates
+        # by 1-2 px and scores by about 0.004, a bias in every mixed-precision evaluation.
+        p = p.float()
         yv, xv = torch.meshgrid(torch.arange(ny, device=p.device),
                                 torch.arange(nx, device=p.device), indexing="ij")
         grid = torch.stack((xv, yv), dim=-1).view(1, 1, ny, nx, 2).to(p.dtype)
@@ -88,7 +93,7 @@ class YOLOLayer(nn.Module):
         # Clamp before exp so an untrained model cannot produce inf box sizes.
         wh = p[..., 2:4].clamp(max=10.0).exp() * anchor_wh
         scores = p[..., 4:].sigmoid()
-        return torch.cat((xy, wh, scores), dim=-1).view(bs, -1, self.num_outputs), p
+        return torch.cat((xy, wh, scores), dim=-1).view(bs, -1, self.num_outputs), raw
 
     def extra_repr(self) -> str:
         return (f"anchors={self.anchors.tolist()}, classes={self.num_classes}, "

@@ -106,7 +106,8 @@ def test_an_interrupt_during_the_checkpoint_write_exits_130_with_a_whole_file(
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)  # the Python handler runs here unless the signal is held
         except KeyboardInterrupt:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") \
+                from None
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)

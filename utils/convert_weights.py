@@ -9,7 +9,8 @@ The direction follows the input's content. Darknet files are written as darknet'
 ``save_weights_upto`` writes them (version 0.2.0, int64 images-seen counter, then the conv layers
 before the cutoff), so darknet reads them and ``train.py --weights`` takes a cut as a backbone.
 From a checkpoint the EMA weights are written (what test.py evaluates); ``--raw`` takes the raw
-weights instead.
+weights instead. Whole weights get the cfg they fit beside them (``best.weights`` ->
+``best.cfg``: the run's cfg with its heads adapted to the run's class count).
 """
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ import argparse
 from pathlib import Path
 
 from models import Darknet
+from models.darknet import adapted_cfg_text
 from models.darknet_weights import (
     cutoff_from_name,
     is_darknet_weights,
     load_darknet_weights,
     save_darknet_weights,
 )
-from utils.atomic_io import atomic_torch_save
+from utils.atomic_io import atomic_torch_save, atomic_write_text
 from utils.checkpoint import load_checkpoint, model_from_checkpoint, weights_checkpoint
 from utils.data_config import read_names
 from utils.errors import InputError, run_script
@@ -64,14 +66,31 @@ def main(args: argparse.Namespace) -> Path:
     if cutoff is not None and not 0 < cutoff <= len(model.module_list):
         raise InputError(f"--cutoff {cutoff}: the model has layers 0..{len(model.module_list) - 1}")
     if cutoff is not None or not from_darknet:
+        cfg_out = cfg_beside(model, output) if cutoff is None else None
         save_darknet_weights(model, output, seen=seen, cutoff=cutoff)
         kept = cutoff if cutoff is not None else len(model.module_list)
         print(f"wrote darknet weights of layers 0..{kept - 1} to {output}")
+        if cfg_out is not None:
+            atomic_write_text(*cfg_out)
+            print(f"wrote the cfg they fit ({model.num_classes} classes) to {cfg_out[0]}")
     else:
         names = read_names(Path(args.names)) if args.names else None
         atomic_torch_save(weights_checkpoint(model, names, str(source)), output)
         print(f"wrote a weights-only checkpoint to {output} (for --weights, test.py, detect.py)")
     return output
+
+
+def cfg_beside(model: Darknet, output: Path) -> tuple[Path, str]:
+    """Where the cfg of whole darknet weights goes (``best.weights`` -> ``best.cfg``) and its
+    text: the model's cfg adapted to its class count, since a model trained on 4 classes from
+    an 80-class cfg cannot be read back with that cfg. Refuses, before anything is written, to
+    overwrite a different file of that name."""
+    path = output.with_suffix(".cfg")
+    text = adapted_cfg_text(model.cfg_text, model.num_classes, model.cfg_path)
+    if path == output or (path.exists() and path.read_text() != text):
+        raise InputError(f"the cfg these weights fit would go to {path}, which holds something "
+                         "else: choose another output name", output)
+    return path, text
 
 
 if __name__ == "__main__":

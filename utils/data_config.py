@@ -102,15 +102,30 @@ def list_images(spec: Path, data_file: Path | None = None, line: int | None = No
     if spec.is_dir():
         files = sorted(p for p in spec.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     elif spec.is_file():
-        files = []
-        for raw in read_text_file(spec).splitlines():
-            if raw.strip():
-                files.append(_resolve(spec.parent, raw.strip()))
+        files = _read_image_list(spec)
     else:
         raise DataConfigError(f"{spec} does not exist", data_file, line)
     if not files:
         raise DataConfigError(f"no images found in {spec} (expected files ending in "
                               f"{', '.join(IMAGE_SUFFIXES)})", data_file, line)
+    return files
+
+
+def _read_image_list(spec: Path) -> list[Path]:
+    """The paths of a list file, in its order. An image named twice is refused: both copies
+    would carry one image id, so its detections would be scored against the wrong copy."""
+    files: list[Path] = []
+    first_line: dict[Path, int] = {}
+    for number, raw in enumerate(read_text_file(spec).splitlines(), start=1):
+        if not raw.strip():
+            continue
+        path = _resolve(spec.parent, raw.strip())
+        key = path.resolve()
+        if key in first_line:
+            raise DataConfigError(f"lines {first_line[key]} and {number} both name {key}: list "
+                                  "each image once", spec, number)
+        first_line[key] = number
+        files.append(path)
     return files
 
 

@@ -112,7 +112,7 @@ class YoloDataset(Dataset):
         """Sort by aspect ratio; each batch gets the smallest stride-multiple shape that fits."""
         aspect = np.array([h / w for h, w in self.image_sizes])
         order = aspect.argsort(kind="stable")
-        for name in ("files", "shapes", "labels", "label_files"):
+        for name in ("files", "image_sizes", "labels", "label_files"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in order])
         if self.cache is not None:

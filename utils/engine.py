@@ -189,13 +189,17 @@ def _warm_up(optimizer: torch.optim.Optimizer, iteration: int, epoch_lr: float,
 
 
 def _rescale_batch(images: torch.Tensor, seed: int, epoch: int, batch: int) -> torch.Tensor:
-    """Multi-scale training: resize the batch to a random multiple of 32 in 0.5x..1.5x."""
-    size = images.shape[-1]
+    """Multi-scale training: the batch's longer side becomes a random multiple of 32 within
+    0.5x..1.5x of it, the shorter side follows at the same scale (a --rect batch keeps its
+    aspect), rounded to a multiple of 32."""
+    height, width = images.shape[2:]
+    size = max(height, width)
     rng = np.random.default_rng(derive_seed(seed, "multiscale", epoch, batch))
-    new = int(rng.integers(max(size // 64, 1), size * 3 // 64 + 1)) * 32
-    if new == size:
+    new = int(rng.integers(max(math.ceil(size / 64), 1), size * 3 // 64 + 1)) * 32
+    shape = tuple(max(round(side * new / size / 32), 1) * 32 for side in (height, width))
+    if shape == (height, width):
         return images
-    return F.interpolate(images, size=(new, new), mode="bilinear", align_corners=False)
+    return F.interpolate(images, size=shape, mode="bilinear", align_corners=False)
 
 
 def fitness(map50: float, map_: float) -> float:

@@ -61,11 +61,12 @@ def make_val_dataset(data, img_size: int, batch_size: int, single_cls: bool = Fa
 def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
              conf_thres: float = 0.001, iou_thres: float = 0.6, names: list[str] | None = None,
              plot_path: Path | None = None, coco_json: list | None = None,
-             progress: bool = True, autocast=None) -> EvalResult:
+             progress: bool = True, autocast=None, single_cls: bool = False) -> EvalResult:
     """Run ``model`` over ``loader`` (a :class:`YoloDataset`'s) and score it by COCO's rules;
     with ``hyp`` also the validation losses. ``coco_json``, when a list, receives COCO result
     records in original image pixels. ``autocast``: a context manager factory for the forward
-    pass (the training's precision)."""
+    pass (the training's precision). ``single_cls``: a multi-class model's boxes are scored as
+    one class (:func:`as_one_class`)."""
     dataset = loader.dataset
     names = names or [str(i) for i in range(model.num_classes)]
     index_of = {str(f): i for i, f in enumerate(dataset.files)}
@@ -81,6 +82,8 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
         with forward_context(autocast):
             detections, raw = model(images)
         detections, raw = detections.float(), [r.float() for r in raw]
+        if single_cls:
+            detections = as_one_class(detections)
         if hyp is not None:
             _, parts = yolo_loss(raw, targets.to(device), model.anchors(), model.strides(), hyp)
             loss_sum += parts[:len(VAL_LOSS_PARTS)]
@@ -104,6 +107,15 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     model.train(was_training)
     return _result(coco_evaluate(records), records, names,
                    (loss_sum / max(batches, 1)).tolist() if hyp is not None else None)
+
+
+def as_one_class(detections: torch.Tensor) -> torch.Tensor:
+    """[B, N, 5 + C] decoded outputs -> [B, N, 6]: the class scores folded into one, so NMS
+    scores each box by its objectness alone and keeps one box per anchor, as it scores a model
+    trained with --single-cls."""
+    if detections.shape[-1] <= 6:
+        return detections
+    return torch.cat((detections[..., :5], detections[..., 5:].amax(-1, keepdim=True)), -1)
 
 
 def _result(metrics, records: list[ImageDetections], names: list[str], losses) -> EvalResult:

@@ -1,11 +1,18 @@
 """Reading image files with OpenCV, refusing the ones that would fail later.
 
-Grey and RGBA images are converted to 3-channel BGR. A zero-byte file, a file whose bytes are
-not an image, or a truncated JPEG / PNG (which OpenCV may half-decode with only a note on
-stderr) is reported with the reason.
+Grey and RGBA images are converted to 3-channel BGR (the alpha channel dropped). The EXIF
+orientation is applied, so a phone photo comes out upright, as viewers and labelling tools
+show it, and its labels fit. A zero-byte file, a file whose bytes are not an image, or a
+truncated JPEG / PNG is reported with the reason, also a JPEG cut short that still ends in its
+end marker: the decoder fills the missing part grey with only a note on stderr that names no
+file, so that note is caught and the image refused under its name. Any other decoder note is
+passed on, prefixed with the file's name.
 """
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,6 +22,10 @@ from utils.errors import ImageError
 
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"
+# Not IMREAD_UNCHANGED, which skips the EXIF orientation: any depth and colour layout, oriented.
+_DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+# libjpeg's notes when the data runs out before the image does (the rest is filled grey).
+_JPEG_CUT_NOTES = ("premature end", "unexpected end")
 
 
 def limit_opencv_threads(_worker_id: int | None = None) -> None:
@@ -37,6 +48,23 @@ def image_problem(path: Path, data: bytes) -> str | None:
     return None
 
 
+def _decode_with_notes(data: bytes) -> tuple[np.ndarray | None, str]:
+    """cv2.imdecode of ``data``, and what the decoder wrote to stderr meanwhile (libjpeg and
+    libpng write their warnings there, to file descriptor 2, not through Python). A file, not a
+    pipe, takes them, so a decoder with much to say can never block on a full pipe."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as notes:
+        saved = os.dup(2)
+        os.dup2(notes.fileno(), 2)
+        try:
+            img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        notes.seek(0)
+        return img, notes.read().decode(errors="replace")
+
+
 def load_image(path: str | Path) -> np.ndarray:
     """The image at ``path`` as (H, W, 3) BGR uint8. Raises ImageError naming the file."""
     path = Path(path)
@@ -47,9 +75,14 @@ def load_image(path: str | Path) -> np.ndarray:
     problem = image_problem(path, data)
     if problem:
         raise ImageError(problem, path)
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    img, notes = _decode_with_notes(data)
     if img is None:
         raise ImageError("not an image OpenCV can decode", path)
+    if notes:
+        if data[:2] == b"\xff\xd8" and any(n in notes.lower() for n in _JPEG_CUT_NOTES):
+            raise ImageError(f"JPEG data cut short, the decoder says {notes.strip()!r} (its "
+                             "lower part would be grey)", path)
+        sys.stderr.write(f"{path}: {notes.strip()}\n")
     if img.dtype == np.uint16:  # 16-bit PNG / TIFF: keep the high byte
         img = (img >> 8).astype(np.uint8)
     elif img.dtype != np.uint8:

@@ -86,7 +86,8 @@ def read_labels(paths: list[Path], num_classes: int, single_cls: bool = False
             labels.append(np.zeros((0, 5), dtype=np.float32))
             continue
         try:
-            text = path.read_text()
+            # utf-8-sig: a byte-order mark (Windows editors) would make the first row non-numeric.
+            text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError:
             report.skipped.append(f"{path}: not a text file, all its rows skipped")
             labels.append(np.zeros((0, 5), dtype=np.float32))

@@ -71,7 +71,8 @@ def options_parser() -> argparse.ArgumentParser:
                    help="stop after this many epochs of the schedule (resume later)")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
     p.add_argument("--notest", action="store_true", help="only evaluate after the last epoch")
-    p.add_argument("--multi-scale", action="store_true", help="vary image size +/- 50%%")
+    p.add_argument("--multi-scale", action="store_true",
+                   help="resize each batch to a random multiple of 32 within 0.5x..1.5x")
     p.add_argument("--rect", action="store_true", help="rectangular batches")
     p.add_argument("--cache-images", action="store_true", default=None,
                    help="keep decoded images in RAM (automatic for sets under 1 GiB)")

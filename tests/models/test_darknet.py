@@ -125,3 +125,32 @@ def test_fractional_anchors_are_kept(tmp_path):
     model = Darknet(path)
     small, large = model.anchors()[1], model.anchors()[0]  # masks 0,1,2 and 3,4,5
     assert small[0].tolist() == [6.5, 6.25] and large[2].tolist() == [30.75, 30.0]
+
+
+def test_yolo_layer_decodes_bf16_outputs_in_fp32():
+    # Decoding in bf16 rounds box coordinates by 1-2 px and scores by about 0.004.
+    from models.layers import YOLOLayer
+    torch.manual_seed(0)
+    layer = YOLOLayer(torch.tensor([[10.0, 13.0], [33.0, 23.0]]), num_classes=3, stride=32).eval()
+    conv_output = (torch.randn(2, 2 * 8, 7, 9) * 3).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as evaluation runs a bf16 model
+        detections, raw = layer(conv_output)
+    expected, _ = layer(conv_output.float())
+    assert detections.dtype == torch.float32
+    torch.testing.assert_close(detections, expected, rtol=0, atol=0)
+    assert raw.dtype == torch.bfloat16  # the raw outputs are the head's own, as in training
+    layer.train()
+    assert layer(conv_output).dtype == torch.bfloat16  # training: untouched, the loss's input
+
+
+def test_adapted_cfg_text_builds_the_adapted_model_as_it_is():
+    from models.darknet import adapted_cfg_text
+    text = (CFG / "yolov3-tiny.cfg").read_text()
+    adapted = adapted_cfg_text(text, 4, "yolov3-tiny.cfg")
+    assert len(adapted.splitlines()) == len(text.splitlines())  # layout and comments kept
+    rebuilt = Darknet("adapted.cfg", cfg_text=adapted)
+    assert rebuilt.num_classes == 4 and rebuilt.adaptations == []
+    expected = Darknet(CFG / "yolov3-tiny.cfg", num_classes=4)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
+        {k: v.shape for k, v in expected.state_dict().items()}
+    assert adapted_cfg_text(text, 80, "yolov3-tiny.cfg") == text

@@ -46,3 +46,28 @@ def test_a_darknet_source_needs_a_cfg(tmp_path):
     path.write_bytes(b"\0" * 24)
     with pytest.raises(InputError, match="needs --cfg"):
         _convert(path, tmp_path / "y.pt")
+
+
+def test_a_converted_model_of_another_class_count_writes_its_cfg_beside(tmp_path):
+    from models import Darknet
+    from tests.helpers import MICRO_CFG
+    from utils.atomic_io import atomic_torch_save
+    from utils.checkpoint import weights_checkpoint
+    cfg80 = tmp_path / "micro80.cfg"  # the cfg a 4-class run started from
+    cfg80.write_text(MICRO_CFG.read_text().replace("classes=4", "classes=80")
+                     .replace("filters=27", "filters=255"))
+    model = Darknet(cfg80, num_classes=4)
+    atomic_torch_save(weights_checkpoint(model), tmp_path / "m.pt")
+    out = _convert(tmp_path / "m.pt", tmp_path / "m.weights")
+    cfg = tmp_path / "m.cfg"
+    assert cfg.is_file() and "classes=4" in cfg.read_text()
+    back, _ = load_inference_model(out, cfg)
+    assert back.num_classes == 4 and back.adaptations == []
+    for (name, a), b in zip(model.state_dict().items(), back.state_dict().values()):
+        if not name.endswith("num_batches_tracked"):
+            assert torch.equal(a, b), name
+    # A cfg of that name with other content is never overwritten.
+    cfg.write_text("something else")
+    with pytest.raises(InputError, match="m.cfg"):
+        _convert(tmp_path / "m.pt", tmp_path / "m.weights")
+    assert cfg.read_text() == "something else"

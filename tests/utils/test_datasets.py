@@ -33,3 +33,32 @@ def test_ranks_split_each_global_batch():
         assert shares[0][step] + shares[1][step] == batch
     with pytest.raises(ValueError, match="does not split"):
         EpochBatchSampler(16, 7, True, True, seed=0, world_size=2)
+
+
+def _rect_set(tmp_path):
+    """Five images of three aspect ratios, each labelled with one box of class = its index."""
+    import cv2
+    import numpy as np
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    files = []
+    for i, (h, w) in enumerate([(40, 80), (80, 40), (64, 64), (30, 90), (90, 30)]):
+        path = tmp_path / "images" / f"{i}.png"
+        cv2.imwrite(str(path), np.full((h, w, 3), 20 * i, np.uint8))
+        (tmp_path / "labels" / f"{i}.txt").write_text(f"{i} 0.5 0.5 0.2 0.2\n")
+        files.append(path)
+    return files
+
+
+def test_rect_batches_share_a_stride_multiple_shape_and_keep_labels_with_images(tmp_path):
+    from utils.datasets import YoloDataset
+    dataset = YoloDataset(_rect_set(tmp_path), 5, 64, rect=True, batch_size=2, stride=32)
+    for index in range(len(dataset)):
+        image, labels, path, placement = dataset[index]
+        assert tuple(image.shape[1:]) == tuple(dataset.batch_shapes[index // 2])
+        assert all(s % 32 == 0 and s <= 64 for s in image.shape[1:])
+        stem = int(path.rsplit("/", 1)[1].split(".")[0])
+        assert labels[:, 1].tolist() == [stem]  # the label travelled with its image
+        assert dataset.image_sizes[index] == placement.original
+    heights_over_widths = [h / w for h, w in dataset.image_sizes]
+    assert heights_over_widths == sorted(heights_over_widths)

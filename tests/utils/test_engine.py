@@ -61,3 +61,16 @@ def test_fused_optimizer_steps_as_the_per_tensor_one(adam):
             opt.step()
     for a, b in zip(fused_model.parameters(), loop_model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_scale_keeps_a_rect_batchs_aspect_and_spans_half_to_one_and_a_half():
+    from utils.engine import _rescale_batch
+    sizes = set()
+    for batch in range(200):
+        out = _rescale_batch(torch.zeros(1, 3, 160, 224), seed=0, epoch=0, batch=batch)
+        h, w = out.shape[2:]
+        assert h % 32 == 0 and w % 32 == 0
+        assert abs(h / w - 160 / 224) < 0.2  # not squashed to a square
+        sizes.add(w)
+    # Every multiple of 32 within 0.5x..1.5x of 224 (112..336), and nothing outside it.
+    assert sizes == set(range(128, 321, 32))

@@ -66,3 +66,12 @@ def test_single_cls_still_refuses_a_negative_class(tmp_path):
     path.write_text("-1 0.5 0.5 0.2 0.2\n")
     labels, report = read_labels([path], 1, single_cls=True)
     assert len(labels[0]) == 0 and "is not an integer 0 or more" in report.skipped[0]
+
+
+def test_a_byte_order_mark_keeps_the_first_box(tmp_path):
+    # Windows editors start a UTF-8 file with a BOM; the first row must still be read.
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff0 0.5 0.5 0.1 0.1\n1 0.2 0.2 0.1 0.1\n".encode("utf-8"))
+    labels, report = read_labels([path], 2)
+    assert report.skipped == []
+    np.testing.assert_allclose(labels[0][:, 0], [0, 1])

@@ -1,0 +1,103 @@
+"""test.py: the class setup (--single-cls, the checkpoint's own), --precision, darknet files.
+
+Checkpoints here are untrained micro models written as weights checkpoints with the run
+metadata test.py reads, so no test trains."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import test as test_script
+from models import Darknet
+from models.darknet_weights import save_darknet_weights
+from tests.helpers import MICRO_CFG
+from utils.atomic_io import atomic_torch_save
+from utils.checkpoint import weights_checkpoint
+from utils.errors import InputError
+
+
+def _checkpoint(path: Path, data: Path, num_classes: int, **run_args) -> Path:
+    torch.manual_seed(0)
+    model = Darknet(MICRO_CFG, num_classes=num_classes)
+    ckpt = weights_checkpoint(model, ["object"] if num_classes == 1 else None)
+    ckpt.update(args={"precision": "fp32", **run_args}, data=str(data), img_size=64)
+    atomic_torch_save(ckpt, path)
+    return path
+
+
+def _test(*argv) -> object:
+    args = test_script.get_args_parser().parse_args(
+        [*map(str, argv), "--batch-size", "4", "--device", "cpu", "--conf-thres", "0.0001"])
+    return test_script.main(args)
+
+
+def _json(weights: Path) -> tuple[list, dict]:
+    return (json.loads(weights.with_suffix(".detections.json").read_text()),
+            json.loads(weights.with_suffix(".ground_truth.json").read_text()))
+
+
+def test_a_single_cls_run_is_evaluated_as_one_class_without_the_flag(tiny_data, tmp_path,
+                                                                      capsys):
+    weights = _checkpoint(tmp_path / "one.pt", tiny_data, 1, single_cls=True)
+    result = _test("--weights", weights, "--save-json")
+    assert "trained with --single-cls" in capsys.readouterr().out
+    detections, truth = _json(weights)
+    assert truth["categories"] == [{"id": 1, "name": "object"}]
+    assert {a["category_id"] for a in truth["annotations"]} == {1}
+    assert [c.name for c in result.per_class] == ["object"]
+    assert result.labels == len(truth["annotations"]) > 0
+    assert len(detections) > 0
+
+
+def test_single_cls_on_a_multi_class_model_scores_its_boxes_as_one_class(tiny_data, tmp_path):
+    weights = _checkpoint(tmp_path / "four.pt", tiny_data, 4)
+    result = _test("--weights", weights, "--save-json", "--single-cls")
+    detections, truth = _json(weights)
+    assert truth["categories"] == [{"id": 1, "name": "object"}]
+    assert {d["category_id"] for d in detections} == {1}
+    assert [c.name for c in result.per_class] == ["object"]
+    # One box per anchor (the best class stands for "object"), not one per class: the
+    # detections are those of the model as a one-class model scores them, objectness alone.
+    four = _test("--weights", weights, "--save-json")
+    assert len(detections) < len(_json(weights)[0])
+    assert four.labels == result.labels
+
+
+def test_a_one_class_model_on_multi_class_data_needs_single_cls(tiny_data, tmp_path):
+    weights = _checkpoint(tmp_path / "one.pt", tiny_data, 1)
+    with pytest.raises(InputError, match="add --single-cls"):
+        _test("--weights", weights)
+
+
+def test_precision_overrides_the_checkpoints(tiny_data, tmp_path, capsys):
+    weights = _checkpoint(tmp_path / "m.pt", tiny_data, 4)
+    _test("--weights", weights, "--save-json")
+    assert "precision: fp32 (the checkpoint's)" in capsys.readouterr().out
+    fp32 = [d["score"] for d in _json(weights)[0]]
+    _test("--weights", weights, "--save-json", "--precision", "bf16")
+    assert "precision: bf16 (--precision)" in capsys.readouterr().out
+    bf16 = [d["score"] for d in _json(weights)[0]]
+    assert fp32 != bf16  # the forward pass ran in bf16
+    _test("--weights", weights, "--save-json", "--precision", "fp32")
+    assert [d["score"] for d in _json(weights)[0]] == fp32
+
+
+def test_darknet_weights_read_back_with_the_cfg_they_were_trained_from(tiny_data, tmp_path):
+    # A cfg for 80 classes, trained on the 4-class data: the heads were adapted, as training
+    # adapts them; reading the weights back must adapt the same cfg the same way.
+    cfg80 = tmp_path / "micro80.cfg"
+    cfg80.write_text(MICRO_CFG.read_text().replace("classes=4", "classes=80")
+                     .replace("filters=27", "filters=255"))
+    torch.manual_seed(0)
+    model = Darknet(cfg80, num_classes=4)
+    save_darknet_weights(model, tmp_path / "m.weights")
+    ckpt = weights_checkpoint(model)
+    ckpt.update(data=str(tiny_data), img_size=64)
+    atomic_torch_save(ckpt, tmp_path / "m.pt")
+    from_darknet = _test("--weights", tmp_path / "m.weights", "--cfg", cfg80,
+                         "--data", tiny_data, "--img-size", 64)
+    from_checkpoint = _test("--weights", tmp_path / "m.pt")
+    assert from_darknet.coco == from_checkpoint.coco
