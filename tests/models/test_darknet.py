@@ -125,3 +125,13 @@ def test_fractional_anchors_are_kept(tmp_path):
     model = Darknet(path)
     small, large = model.anchors()[1], model.anchors()[0]  # masks 0,1,2 and 3,4,5
     assert small[0].tolist() == [6.5, 6.25] and large[2].tolist() == [30.75, 30.0]
+
+
+def test_stride_one_max_pool_ignores_the_border_as_darknet_does():
+    """Darknet's maxpool skips positions outside the input (yolov3-tiny's size=2 stride=1 pool);
+    zero padding made the last row and column max(x, 0), 0.15 on a head output against OpenCV."""
+    pool = Darknet(MICRO_CFG).module_list[9]
+    x = -torch.rand(1, 2, 3, 3) - 0.1
+    expected = torch.stack([torch.stack([x[0, :, i:i + 2, j:j + 2].amax((1, 2))
+                                         for j in range(3)], -1) for i in range(3)], -2)
+    torch.testing.assert_close(pool(x)[0], expected)
