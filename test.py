@@ -20,7 +20,7 @@ import torch
 
 from models.darknet_weights import is_darknet_weights
 from utils.checkpoint import check_img_size, load_inference_model
-from utils.coco_json import ground_truth_json
+from utils.coco_json import empty_detections_message, ground_truth_json
 from utils.data_config import prepare_data
 from utils.datasets import create_dataloader
 from utils.device import select_device
@@ -88,7 +88,9 @@ def main(args: argparse.Namespace) -> EvalResult:
         out.with_suffix(".ground_truth.json").write_text(json.dumps(truth))
         print(f"COCO files: {out.with_suffix('.detections.json')} and "
               f"{out.with_suffix('.ground_truth.json')}")
-        if args.pycocotools:
+        if args.pycocotools and empty_detections_message(detections, args.conf_thres):
+            print(empty_detections_message(detections, args.conf_thres))
+        elif args.pycocotools:
             print(compare_with_pycocotools(result, out.with_suffix(".ground_truth.json"),
                                            out.with_suffix(".detections.json")))
     return result

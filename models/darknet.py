@@ -177,8 +177,10 @@ class Darknet(nn.Module):
                 stride = get_int(s, "stride", path, default=1)
                 pool = nn.MaxPool2d(size, stride, padding=(size - 1) // 2)
                 if size == 2 and stride == 1:
-                    # yolov3-tiny's 'same' max pool: darknet pads right and bottom only.
-                    m = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.MaxPool2d(2, 1))
+                    # yolov3-tiny's 'same' max pool: darknet pads right and bottom only, and
+                    # skips the padding (-inf, not 0: a negative border stays negative).
+                    m = nn.Sequential(nn.ConstantPad2d((0, 1, 0, 1), float("-inf")),
+                                      nn.MaxPool2d(2, 1))
                 else:
                     m = pool
                 out_channels.append(in_ch)

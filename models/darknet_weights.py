@@ -5,6 +5,11 @@ all float32.
 Header: major, minor, revision (int32), then images seen (int64 when major*10+minor >= 2,
 else int32).
 
+Batch norm: darknet computes ``(x - mean) / (sqrt(var) + 1e-6)``, torch ``(x - mean) /
+sqrt(var + eps)`` (eps 1e-4 here, from the 2020 ultralytics code). The variance is converted on
+write and on read so that a file means in darknet (and OpenCV's importer) what it means here;
+read unconverted, layer 0 of a trained yolov3-tiny differed by up to 0.39.
+
 A backbone file (``darknet53.conv.74``, ``yolov3-tiny.conv.15``: what darknet's ``partial``
 command writes) holds the first N layers only. Files are recognised by their content, not their
 suffix; the layer count comes from the name as darknet names them, or else from the file's size.
@@ -25,6 +30,9 @@ from utils.errors import WeightsError
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 _PICKLE_PROTOCOL = b"\x80"  # the legacy torch.save format starts with a pickle opcode
 _CUTOFF_NAME = re.compile(r"\.conv\.(\d+)$")
+DARKNET_BN_EPS = 1e-6  # added to sqrt(var) in darknet's normalize_cpu / normalize_gpu
+# Below this relative error the float32 running variance reproduces darknet's divisor.
+_DIVISOR_RTOL = 1e-6
 
 
 @dataclass
@@ -106,6 +114,34 @@ def _cutoff_from_size(model: nn.Module, count: int, path: Path) -> int:
                        " or written for another cfg", path)
 
 
+def variance_to_darknet(running_var: np.ndarray, eps: float) -> np.ndarray:
+    """The darknet variance whose divisor ``sqrt(v) + 1e-6`` is torch's ``sqrt(var + eps)``.
+    Always defined: sqrt(var + eps) >= sqrt(eps) > 1e-6 for a variance >= 0."""
+    divisor = np.sqrt(running_var.astype(np.float64) + eps)
+    return ((divisor - DARKNET_BN_EPS) ** 2).astype(np.float32)
+
+
+def batch_norm_from_darknet(weight: np.ndarray, variance: np.ndarray, eps: float
+                            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(gamma, running_var, channels adjusted) so that torch's ``gamma / sqrt(var + eps)``
+    equals darknet's ``gamma / (sqrt(variance) + 1e-6)``.
+
+    Usually running_var = (sqrt(variance) + 1e-6)^2 - eps, possibly negative (a variance below
+    eps), which batch norm's eval formula takes as it is. A variance so small (below about 1e-7)
+    that float32 cannot hold that difference to 1e-6 gets running_var 0 and its ratio folded
+    into gamma instead, the same function; those channels are counted."""
+    divisor = np.sqrt(variance.astype(np.float64)) + DARKNET_BN_EPS
+    running_var = (divisor ** 2 - eps).astype(np.float32)
+    # What torch will compute: the float32 sum, then its square root.
+    actual = np.sqrt((running_var + np.float32(eps)).astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bad = ~(np.abs(actual / divisor - 1) <= _DIVISOR_RTOL)
+    gamma = weight.astype(np.float64).copy()
+    gamma[bad] *= np.sqrt(eps) / divisor[bad]
+    running_var[bad] = 0
+    return gamma.astype(np.float32), running_var, int(bad.sum())
+
+
 @dataclass
 class LoadReport:
     """What :func:`load_darknet_weights` loaded: layers ``0..layers-1`` (``convs`` of them
@@ -114,12 +150,15 @@ class LoadReport:
     layers: int
     convs: int
     total_layers: int
+    folded: int = 0  # batch-norm channels whose tiny variance went into gamma
 
     def summary(self, path: str | Path) -> str:
         rest = (f"; layers {self.layers}..{self.total_layers - 1} keep their initialisation"
                 if self.layers < self.total_layers else "")
+        folded = (f"; {self.folded} batch-norm channels with a variance below 1e-7 hold "
+                  "darknet's divisor in their scale" if self.folded else "")
         return (f"loaded layers 0..{self.layers - 1} ({self.convs} convolutions) from "
-                f"{Path(path).name}{rest}")
+                f"{Path(path).name}{rest}{folded}")
 
 
 def load_darknet_weights(model: nn.Module, path: str | Path, cutoff: int | None = None
@@ -146,7 +185,7 @@ def load_darknet_weights(model: nn.Module, path: str | Path, cutoff: int | None 
     if cutoff is not None and not 0 < cutoff <= total_layers:
         raise WeightsError(f"cut at layer {cutoff}, but the model has layers 0..{total_layers - 1}",
                            path)
-    offset = convs = 0
+    offset = convs = folded = 0
     with torch.no_grad():
         for _, conv, bn in _conv_blocks(model, cutoff):
             for tensor in _tensors_in_file_order(conv, bn):
@@ -157,11 +196,17 @@ def load_darknet_weights(model: nn.Module, path: str | Path, cutoff: int | None 
                         f"(truncated, or written for another cfg)", path)
                 tensor.copy_(torch.from_numpy(values[offset:offset + n].copy()).view_as(tensor))
                 offset += n
+            if bn is not None:
+                gamma, var, count = batch_norm_from_darknet(
+                    bn.weight.detach().numpy(), bn.running_var.numpy(), bn.eps)
+                bn.weight.copy_(torch.from_numpy(gamma))
+                bn.running_var.copy_(torch.from_numpy(var))
+                folded += count
             convs += 1
     if offset != len(values) and not prefix_only:
         raise WeightsError(f"{len(values) - offset} values left over after loading all "
                            f"{offset}: the file was written for another cfg", path)
-    return LoadReport(parsed.seen, cutoff or total_layers, convs, total_layers)
+    return LoadReport(parsed.seen, cutoff or total_layers, convs, total_layers, folded)
 
 
 def save_darknet_weights(model: nn.Module, path: str | Path, seen: int = 0,
@@ -175,7 +220,10 @@ def save_darknet_weights(model: nn.Module, path: str | Path, seen: int = 0,
         np.array([seen], dtype=np.int64).tofile(f)
         for _, conv, bn in _conv_blocks(model, cutoff):
             for tensor in _tensors_in_file_order(conv, bn):
-                tensor.detach().cpu().float().numpy().tofile(f)
+                values = tensor.detach().cpu().float().numpy()
+                if bn is not None and tensor is bn.running_var:
+                    values = variance_to_darknet(values, bn.eps)
+                values.tofile(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -20,7 +20,7 @@ LAYERS = {
                "utils.run_plan", "utils.run_record", "utils.results", "utils.precision",
                "utils.distributed", "utils.restart", "utils.training_setup"},
     "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.convert_weights",
-              "utils.compare_groups"},
+              "utils.compare_groups", "utils.export", "utils.convert_labels"},
     "scripts": {"train", "test", "detect"},
 }
 RANK = {"base": 0, "core": 1, "model": 2, "data": 2, "engine": 3, "tools": 4, "scripts": 5}

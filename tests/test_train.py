@@ -145,7 +145,8 @@ def test_detect_writes_images_and_labels(tiny_data, tmp_path, capsys):
     source = tiny_data.parent / "images" / "val"
     args = detect.get_args_parser().parse_args(
         ["--weights", str(run / "weights" / "best.pt"), "--source", str(source),
-         "--project", str(tmp_path / "detect"), "--conf-thres", "0.0001", "--save-txt"])
+         "--project", str(tmp_path / "detect"), "--conf-thres", "0.0001", "--save-txt",
+         "--save-conf"])
     out = detect.main(args)
     images = sorted(source.glob("*.png"))
     assert sorted(p.stem for p in out.glob("*.jpg")) == [p.stem for p in images]

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import letterbox_to_original
-from utils.coco_json import detection_records, image_ids, labels_to_pixels
+from utils.coco_json import category_ids, detection_records, image_ids, labels_to_pixels
 from utils.data_config import list_images
 from utils.datasets import YoloDataset
 from utils.inputs import to_model_input
@@ -71,6 +71,7 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     names = names or [str(i) for i in range(model.num_classes)]
     index_of = {str(f): i for i, f in enumerate(dataset.files)}
     ids = image_ids(dataset.files)
+    cats = category_ids(names, dataset.files) if coco_json is not None else None
     was_training = model.training
     model.eval()
     records: list[ImageDetections] = []
@@ -99,7 +100,8 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
             records.append(ImageDetections(ids[index], labels_to_pixels(labels, original),
                                            labels[:, 0].astype(int), boxes, scores, classes))
             if coco_json is not None:
-                coco_json.extend(detection_records(ids[index], boxes, scores, classes, names))
+                coco_json.extend(detection_records(ids[index], boxes, scores, classes, names,
+                                                     cats))
         if batches == 0 and plot_path is not None:
             # mAP needs every box down to conf_thres; a picture only the confident ones.
             plot_batch(images, [d[d[:, 4] > PLOT_CONF] for d in output], plot_path, names)

@@ -154,3 +154,13 @@ def test_adapted_cfg_text_builds_the_adapted_model_as_it_is():
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == \
         {k: v.shape for k, v in expected.state_dict().items()}
     assert adapted_cfg_text(text, 80, "yolov3-tiny.cfg") == text
+
+
+def test_stride_one_max_pool_ignores_the_border_as_darknet_does():
+    """Darknet's maxpool skips positions outside the input (yolov3-tiny's size=2 stride=1 pool);
+    zero padding made the last row and column max(x, 0), 0.15 on a head output against OpenCV."""
+    pool = Darknet(MICRO_CFG).module_list[9]
+    x = -torch.rand(1, 2, 3, 3) - 0.1
+    expected = torch.stack([torch.stack([x[0, :, i:i + 2, j:j + 2].amax((1, 2))
+                                         for j in range(3)], -1) for i in range(3)], -2)
+    torch.testing.assert_close(pool(x)[0], expected)

@@ -1,0 +1,114 @@
+"""detect.py: one result per source file, unreadable images skipped and reported, label files
+the label reader takes back, the class names and precision the user gave."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import detect
+from models import Darknet
+from tests.helpers import MICRO_CFG
+from utils.atomic_io import atomic_torch_save
+from utils.checkpoint import weights_checkpoint
+from utils.errors import ImageError, InputError
+from utils.labels import parse_label_text
+from utils.shapes import CLASS_NAMES
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "micro.pt"
+    atomic_torch_save(weights_checkpoint(Darknet(MICRO_CFG), list(CLASS_NAMES)), path)
+    return path
+
+
+def _image(path, seed=0):
+    rng = np.random.default_rng(seed)
+    cv2.imwrite(str(path), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    return path
+
+
+def _run(weights, source, tmp_path, *extra):
+    args = detect.get_args_parser().parse_args(
+        ["--weights", str(weights), "--source", str(source), "--img-size", "64",
+         "--conf-thres", "0.001", "--project", str(tmp_path / "out"), *extra])
+    return detect.main(args)
+
+
+def test_same_stem_in_one_folder_keeps_both_results(weights, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    _image(images / "a.png", 0)
+    _image(images / "a.jpg", 1)
+    _image(images / "b.png", 2)
+    out = _run(weights, images, tmp_path)
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["a_jpg.jpg", "a_png.jpg", "b.jpg"]
+
+
+def test_output_stems_are_distinct_across_folders(tmp_path):
+    files = [tmp_path / "x" / "a.png", tmp_path / "y" / "a.png", tmp_path / "a.jpg"]
+    stems = detect.output_stems(files)
+    assert len(set(stems.values())) == 3
+
+
+def test_an_unreadable_image_is_skipped_and_the_run_fails_at_the_end(weights, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    _image(images / "good.png")
+    (images / "bad.jpg").write_bytes(b"not an image")
+    _image(images / "later.png", 1)
+    with pytest.raises(ImageError, match=r"1 of 3 sources could not be read.*bad\.jpg"):
+        _run(weights, images, tmp_path)
+    out = tmp_path / "out" / "exp"
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["good.jpg", "later.jpg"]
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_save_txt_writes_labels_the_label_reader_accepts(weights, tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    out = _run(weights, tmp_path / "a.png", tmp_path, "--save-txt")
+    text = (out / "a.txt").read_text()
+    rows, warnings = parse_label_text(text, len(CLASS_NAMES), "a.txt")
+    assert text and warnings == [] and rows.shape[1] == 5
+    assert "labels: class x y w h (normalized)\n" in capsys.readouterr().out
+    scored = _run(weights, tmp_path / "a.png", tmp_path, "--save-txt", "--save-conf")
+    assert {len(line.split()) for line in (scored / "a.txt").read_text().splitlines()} == {6}
+
+
+def test_save_conf_without_save_txt_is_refused(weights, tmp_path):
+    with pytest.raises(InputError, match="--save-txt"):
+        _run(weights, tmp_path, tmp_path, "--save-conf")
+
+
+def test_names_file_is_used_with_a_checkpoint(weights, tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    names = tmp_path / "mine.names"
+    names.write_text("apple\nbanana\ncherry\ndate\n")
+    assert detect.class_names(detect.get_args_parser().parse_args(
+        ["--weights", "w", "--names", str(names)]), list(CLASS_NAMES), 4) == \
+        ["apple", "banana", "cherry", "date"]
+    assert "class names from" in capsys.readouterr().out
+    _run(weights, tmp_path / "a.png", tmp_path, "--names", str(names), "--conf-thres", "0")
+    found = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("a: "))
+    assert any(name in found for name in ("apple", "banana", "cherry", "date"))
+    assert not any(name in found for name in CLASS_NAMES)
+
+
+def test_names_file_of_another_class_count_is_refused(weights, tmp_path):
+    names = tmp_path / "three.names"
+    names.write_text("a\nb\nc\n")
+    with pytest.raises(InputError, match="3 names but the model has 4 classes"):
+        _run(weights, tmp_path, tmp_path, "--names", str(names))
+
+
+def test_precision_option_overrides_the_checkpoints(weights, tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    _run(weights, tmp_path / "a.png", tmp_path, "--precision", "bf16")
+    assert "precision bf16\n" in capsys.readouterr().out
+    _run(weights, tmp_path / "a.png", tmp_path)
+    assert "precision fp32 (the checkpoint's)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        detect.get_args_parser().parse_args(["--weights", "w", "--precision", "fp8"])
