@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import ROOT
 
 LAYERS = {
-    "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device"},
+    "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device", "utils.machine"},
     "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule"},
     "model": {"models", "models.cfg_parser", "models.darknet", "models.layers",
               "models.darknet_weights"},
@@ -20,7 +20,8 @@ LAYERS = {
                "utils.run_plan", "utils.run_record", "utils.results", "utils.precision",
                "utils.distributed", "utils.restart", "utils.training_setup"},
     "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.convert_weights",
-              "utils.compare_groups", "utils.export", "utils.convert_labels"},
+              "utils.compare_groups", "utils.export", "utils.convert_labels", "utils.golden",
+              "scripts", "scripts.gpu_check", "scripts.seed_group"},
     "scripts": {"train", "test", "detect"},
 }
 RANK = {"base": 0, "core": 1, "model": 2, "data": 2, "engine": 3, "tools": 4, "scripts": 5}
@@ -42,8 +43,9 @@ def _imports(path) -> set[str]:
     return {name for name in found if name in LAYER_OF}
 
 
-SOURCES = sorted([*ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"), ROOT / "train.py",
-                  ROOT / "test.py", ROOT / "detect.py"])
+SOURCES = sorted([*ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"),
+                  *ROOT.glob("scripts/*.py"), ROOT / "train.py", ROOT / "test.py",
+                  ROOT / "detect.py"])
 
 
 def test_every_module_has_a_layer():

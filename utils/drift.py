@@ -52,7 +52,10 @@ class Run:
         with the value in force before it, not with the first leg's."""
         history: dict[str, list[tuple[int, object]]] = {}
         for leg in resumes:
-            for key, value in _flatten({"environment": leg.get("environment") or {}}).items():
+            legged = {"environment": leg.get("environment") or {}}
+            if leg.get("digests"):  # a leg trained on changed data says so
+                legged["digests"] = leg["digests"]
+            for key, value in _flatten(legged).items():
                 steps = history.get(key, [(0, self.settings.get(key))])
                 if value != steps[-1][1]:
                     history[key] = steps + [(leg.get("epoch"), value)]
@@ -162,13 +165,37 @@ def settings_differences(a: Run, b: Run) -> list[dict]:
         out.append({"setting": "epochs", "a": a.epochs, "b": b.epochs,
                     "warning": "different epoch counts: the cosine schedule differs from the "
                                "first epoch, so the runs are not comparable step for step"})
-    for key in sorted(set(a.settings) | set(b.settings)):
+    for key in sorted(set(a.settings) | set(b.settings), key=_likelihood):
         if key.startswith("options.") and key.split(".", 1)[1] in ("name", "resume", "quiet"):
             continue
         va, vb = a.settings.get(key), b.settings.get(key)
         if va != vb:
             out.append({"setting": key, "a": va, "b": vb})
     return out
+
+
+# What parts two runs, most likely first: the device, the precision, the thread count, the
+# kernels' instruction set (and what steers it), then library versions; the rest after.
+LIKELY_CAUSES = (
+    ("environment.device", "environment.machine.gpu."),
+    ("precision", "options.amp", "options.portable"),
+    ("environment.torch_threads", "environment.machine.kernels.openmp_threads",
+     "options.threads", "world_size"),
+    ("environment.machine.kernels.cpu_capability", "environment.machine.kernels.mkldnn_enabled",
+     "environment.machine.variables.", "environment.machine.cpu.", "environment.cudnn_",
+     "environment.matmul_allow_tf32", "environment.deterministic_algorithms"),
+    ("environment.torch", "environment.cuda", "environment.cudnn",
+     "environment.machine.kernels.", "environment.numpy", "environment.opencv",
+     "environment.python"),
+)
+
+
+def _likelihood(key: str) -> tuple[int, str]:
+    for rank, prefixes in enumerate(LIKELY_CAUSES):
+        if any(key == p or (p.endswith((".", "_")) and key.startswith(p)) or
+               key.startswith(p + ".") for p in prefixes):
+            return rank, key
+    return len(LIKELY_CAUSES), key
 
 
 def spread(runs: list[Run]) -> list[dict]:
@@ -232,7 +259,8 @@ def format_report(report: dict) -> str:
                          f"{v['epoch']}; last epoch {v['last_abs']:.3g} "
                          f"({v['last_rel_percent']:.3g}%)")
         if pair["settings_differences"]:
-            lines.append("recorded settings that differ (reasons a drift may have):")
+            lines.append("recorded settings that differ: each can part two runs, the most "
+                         "likely first (device, precision, threads, kernel ISA, versions):")
             for d in pair["settings_differences"]:
                 values = ("" if d["setting"].startswith("within ")
                           else f" {d['a']!r} vs {d['b']!r}")

@@ -47,13 +47,29 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
     return torch.randperm(n, generator=generator).tolist()
 
 
-def configure_determinism(deterministic: bool, threads: int | None = None) -> None:
+# --portable: what keeps a CPU run's bits the same on any x86-64 CPU with AVX2, Intel or AMD,
+# at one thread count (measured choices in docs/drift.md). Read when the libraries start, so
+# they are set by the restart (utils/restart.py), overriding whatever the user's environment
+# claims. ATen's own kernels are pinned to their AVX2 build; convolutions leave oneDNN (whose
+# kernels follow the CPU's instruction set and cache sizes: other bits at AVX2 and SSE4.1 caps
+# on one machine) for ATen's im2col + MKL GEMM, whose conditional numerical reproducibility
+# mode (CNR, MKL_CBWR) promises the same results on every CPU that runs its AVX2 branch.
+# oneDNN is capped too, for any operator that still reaches it.
+PORTABLE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+                        "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                        "DNNL_MAX_CPU_ISA": "AVX2"}
+
+
+def configure_determinism(deterministic: bool, threads: int | None = None,
+                          portable: bool = False) -> None:
     """Set torch's global switches for a reproducible (or a fast) run.
 
     Deterministic: strict ``use_deterministic_algorithms``, cuDNN deterministic and not
     benchmarking, TF32 off for convolutions and matmuls. Otherwise cuDNN may benchmark and pick
-    the fastest (possibly nondeterministic) kernels.
+    the fastest (possibly nondeterministic) kernels. ``portable``: CPU convolutions through
+    ATen and MKL rather than oneDNN (with :data:`PORTABLE_ENVIRONMENT` set at start).
     """
+    torch.backends.mkldnn.enabled = not portable
     if threads is not None:
         torch.set_num_threads(threads)
     # The first call imports the inductor config (about 3 s): skip it when there is nothing

@@ -1,7 +1,8 @@
 """Restart the interpreter once when a run needs variables that act only at interpreter start.
 
 PYTHONHASHSEED only acts at interpreter start, so it cannot be set from inside a running
-process; CUBLAS_WORKSPACE_CONFIG is set in the same step (a user's own value is kept). What a
+process, nor can the variables that pick the CPU kernels (--portable); CUBLAS_WORKSPACE_CONFIG
+is set in the same step (a user's own value is kept). What a
 run needs is read from its resolved options (``utils.run_plan.RunOptions``), never from the
 command line's text: an abbreviated ``--repr`` and a resumed --repro run restart alike.
 """
@@ -11,12 +12,17 @@ import os
 import sys
 from typing import Mapping
 
-from utils.repro import CUBLAS_WORKSPACE
+from utils.repro import CUBLAS_WORKSPACE, PORTABLE_ENVIRONMENT
 
 
 def required_environment(options) -> dict[str, str]:
-    """The variables ``options`` (a RunOptions) need set before the interpreter starts."""
-    return {"PYTHONHASHSEED": "0"} if options.repro else {}
+    """The variables ``options`` (a RunOptions) need set before the interpreter starts:
+    PYTHONHASHSEED for --repro, and for --portable the kernel-steering variables, whatever the
+    user's environment said (each is recorded in repro.yaml)."""
+    env = {"PYTHONHASHSEED": "0"} if options.repro else {}
+    if options.portable:
+        env.update(PORTABLE_ENVIRONMENT)
+    return env
 
 
 def needs_restart(options, environ: Mapping[str, str] = os.environ) -> bool:

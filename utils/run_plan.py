@@ -30,12 +30,15 @@ from utils.checkpoint import load_checkpoint
 from utils.datasets import AUTO_CACHE_BYTES
 from utils.errors import InputError
 from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp
+from utils.machine import cpu_info
 from utils.precision import choose_precision
+from utils.repro import PORTABLE_ENVIRONMENT
 
 REPRO_THREADS = 2
 # Options a resume takes from its checkpoint: a different value on the command line would make
 # it another training, so it is refused with a message naming the option.
 PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
+                    "portable",
                     "augment", "adam", "single_cls", "rect", "multi_scale", "threads", "amp",
                     "sync_bn", "weights", "project", "name")
 # Options a resume honours from the command line: none of them changes the training's bits.
@@ -83,6 +86,9 @@ def options_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repro", action="store_true",
                    help="bit-reproducible training (see README: what it turns off)")
+    p.add_argument("--portable", action="store_true",
+                   help="--repro whose bits hold on any x86-64 CPU with AVX2 (Intel or AMD) at "
+                        "the same thread count: fp32, kernels pinned (see docs/drift.md)")
     p.add_argument("--augment", action="store_true",
                    help="with --repro: keep online augmentation on (still deterministic)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -121,6 +127,7 @@ class RunOptions:
     sync_bn: bool
     seed: int
     repro: bool
+    portable: bool
     augment: bool
     amp: bool | None
     quiet: bool
@@ -145,6 +152,7 @@ class RunPlan:
     precision: str                # fp32, bf16 or fp16
     precision_reason: str
     deterministic: bool           # strict deterministic kernels, no cuDNN benchmark, no TF32
+    portable: bool                # CPU kernels pinned for the same bits on other CPUs
     threads: int | None           # torch's CPU threads; None: torch's default (all cores)
     upsample: str                 # "nearest" or "deterministic"
     augment: bool                 # online augmentation
@@ -192,6 +200,7 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
     file is left None here when not given (the .data file names it: :func:`make_plan`)."""
     given = RunOptions(**vars(args))
     if not given.resume:
+        given = _portable_implies_repro(given)
         check_options(given)
         return given, None, None
     ckpt_path, run_dir = _resume_paths(Path(given.resume))
@@ -221,6 +230,21 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
         raise InputError(f"this run already finished all {options.epochs} epochs (its "
                          "results.txt has them); start a new run to train more", ckpt_path)
     return options, ckpt, run_dir
+
+
+def _portable_implies_repro(options: RunOptions) -> RunOptions:
+    """--portable is a --repro run in fp32 on the CPU; a GPU or --amp asked with it is refused."""
+    if not options.portable:
+        return options
+    if options.amp:
+        raise InputError("--portable trains in fp32 (bf16 kernels differ between CPUs): drop "
+                         "--amp")
+    if options.device not in ("", "cpu"):
+        raise InputError(f"--portable is a CPU mode: --device {options.device} is a GPU; use "
+                         "--repro there")
+    if "avx2" not in cpu_info()["flags"]:
+        raise InputError("--portable pins the CPU kernels to AVX2, which this CPU lacks")
+    return dataclasses.replace(options, repro=True, device="cpu")
 
 
 def _resume_paths(path: Path) -> tuple[Path, Path]:
@@ -294,7 +318,11 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
         precision, reason = ckpt["args"].get("precision", "fp32"), "the run's own"
     else:
         precision, reason = choose_precision(options.amp, repro, device)
-    return RunPlan(options=options, run_dir=run_dir,
+    if options.portable:
+        notes.append("portable: ATen kernels at AVX2, convolutions through ATen + MKL (oneDNN "
+                     "off), MKL conditional numerical reproducibility AVX2,STRICT")
+        _check_portable_start()
+    return RunPlan(options=options, run_dir=run_dir, portable=options.portable,
                    checkpoint=Path(options.resume) if ckpt else None, device=device,
                    world_size=world_size, base_hyp=MappingProxyType(base_hyp),
                    hyp=MappingProxyType(hyp), accumulate=accumulate, num_classes=num_classes,
@@ -302,6 +330,18 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                    threads=threads, upsample="deterministic" if repro else "nearest",
                    augment=augment, multi_scale=options.multi_scale and not repro,
                    drop_last=repro, workers=workers, notes=tuple(notes))
+
+
+def _check_portable_start() -> None:
+    """A --portable run needs its variables set when the interpreter started (train.py's
+    restart sets them); in a process started without them the kernels are already chosen."""
+    missing = {k: v for k, v in PORTABLE_ENVIRONMENT.items() if os.environ.get(k) != v}
+    capability = torch.backends.cpu.get_cpu_capability()
+    if missing or capability != "AVX2":
+        raise InputError("--portable: this process started without its kernel settings "
+                         f"(missing {missing or 'none'}, ATen capability {capability}); run "
+                         "it as `python train.py --portable ...`, which restarts itself with "
+                         "them")
 
 
 def _count_heads(cfg: str, cfg_text: str | None) -> int:

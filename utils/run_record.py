@@ -14,6 +14,7 @@ import yaml
 from utils.atomic_io import atomic_write_text
 from utils.device import device_name
 from utils.errors import InputError
+from utils.machine import machine
 
 
 def next_run_dir(project: str | Path, name: str) -> Path:
@@ -86,6 +87,7 @@ def environment(device: torch.device) -> dict:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "machine": machine(device),
     }
 
 

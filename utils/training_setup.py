@@ -44,7 +44,7 @@ def prepare_data_once(path: str, dist: DistInfo):
 def start_determinism(plan: RunPlan) -> None:
     """Torch's determinism switches and thread count as planned, then every generator seeded:
     the model's initial weights are drawn next."""
-    configure_determinism(plan.deterministic, plan.threads)
+    configure_determinism(plan.deterministic, plan.threads, plan.portable)
     seed_everything(plan.options.seed)
 
 

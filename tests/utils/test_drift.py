@@ -146,3 +146,28 @@ def test_a_second_leg_on_the_same_new_device_is_one_change(tmp_path, capsys):
         {"epoch": 3, "environment": {"device": "cpu"}}]})
     code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
     assert ("\"'cpu', then 'cuda:0' from epoch 1, then 'cpu' from epoch 3\"" in out.out)
+
+
+def test_a_different_cpu_capability_is_named_before_library_versions(tmp_path, capsys):
+    def machine(capability, onednn):
+        return {"options": {"seed": 0}, "environment": {
+            "torch": "2.14.1", "machine": {
+                "cpu": {"vendor": "GenuineIntel", "flags": ["avx2", "avx512f"]},
+                "kernels": {"cpu_capability": capability, "onednn_version": onednn}}}}
+    a = _run(tmp_path / "a", settings=machine("AVX512", "3.12.0"))
+    b = _run(tmp_path / "b", change_from=0, settings=machine("AVX2", "3.11.0"))
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert code == 1
+    text = out.out
+    assert "each can part two runs, the most likely first" in text
+    isa = text.index("environment.machine.kernels.cpu_capability: 'AVX512' vs 'AVX2'")
+    assert isa < text.index("environment.machine.kernels.onednn_version: '3.12.0' vs '3.11.0'")
+
+
+def test_a_resumed_leg_on_changed_data_is_a_setting_difference(tmp_path, capsys):
+    digests = {"train": "aaa"}
+    a = _run(tmp_path / "a", settings={"digests": digests, "resumes": [
+        {"epoch": 2, "environment": {}, "digests": {"train": "bbb"}}]})
+    b = _run(tmp_path / "b", settings={"digests": digests})
+    code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+    assert "digests.train: \"'aaa', then 'bbb' from epoch 2\" vs 'aaa'" in out.out

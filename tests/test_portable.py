@@ -1,0 +1,66 @@
+"""--portable: the kernel settings that keep a CPU run's bits on other CPUs, and the golden
+record of them kept in tests/golden/portable.json."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+import train
+from tests.helpers import MICRO_CFG, ROOT, comparable, run_train
+from utils import golden
+from utils.errors import InputError
+from utils.repro import PORTABLE_ENVIRONMENT
+
+pytestmark = pytest.mark.slow
+# What an AVX2-only or older CPU, or a user's own settings, would put in the environment.
+LESSER_CPU = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+              "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def _train(data, project, name, mode, env):
+    command = [sys.executable, "train.py", "--cfg", str(MICRO_CFG), "--data", str(data),
+               "--img-size", "64", "--batch-size", "4", "--epochs", "2", "--quiet",
+               "--project", str(project), "--name", name, mode]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                          env={**{k: v for k, v in os.environ.items()
+                                  if k not in PORTABLE_ENVIRONMENT}, **env})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return project / name
+
+
+def test_portable_bits_ignore_what_the_environment_claims(tiny_data, tmp_path):
+    plain = _train(tiny_data, tmp_path, "plain", "--portable", {})
+    lesser = _train(tiny_data, tmp_path, "lesser", "--portable", LESSER_CPU)
+    assert comparable(plain) == comparable(lesser)
+    recorded = yaml.safe_load((lesser / "repro.yaml").read_text())["environment"]["machine"]
+    assert recorded["variables"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert recorded["kernels"]["cpu_capability"] == "AVX2"
+    assert not recorded["kernels"]["mkldnn_enabled"]
+    # The same claims do change a --repro run's bits: the test above is not vacuous.
+    repro_here = run_train(tiny_data, tmp_path, "--repro", "--name", "repro_here")
+    repro_lesser = _train(tiny_data, tmp_path, "repro_lesser", "--repro", LESSER_CPU)
+    assert comparable(repro_here) != comparable(repro_lesser)
+
+
+def test_portable_refuses_what_it_cannot_keep(tiny_data, tmp_path):
+    for extra, message in ((["--amp"], "drop --amp"), (["--device", "0"], "a CPU mode"),
+                           ([], "started without its kernel settings")):
+        with pytest.raises(InputError, match=message):
+            run_train(tiny_data, tmp_path, "--portable", *extra)
+    assert train.get_args_parser().parse_args(["--portable"]).portable
+
+
+def test_golden_record_of_this_machine_holds(tmp_path, capsys):
+    """On a machine already in the file the bits must match; on a new one the check says so,
+    compares with the nearest records and passes."""
+    code = golden.main(golden.get_args_parser().parse_args(["--file", str(golden.GOLDEN)]))
+    out = capsys.readouterr().out
+    if "new machine" in out:
+        assert code == 0 and "this machine:" in out
+    else:
+        assert code == 0, out
+        assert "same bits as recorded on" in out

@@ -1,0 +1,162 @@
+"""Evidence across machines: a small --portable training's per-epoch fingerprints, recorded
+per machine in tests/golden/portable.json, rerun and compared here.
+
+    python -m utils.golden                 # rerun; compare with this machine's record
+    python -m utils.golden --record        # add (or refresh) this machine's record
+    python -m utils.golden --device cuda --record --file runs/gpu_check/golden.json   # a GPU's
+
+A record is keyed by everything that can pick a kernel (vendor, family/model/stepping, kernel
+flags, cache sizes, thread count; the GPU's name and compute capability), not the model name.
+On a machine already in the file the bits must match ("same bits as recorded on ..."); on a
+new one the run is compared with every record, nearest key first, and reported without failing:
+the same bits as another CPU's is the portability the mode promises. On a GPU the training is
+--repro (portable is a CPU mode): same-model GPUs must match; against a CPU it is drift.
+
+Exit status: 0 same bits as this machine's record (or a new machine, reported), 1 this
+machine's record differs, 2 bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from utils.atomic_io import atomic_write_text
+from utils.errors import InputError, report_input_error
+from utils.machine import machine_key
+from utils.results import read_results
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "tests" / "golden" / "portable.json"
+MICRO_CFG = ROOT / "tests" / "data" / "micro.cfg"
+# The small training: seconds on 2 cores, long enough for rounding to compound over 3 epochs.
+TRAIN_ARGS = ("--cfg", str(MICRO_CFG), "--img-size", "64", "--batch-size", "4", "--epochs", "3",
+              "--threads", "2", "--quiet", "--nosave")
+
+
+def run_small_training(device: str, folder: Path) -> dict:
+    """Train the small set once in a fresh interpreter (so --portable's variables take effect)
+    and return its record: mode, per-epoch fingerprints, the machine it ran on."""
+    from utils.shapes import CLASS_NAMES, generate_shapes
+    data_root = folder / "data"
+    generate_shapes(data_root, n_train=16, n_val=8, size=64, seed=0)
+    (data_root / "shapes.names").write_text("\n".join(CLASS_NAMES) + "\n")
+    data = data_root / "small.data"
+    data.write_text(f"classes={len(CLASS_NAMES)}\ntrain=images/train\nvalid=images/val\n"
+                    "names=shapes.names\n")
+    mode = "portable" if device == "cpu" else "repro"
+    command = [sys.executable, "train.py", *TRAIN_ARGS, "--data", str(data), "--device", device,
+               "--project", str(folder / "runs"), "--name", "golden", f"--{mode}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the small training failed ({done.returncode}):\n"
+                           f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    run = folder / "runs" / "golden"
+    environment = yaml.safe_load((run / "repro.yaml").read_text())["environment"]
+    record = {"mode": mode, "fingerprints": [r.fingerprint for r in read_results(run)],
+              "machine": environment["machine"],
+              "versions": {k: environment.get(k) for k in ("torch", "python", "numpy")}}
+    record["key"] = machine_key(record["machine"])
+    return record
+
+
+def load_records(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text())["records"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise InputError(f"not a golden record file ({err})", path) from None
+    return records
+
+
+def first_difference(a: list[str], b: list[str]) -> int | None:
+    """The first epoch whose fingerprints differ; None when they agree throughout."""
+    for epoch, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return epoch
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def differing_settings(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """The recorded machine settings that differ between two records' ``machine``."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differing_settings(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}: {va!r} vs {vb!r}")
+    return out
+
+
+def _nearness(a: str, b: str) -> int:
+    return sum(x == y for x, y in zip(a.split(" | "), b.split(" | ")))
+
+
+def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
+    """(exit status, lines to print) for ``record`` against the file's ``records``."""
+    same_mode = [r for r in records if r["mode"] == record["mode"]]
+    own = [r for r in same_mode if r["key"] == record["key"]]
+    lines, status = [], 0
+    if not own:
+        lines.append(f"new machine: {record['key']} (no record yet; --record adds it)")
+    for other in sorted(same_mode, key=lambda r: -_nearness(r["key"], record["key"])):
+        where = first_difference(record["fingerprints"], other["fingerprints"])
+        name = other["machine"]["cpu"].get("model_name") if "gpu" not in other["machine"] \
+            else other["machine"]["gpu"]["name"]
+        if where is None:
+            lines.append(f"same bits as recorded on {name} [{other['key']}]")
+            continue
+        if other in own:
+            status = 1
+        lines.append(f"{'DIFFERS from this machine' if other in own else 'differs from'} "
+                     f"{name}'s record [{other['key']}] from epoch {where}")
+        for setting in differing_settings(record["machine"], other["machine"]):
+            lines.append(f"  recorded setting that differs: {setting}")
+    return status, lines
+
+
+def add_record(path: Path, record: dict) -> None:
+    """Add ``record`` to the file, replacing an older one of the same machine and mode."""
+    records = [r for r in load_records(path)
+               if not (r["key"] == record["key"] and r["mode"] == record["mode"])]
+    records.append(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"records": records}, indent=1) + "\n")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Rerun the small --portable training and "
+                                                 "compare its bits with the recorded machines.")
+    parser.add_argument("--record", action="store_true", help="add this machine's result")
+    parser.add_argument("--file", default=str(GOLDEN), help="the record file")
+    parser.add_argument("--device", default="cpu", help="cpu (--portable) or cuda (--repro)")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        records = load_records(path)
+    except InputError as err:
+        return report_input_error(err)
+    with tempfile.TemporaryDirectory() as folder:
+        record = run_small_training(args.device, Path(folder))
+    print(f"this machine: {record['key']} ({record['mode']}); fingerprints "
+          + " ".join(record["fingerprints"]))
+    status, lines = compare(record, records)
+    print("\n".join(lines))
+    if args.record:
+        add_record(path, record)
+        print(f"recorded in {path}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))
