@@ -208,6 +208,7 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
     if ckpt.get("weights_only"):
         raise InputError("holds weights only (a converted file), not a training to continue: "
                          "start a new run with --weights", ckpt_path)
+    _check_run_folder(ckpt_path, run_dir)
     saved = {f.name: ckpt["args"].get(f.name, parser.get_default(f.name))
              for f in dataclasses.fields(RunOptions)}
     for key in PINNED_ON_RESUME:
@@ -261,14 +262,16 @@ def _resume_paths(path: Path) -> tuple[Path, Path]:
     if not path.is_file():
         raise InputError("--resume: no such run folder or checkpoint (expected a run folder "
                          "holding weights/last.pt, or a last.pt)", path)
-    run_dir = path.parent.parent
-    if path.parent.name != "weights" or not (run_dir / "opt.yaml").is_file():
-        # results.txt and repro.yaml belong beside the checkpoint's own run, not wherever the
-        # file was copied: refused before any epoch is trained, so nothing is lost.
+    return path, path.parent.parent
+
+
+def _check_run_folder(ckpt_path: Path, run_dir: Path) -> None:
+    """results.txt and repro.yaml belong beside the checkpoint's own run, not wherever the file
+    was copied: refused before any epoch is trained, so nothing is lost."""
+    if ckpt_path.parent.name != "weights" or not (run_dir / "opt.yaml").is_file():
         raise InputError("--resume: this checkpoint is not in a run folder's weights/ (expected "
                          "RUN/weights/last.pt beside RUN/opt.yaml); put it back in its run "
-                         "folder, or start a new run from it with --weights", path)
-    return path, run_dir
+                         "folder, or start a new run from it with --weights", ckpt_path)
 
 
 def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data,
