@@ -68,3 +68,36 @@ def test_resume_keeps_the_runs_options_and_honours_the_safe_ones(tiny_data, tmp_
     for refused in (["--name", "other"], ["--weights", "x.pt"], ["--project", "elsewhere"]):
         with pytest.raises(InputError, match="differs from the checkpoint's"):
             resolve_options(parser.parse_args(["--resume", str(run), *refused]), parser)
+
+
+def test_resume_messages_name_the_real_cause(tiny_data, tmp_path):
+    parser = train.get_args_parser()
+
+    def resume(path, *extra):
+        return resolve_options(parser.parse_args(["--resume", str(path), *extra]), parser)
+
+    finished = run_train(tiny_data, tmp_path, "--epochs", "1", "--name", "done")
+    with pytest.raises(InputError, match="already finished all 1 epochs"):
+        resume(finished)
+    started = tmp_path / "started"
+    (started / "weights").mkdir(parents=True)
+    (started / "opt.yaml").write_text("epochs: 2\n")
+    with pytest.raises(InputError, match="has no weights/last.pt yet"):
+        resume(started)
+    cut = tmp_path / "cut" / "weights" / "last.pt"
+    cut.parent.mkdir(parents=True)
+    (cut.parent.parent / "opt.yaml").write_text("epochs: 2\n")
+    cut.write_bytes((finished / "weights" / "last.pt").read_bytes()[:5000])
+    with pytest.raises(InputError) as err:
+        resume(cut)
+    assert "truncated" in str(err.value) and str(err.value).endswith(")")
+
+
+def test_a_changed_class_count_is_named_on_resume(tiny_data, tmp_path):
+    run = run_train(tiny_data, tmp_path, "--epochs", "2", "--stop-after", "1")
+    parser = train.get_args_parser()
+    options, ckpt, run_dir = resolve_options(parser.parse_args(["--resume", str(run)]), parser)
+    data = prepare_data(tiny_data)
+    data = dataclasses.replace(data, num_classes=3, names=data.names[:3])
+    with pytest.raises(InputError, match="classes changed: the .data file now has 3 classes"):
+        make_plan(options, ckpt, run_dir, data, CPU)
