@@ -2,6 +2,7 @@
 record of them kept in tests/golden/portable.json."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from utils.repro import PORTABLE_ENVIRONMENT
 pytestmark = pytest.mark.slow
 # What an AVX2-only or older CPU, or a user's own settings, would put in the environment.
 LESSER_CPU = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-              "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+              "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AUTO"}
 
 
 def _train(data, project, name, mode, env):
@@ -64,3 +65,22 @@ def test_golden_record_of_this_machine_holds(tmp_path, capsys):
     else:
         assert code == 0, out
         assert "same bits as recorded on" in out
+
+
+def _trace(env):
+    done = subprocess.run([sys.executable, "-m", "utils.golden", "--trace"], cwd=ROOT,
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONHASHSEED="0", **env))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_mkl_branch_portable_names_is_in_effect_on_this_cpu():
+    """MKL ignores a branch the CPU's vendor does not get (its AVX2 branch is Intel-only: on an
+    AMD EPYC it ran AUTO instead, without a word). The branch --portable names must change the
+    first convolution's bits against MKL's own choice, here, or it pins nothing."""
+    portable = _trace(PORTABLE_ENVIRONMENT)
+    auto = _trace(dict(PORTABLE_ENVIRONMENT, MKL_CBWR="AUTO"))
+    assert golden.first_trace_difference(portable, auto) == \
+        "layer 0 (Conv2d+BatchNorm2d+LeakyReLU), forward"
+    assert golden.first_trace_difference(portable, _trace(PORTABLE_ENVIRONMENT)) is None

@@ -4,13 +4,19 @@ per machine in tests/golden/portable.json, rerun and compared here.
     python -m utils.golden                 # rerun; compare with this machine's record
     python -m utils.golden --record        # add (or refresh) this machine's record
     python -m utils.golden --device cuda --record --file runs/gpu_check/golden.json   # a GPU's
+    python -m utils.golden --trace                 # only the layer trace, as JSON
 
 A record is keyed by everything that can pick a kernel (vendor, family/model/stepping, kernel
 flags, cache sizes, thread count; the GPU's name and compute capability), not the model name.
-On a machine already in the file the bits must match ("same bits as recorded on ..."); on a
-new one the run is compared with every record, nearest key first, and reported without failing:
-the same bits as another CPU's is the portability the mode promises. On a GPU the training is
---repro (portable is a CPU mode): same-model GPUs must match; against a CPU it is drift.
+On a machine already in the file (under the same kernel variables) the bits must match ("same
+bits as recorded on ..."); on a new one the run is compared with every record, nearest key
+first, and reported without failing: the same bits as another CPU's is the portability the mode
+promises. Each record also holds a layer trace: one forward and backward pass of fixed,
+committed weights (tests/data/run_before_plan) on the small set's first batch, hashed per
+layer. Weights and input are the same on every machine, so when two records part the trace
+names the first layer whose arithmetic differs, without the other machine at hand. On a GPU
+the training is --repro (portable is a CPU mode): same-model GPUs must match; against a CPU
+it is drift.
 
 Exit status: 0 same bits as this machine's record (or a new machine, reported), 1 this
 machine's record differs, 2 bad input.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +36,7 @@ import yaml
 from utils.atomic_io import atomic_write_text
 from utils.errors import InputError, report_input_error
 from utils.machine import machine_key
+from utils.repro import PORTABLE_ENVIRONMENT
 from utils.results import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,11 +45,12 @@ MICRO_CFG = ROOT / "tests" / "data" / "micro.cfg"
 # The small training: seconds on 2 cores, long enough for rounding to compound over 3 epochs.
 TRAIN_ARGS = ("--cfg", str(MICRO_CFG), "--img-size", "64", "--batch-size", "4", "--epochs", "3",
               "--threads", "2", "--quiet", "--nosave")
+# Fixed weights for the layer trace: committed, so every machine starts from the same bits.
+TRACE_WEIGHTS = ROOT / "tests" / "data" / "run_before_plan" / "weights" / "last.pt"
 
 
-def run_small_training(device: str, folder: Path) -> dict:
-    """Train the small set once in a fresh interpreter (so --portable's variables take effect)
-    and return its record: mode, per-epoch fingerprints, the machine it ran on."""
+def small_data(folder: Path) -> Path:
+    """The small set (16 + 8 images of 64 px, seed 0) under ``folder``; its .data file."""
     from utils.shapes import CLASS_NAMES, generate_shapes
     data_root = folder / "data"
     generate_shapes(data_root, n_train=16, n_val=8, size=64, seed=0)
@@ -49,20 +58,74 @@ def run_small_training(device: str, folder: Path) -> dict:
     data = data_root / "small.data"
     data.write_text(f"classes={len(CLASS_NAMES)}\ntrain=images/train\nvalid=images/val\n"
                     "names=shapes.names\n")
-    mode = "portable" if device == "cpu" else "repro"
-    command = [sys.executable, "train.py", *TRAIN_ARGS, "--data", str(data), "--device", device,
-               "--project", str(folder / "runs"), "--name", "golden", f"--{mode}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    return data
+
+
+def _run(command: list[str], env: dict | None = None) -> str:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
     if done.returncode:
-        raise RuntimeError(f"the small training failed ({done.returncode}):\n"
+        raise RuntimeError(f"{' '.join(command[1:3])} failed ({done.returncode}):\n"
                            f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def run_small_training(device: str, folder: Path) -> dict:
+    """Train the small set once in a fresh interpreter (so --portable's variables take effect)
+    and return its record: mode, per-epoch fingerprints, the layer trace, the machine."""
+    data = small_data(folder)
+    mode = "portable" if device == "cpu" else "repro"
+    _run([sys.executable, "train.py", *TRAIN_ARGS, "--data", str(data), "--device", device,
+          "--project", str(folder / "runs"), "--name", "golden", f"--{mode}"])
+    # The trace runs under the variables the training ran under (set here, before start).
+    env = dict(os.environ, PYTHONHASHSEED="0",
+               **(PORTABLE_ENVIRONMENT if mode == "portable" else {}))
+    trace = json.loads(_run([sys.executable, "-m", "utils.golden", "--trace", "--device", device,
+                             "--data", str(data)], env).splitlines()[-1])
     run = folder / "runs" / "golden"
     environment = yaml.safe_load((run / "repro.yaml").read_text())["environment"]
     record = {"mode": mode, "fingerprints": [r.fingerprint for r in read_results(run)],
-              "machine": environment["machine"],
+              "trace": trace, "machine": environment["machine"],
               "versions": {k: environment.get(k) for k in ("torch", "python", "numpy")}}
     record["key"] = machine_key(record["machine"])
     return record
+
+
+def layer_trace(data: Path, device: str) -> dict:
+    """One forward and backward pass of :data:`TRACE_WEIGHTS` on the small set's first batch,
+    as the record's mode computes it (2 threads, deterministic; on the CPU --portable's
+    convolutions), hashed: the model input, each layer's output and its parameters' gradients,
+    and the loss (as a hex float)."""
+    import torch
+
+    from utils.checkpoint import load_checkpoint
+    from utils.probe import digest, fixed_batch, run_pass
+
+    ckpt = load_checkpoint(TRACE_WEIGHTS)
+    images, targets = fixed_batch(ckpt, str(data), 4)
+    trace = run_pass(ckpt, images, targets, {"device": device, "threads": 2, "repro": 1,
+                                             "portable": int(device == "cpu")})
+    grads = [digest(torch.cat([g.flatten() for g in trace.param_grads[i]]))
+             if i in trace.param_grads else None for i in range(len(trace.outputs))]
+    return {"input": digest(trace.model_input), "loss": float(trace.loss).hex(),
+            "types": trace.types, "outputs": [digest(o) for o in trace.outputs],
+            "grads": grads}
+
+
+def first_trace_difference(a: dict, b: dict) -> str | None:
+    """Where two layer traces first part: the input, a layer's forward output (the first, in
+    order), a layer's gradients (backward runs last layer first, so the highest-index one), the
+    loss; None when every digest agrees."""
+    if a["input"] != b["input"]:
+        return "the model input (the pixels already differ)"
+    for i, (x, y) in enumerate(zip(a["outputs"], b["outputs"])):
+        if x != y:
+            return f"layer {i} ({a['types'][i]}), forward"
+    if a["loss"] != b["loss"]:
+        return "the loss (every layer's output agrees)"
+    differ = [i for i, (x, y) in enumerate(zip(a["grads"], b["grads"])) if x != y]
+    if differ:
+        return f"layer {differ[-1]} ({a['types'][differ[-1]]}), backward"
+    return None
 
 
 def load_records(path: Path) -> list[dict]:
@@ -99,13 +162,20 @@ def _nearness(a: str, b: str) -> int:
     return sum(x == y for x, y in zip(a.split(" | "), b.split(" | ")))
 
 
+def _recipe(record: dict) -> dict:
+    """The kernel variables a record was made under (a recipe change moves every bit)."""
+    return record["machine"].get("variables", {})
+
+
 def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
-    """(exit status, lines to print) for ``record`` against the file's ``records``."""
+    """(exit status, lines to print) for ``record`` against the file's ``records``. Only a
+    record of this machine under the same kernel variables can fail the check."""
     same_mode = [r for r in records if r["mode"] == record["mode"]]
-    own = [r for r in same_mode if r["key"] == record["key"]]
+    own = [r for r in same_mode if r["key"] == record["key"] and _recipe(r) == _recipe(record)]
     lines, status = [], 0
     if not own:
-        lines.append(f"new machine: {record['key']} (no record yet; --record adds it)")
+        lines.append(f"new machine: {record['key']} (no record under these kernel variables "
+                     "yet; --record adds it)")
     for other in sorted(same_mode, key=lambda r: -_nearness(r["key"], record["key"])):
         where = first_difference(record["fingerprints"], other["fingerprints"])
         name = other["machine"]["cpu"].get("model_name") if "gpu" not in other["machine"] \
@@ -117,6 +187,10 @@ def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
             status = 1
         lines.append(f"{'DIFFERS from this machine' if other in own else 'differs from'} "
                      f"{name}'s record [{other['key']}] from epoch {where}")
+        if "trace" in record and "trace" in other:
+            part = first_trace_difference(record["trace"], other["trace"])
+            lines.append(f"  on the same weights and batch: "
+                         f"{'first differs at ' + part if part else 'every layer agrees'}")
         for setting in differing_settings(record["machine"], other["machine"]):
             lines.append(f"  recorded setting that differs: {setting}")
     return status, lines
@@ -137,10 +211,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", action="store_true", help="add this machine's result")
     parser.add_argument("--file", default=str(GOLDEN), help="the record file")
     parser.add_argument("--device", default="cpu", help="cpu (--portable) or cuda (--repro)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print only the layer trace as JSON (run under the record's "
+                             "variables; the check runs it itself)")
+    parser.add_argument("--data", help="with --trace: the small set's .data file")
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.trace:
+        with tempfile.TemporaryDirectory() as folder:
+            data = Path(args.data) if args.data else small_data(Path(folder))
+            print(json.dumps(layer_trace(data, args.device)))
+        return 0
     path = Path(args.file)
     try:
         records = load_records(path)

@@ -8,11 +8,13 @@ batch from a checkpoint, layer by layer.
 
 Settings (comma separated key=value): device (cpu, cuda, cuda:N), threads (int),
 repro (1: deterministic kernels; 0: fast ones), upsample (nn | deterministic), tf32 (0 | 1),
-channels_last (0 | 1), perturb (a layer index: adds 1e-6 of its scale to that layer's output,
-to see how one rounding-sized change grows), precision (fp32 | bf16 | fp16: the forward pass
-under autocast, as the training ran it). Unset keys: cpu, current threads, the run's repro,
-upsample and precision, tf32 0, channels_last 1. The model's input is compared too: when it
-already differs (another device's conversion of the pixels), the report says so first.
+channels_last (0 | 1), portable (0 | 1: CPU convolutions through ATen and MKL as --portable
+runs them; its kernel variables take effect only when set before the interpreter starts),
+perturb (a layer index: adds 1e-6 of its scale to that layer's output, to see how one
+rounding-sized change grows), precision (fp32 | bf16 | fp16: the forward pass under autocast,
+as the training ran it). Unset keys: cpu, current threads, the run's repro, upsample, precision
+and portable, tf32 0, channels_last 1. The model's input is compared too: when it already
+differs (another device's conversion of the pixels), the report says so first.
 
 Exit status: 0 every layer matched, 1 a difference was found, 2 bad input.
 """
@@ -37,7 +39,7 @@ from utils.precision import PRECISIONS, autocast_factory, forward_context
 from utils.repro import configure_determinism
 
 KEYS = ("device", "threads", "repro", "upsample", "tf32", "channels_last", "perturb",
-        "precision")
+        "precision", "portable")
 
 
 def parse_setting(text: str) -> dict:
@@ -46,7 +48,7 @@ def parse_setting(text: str) -> dict:
         key, sep, value = part.partition("=")
         if not sep or key not in KEYS:
             raise InputError(f"setting {part!r}: expected key=value with key one of {KEYS}")
-        if key in ("threads", "repro", "tf32", "channels_last", "perturb"):
+        if key in ("threads", "repro", "tf32", "channels_last", "perturb", "portable"):
             try:
                 setting[key] = int(value)
             except ValueError:
@@ -82,7 +84,8 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     args = ckpt["args"]
     repro = bool(setting.get("repro", args.get("repro", False)))
     precision = setting.get("precision", args.get("precision", "fp32"))
-    configure_determinism(repro, setting.get("threads"))
+    portable = bool(setting.get("portable", args.get("portable", False)))
+    configure_determinism(repro, setting.get("threads"), portable=portable)
     tf32 = bool(setting.get("tf32", 0))
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
@@ -132,7 +135,8 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     return trace
 
 
-def _digest(t: torch.Tensor) -> str:
+def digest(t: torch.Tensor) -> str:
+    """12 hex digits of the tensor's bytes: equal digests, equal bits."""
     return hashlib.sha256(t.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
                           ).hexdigest()[:12]
 
@@ -155,8 +159,8 @@ def compare(a: Trace, b: Trace) -> dict:
     for i, (oa, ob) in enumerate(zip(a.outputs, b.outputs)):
         grads_a, grads_b = a.param_grads.get(i, []), b.param_grads.get(i, [])
         param = max((_diff(x, y) for x, y in zip(grads_a, grads_b)), default=(0.0, 0.0))
-        rows.append({"layer": i, "type": a.types[i], "digest_a": _digest(oa),
-                     "digest_b": _digest(ob), "out": _diff(oa, ob),
+        rows.append({"layer": i, "type": a.types[i], "digest_a": digest(oa),
+                     "digest_b": digest(ob), "out": _diff(oa, ob),
                      "out_grad": _diff(a.output_grads.get(i), b.output_grads.get(i)),
                      "param_grad": param, "has_params": bool(grads_a or grads_b)})
     input_diff = _diff(a.model_input, b.model_input)

@@ -52,10 +52,13 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
 # they are set by the restart (utils/restart.py), overriding whatever the user's environment
 # claims. ATen's own kernels are pinned to their AVX2 build; convolutions leave oneDNN (whose
 # kernels follow the CPU's instruction set and cache sizes: other bits at AVX2 and SSE4.1 caps
-# on one machine) for ATen's im2col + MKL GEMM, whose conditional numerical reproducibility
-# mode (CNR, MKL_CBWR) promises the same results on every CPU that runs its AVX2 branch.
-# oneDNN is capped too, for any operator that still reaches it.
-PORTABLE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+# on one machine) for ATen's im2col + MKL GEMM under MKL's conditional numerical
+# reproducibility mode (CNR) at its COMPATIBLE branch: SSE2 without the approximation
+# instructions, the one branch MKL honours on Intel and non-Intel CPUs alike. Its AVX2 branch
+# is Intel-only: on an AMD EPYC MKL silently ran its AUTO branch instead, and an Intel Xeon at
+# AVX2 got other bits from the first convolution (docs/drift.md). oneDNN is capped too, for
+# any operator that still reaches it.
+PORTABLE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
                         "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                         "DNNL_MAX_CPU_ISA": "AVX2"}
 

@@ -323,7 +323,7 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
         precision, reason = choose_precision(options.amp, repro, device)
     if options.portable:
         notes.append("portable: ATen kernels at AVX2, convolutions through ATen + MKL (oneDNN "
-                     "off), MKL conditional numerical reproducibility AVX2,STRICT")
+                     "off), MKL conditional numerical reproducibility at its COMPATIBLE branch")
         _check_portable_start()
     return RunPlan(options=options, run_dir=run_dir, portable=options.portable,
                    checkpoint=Path(options.resume) if ckpt else None, device=device,
