@@ -2,21 +2,13 @@
 became of it. (A signal sent to the runner: tests/test_gpu_check.py.)"""
 import sys
 import time
-from pathlib import Path
 
+from tests.helpers import process_alive
 from utils.step_runner import Step, StepRunner
 
 PY = sys.executable
 HANG = (PY, "-c", "import time; time.sleep(60)")
 PASS = (PY, "-c", "pass")
-
-
-def _alive(pid: int) -> bool:
-    """Running, and not a zombie waiting for a parent to read its status."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_a_hung_step_is_stopped_at_its_limit_and_the_rest_go_on(tmp_path):
@@ -54,9 +46,9 @@ def test_a_step_that_ignores_sigterm_is_killed_with_its_children(tmp_path):
         "timed out: limit 2 s; killed with SIGKILL 1 s after SIGTERM"
     for pid in map(int, pids.read_text().split()):
         deadline = time.monotonic() + 5  # the orphaned grandchild is reaped by init
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(pid), pid
+        assert not process_alive(pid), pid
 
 
 def test_failures_and_the_budget_skip_with_their_reason(tmp_path):
