@@ -169,10 +169,15 @@ class StepRunner:
         with open(record.log, "w") as log:
             log.write("$ " + " ".join(step.command) + "\n")
             log.flush()
-            with self._signals_deferred():
-                self._child = subprocess.Popen(
-                    step.command, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                    env=dict(os.environ, **step.env), **_own_process_group())
+            try:
+                with self._signals_deferred():
+                    self._child = subprocess.Popen(
+                        step.command, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                        env=dict(os.environ, **step.env), **_own_process_group())
+            except OSError as err:  # no such program, say: this step fails, the others run
+                record.seconds = time.monotonic() - record.started
+                record.state, record.detail = "failed", f"could not start: {err}"
+                return
             child = self._child
             how = self._wait_or_stop(child, limit)
             self._child = None  # ended, leftovers killed: a stop from here on leaves it be

@@ -55,12 +55,14 @@ def test_failures_and_the_budget_skip_with_their_reason(tmp_path):
     steps = [Step("fails", (PY, "-c", "raise SystemExit(3)"), limit=30),
              Step("differs", (PY, "-c", "raise SystemExit(1)"), limit=30, ok_codes=(0, 1)),
              Step("needs_fails", PASS, limit=30, needs=("differs", "fails")),
+             Step("missing", (str(tmp_path / "no-such-program"),), limit=30),
              Step("cut", HANG, limit=30), Step("late", PASS, limit=30)]
     runner = StepRunner(steps, tmp_path, budget=3, min_start=1, grace=1)
     assert runner.run_all()
-    fails, differs, needs, cut, late = runner.records
+    fails, differs, needs, missing, cut, late = runner.records
     assert fails.status() == "failed: exit 3" and differs.ok
     assert needs.status() == "skipped: needs fails, which failed (exit 3)"
+    assert missing.status().startswith("failed: could not start: [Errno 2]")
     assert cut.state == "timed out" and "(what was left of the budget)" in cut.detail
     assert late.status().startswith("skipped: budget spent (")
     assert runner.elapsed() < 10
