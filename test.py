@@ -75,7 +75,8 @@ def main(args: argparse.Namespace) -> EvalResult:
         model.fuse()
     model.to(device, memory_format=torch.channels_last)  # as in training: the same bits
     dataset = make_val_dataset(data, img_size, args.batch_size, single_cls)
-    loader = create_dataloader(dataset, args.batch_size, workers=0, shuffle=False)
+    loader = create_dataloader(dataset, args.batch_size, workers=0, shuffle=False,
+                               pin_memory=device.type == "cuda")
     detections = [] if args.save_json else None
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,

@@ -11,6 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MICRO_CFG = Path(__file__).resolve().parent / "data" / "micro.cfg"
 
 
+def process_alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for its parent to read its status."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def write_data_file(folder: Path, train: str = "images/train", valid: str = "images/val") -> Path:
     (folder / "tiny.names").write_text("\n".join(CLASS_NAMES) + "\n")
     data = folder / "tiny.data"

@@ -1,21 +1,179 @@
-"""The GPU script's dry run: every step on the CPU with tiny settings, so a mistake shows here,
-not on the borrowed machine."""
+"""The GPU script on the CPU: its dry run (every step with tiny settings, so a mistake shows
+here, not on the borrowed machine), and with fake commands in place of its steps: a hang, a
+SIGTERM to the script itself, a second attempt into the same --out."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+
 import pytest
 
+import scripts.gpu_check as gpu_check
 from scripts.gpu_check import get_args_parser, main
+from tests.helpers import ROOT, process_alive
 
-pytestmark = pytest.mark.slow
+# The steps in the order of what their figures are worth.
+STEPS = ["gpu_repro_a", "gpu_repro_b", "drift_gpu_repro", "probe_gpu_repeat", "cpu_repro",
+         "drift_cpu_vs_gpu", "probe_cpu_vs_gpu", "gpu_ordinary_a", "gpu_ordinary_b",
+         "drift_gpu_ordinary", "benchmark", "pytest_cuda"]
+PY = sys.executable
+HANG = (PY, "-c", "import time; time.sleep(60)")
+PASS = (PY, "-c", "pass")
+FIXTURE_RUN = ROOT / "tests" / "data" / "run_before_plan"
+BUILD_STEPS = gpu_check.build_steps
 
 
+def _with_commands(monkeypatch, replace):
+    """gpu_check's own steps (names, order, needs, folders), each command swapped by
+    ``replace(step)``: a Step, or None to keep it."""
+    def fake(settings, attempt):
+        return [replace(step) or step for step in BUILD_STEPS(settings, attempt)]
+
+    monkeypatch.setattr(gpu_check, "build_steps", fake)
+
+
+def _args(out, *extra):
+    return get_args_parser().parse_args(["--dry-run", "--out", str(out), *extra])
+
+
+def _status(text: str, step: str) -> str:
+    row = next(line for line in text.splitlines() if line.startswith(f"| {step} |"))
+    return row.split(" | ")[1]
+
+
+@pytest.mark.slow
 def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
-    summary = main(get_args_parser().parse_args(["--dry-run", "--out", str(tmp_path)]))
+    summary = main(_args(tmp_path))
+    assert summary == tmp_path / "attempt1" / "summary.md"
     text = summary.read_text()
-    steps = ["pytest_cuda", "gpu_repro_a", "gpu_repro_b", "cpu_repro", "gpu_ordinary_a",
-             "gpu_ordinary_b", "drift_gpu_repro", "drift_gpu_ordinary", "drift_cpu_vs_gpu",
-             "probe_cpu_vs_gpu", "benchmark"]
-    for step in steps:
+    for step in STEPS:
         assert f"| {step} | ok |" in text, step
-    assert "- **gpu_repro**: identical to the last bit through epoch 1" in text
-    assert "- **cpu_vs_gpu**:" in text and "every layer matched" in text
+    table = text.split("## Steps")[1].split("## Machine")[0]
+    assert [line.split(" | ")[0][2:] for line in table.splitlines()[4:] if line] == STEPS
+    assert "Complete:" in text
+    assert "- **gpu_repro** (gpu_repro_a vs gpu_repro_b): identical to the last bit " \
+           "through epoch 1" in text
+    assert "- **cpu_vs_gpu** (cpu_repro vs gpu_repro_a):" in text
+    assert "## Probe: the GPU against itself" in text and "## Probe: CPU against GPU" in text
+    assert text.count("every layer matched") == 2
     assert text.count("| micro | 64 |") == 3  # repro fp32, fp32, amp rows
-    assert (tmp_path / "runs" / "gpu_repro_a" / "results.txt").is_file()
+    assert (tmp_path / "attempt1" / "runs" / "gpu_repro_a" / "results.txt").is_file()
+
+
+def test_a_hung_step_is_stopped_and_the_next_ones_run_or_say_why(tmp_path, monkeypatch):
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(
+        step, command=HANG, limit=1) if step.name == "gpu_repro_a" else
+        dataclasses.replace(step, command=PASS))
+    start = time.monotonic()
+    text = main(_args(tmp_path)).read_text()
+    assert time.monotonic() - start < 60
+    assert _status(text, "gpu_repro_a") == "timed out: limit 1 s; stopped with SIGTERM"
+    for step in ("drift_gpu_repro", "probe_gpu_repeat", "drift_cpu_vs_gpu", "probe_cpu_vs_gpu"):
+        assert _status(text, step).startswith("skipped: needs gpu_repro_a, which timed out"), step
+    for step in ("gpu_repro_b", "cpu_repro", "gpu_ordinary_a", "gpu_ordinary_b",
+                 "drift_gpu_ordinary", "benchmark", "pytest_cuda"):
+        assert _status(text, step) == "ok", step
+    assert "Complete:" in text
+
+
+def test_a_spent_budget_skips_the_remaining_steps_with_the_reason(tmp_path, monkeypatch):
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(
+        step, command=HANG) if step.name == "gpu_repro_a" else
+        dataclasses.replace(step, command=PASS))
+    text = main(_args(tmp_path, "--budget", "8")).read_text()
+    assert _status(text, "gpu_repro_a").startswith("timed out: limit ")
+    assert "(what was left of the budget)" in _status(text, "gpu_repro_a")
+    for step in ("gpu_repro_b", "cpu_repro", "benchmark", "pytest_cuda"):
+        assert _status(text, step).startswith("skipped: budget spent ("), step
+
+
+def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import dataclasses, sys
+        import scripts.gpu_check as gpu_check
+        build_steps = gpu_check.build_steps
+        sleep = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); " \\
+                "time.sleep(60)"
+        gpu_check.build_steps = lambda settings, attempt: [
+            dataclasses.replace(s, command=(sys.executable, "-c", sleep), limit=120)
+            for s in build_steps(settings, attempt)]
+        gpu_check.main(gpu_check.get_args_parser().parse_args(sys.argv[1:]))
+        """))
+    out, bundle = tmp_path / "out", tmp_path / "bundle"
+    proc = subprocess.Popen([PY, str(driver), "--dry-run", "--out", str(out), "--bundle",
+                             str(bundle)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.is_file() or not pid_file.read_text():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the first step never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    text = (out / "attempt1" / "summary.md").read_text()
+    assert "Stopped by a signal" in text
+    assert _status(text, "gpu_repro_a") == "stopped: SIGTERM to the runner"
+    for step in STEPS[1:]:
+        assert _status(text, step) == "not run: SIGTERM to the runner", step
+    assert (bundle / "summary.md").read_text() == text
+    with tarfile.open(bundle / "gpu_check.tar.gz") as tar:
+        names = tar.getnames()
+    assert "attempt1/summary.md" in names and "attempt1/logs/gpu_repro_a.log" in names
+    assert not any(name.startswith("attempt1/tiny") for name in names)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while process_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(child), "the running step outlived the script"
+
+
+def _fake_training(step, fail: tuple[str, ...] = ()):
+    """A training step that leaves a finished run where train.py would (``--project``,
+    ``--name``, the next free name when taken), or fails when named in ``fail``."""
+    if step.name in fail:
+        return dataclasses.replace(step, command=(PY, "-c", "raise SystemExit(1)"))
+    if step.command[1] != "train.py":
+        return dataclasses.replace(step, command=PASS) if step.name != "drift_gpu_repro" else None
+    project = step.command[step.command.index("--project") + 1]
+    name = step.command[step.command.index("--name") + 1]
+    code = textwrap.dedent("""
+        import pathlib, shutil, sys
+        project, name = pathlib.Path(sys.argv[2]), sys.argv[3]
+        project.mkdir(parents=True, exist_ok=True)
+        taken = [p.name for p in project.iterdir()]
+        free = next(f"{name}{n}" if n > 1 else name for n in range(1, 100)
+                    if (f"{name}{n}" if n > 1 else name) not in taken)
+        shutil.copytree(sys.argv[1], project / free)
+        """)
+    return dataclasses.replace(step, command=(PY, "-c", code, str(FIXTURE_RUN), project, name))
+
+
+def test_a_second_attempt_into_the_same_out_compares_its_own_runs(tmp_path, monkeypatch):
+    # The first attempt loses gpu_repro_b; the second has both, and its drift reads them.
+    _with_commands(monkeypatch, lambda step: _fake_training(step, fail=("gpu_repro_b",)))
+    first = main(_args(tmp_path))
+    _with_commands(monkeypatch, _fake_training)
+    second = main(_args(tmp_path))
+    assert second == tmp_path / "attempt2" / "summary.md"
+    text = second.read_text()
+    assert _status(text, "drift_gpu_repro") == "ok"
+    assert "- **gpu_repro** (gpu_repro_a vs gpu_repro_b): identical to the last bit" in text
+    assert sorted(p.name for p in (tmp_path / "attempt2" / "runs").iterdir()) == \
+        ["cpu_repro", "gpu_ordinary_a", "gpu_ordinary_b", "gpu_repro_a", "gpu_repro_b"]
+    log = (tmp_path / "attempt2" / "logs" / "drift_gpu_repro.log").read_text()
+    assert f"{tmp_path / 'attempt2' / 'runs' / 'gpu_repro_a'} " in log.splitlines()[0]
+    assert "attempt1" not in log
+    assert (tmp_path / "attempt2" / "drift_gpu_repro").is_dir()
+    # The first attempt's summary is its own, untouched.
+    assert _status(first.read_text(), "drift_gpu_repro") == \
+        "skipped: needs gpu_repro_b, which failed (exit 1)"

@@ -21,6 +21,7 @@ LAYERS = {
                "utils.distributed", "utils.restart", "utils.training_setup"},
     "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.convert_weights",
               "utils.compare_groups", "utils.export", "utils.convert_labels", "utils.golden",
+              "utils.step_runner", "utils.gpu_summary",
               "scripts", "scripts.gpu_check", "scripts.seed_group"},
     "scripts": {"train", "test", "detect"},
 }

@@ -43,6 +43,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _write_then_commit(Path(path), "w", lambda f: f.write(text))
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _write_then_commit(Path(path), "wb", lambda f: f.write(data))
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
     _write_then_commit(Path(path), "wb", lambda f: torch.save(obj, f))
 

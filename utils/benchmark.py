@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,10 @@ def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, flags: 
             training = build_training(options, None, None)
         plan = training.plan
         if plan.device.type == "cuda":
+            # The allocator keeps the last case's blocks reserved: give them back first, or
+            # each row shows the largest case so far.
+            gc.collect()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(plan.device)
         loader = training.train_loader
         timed = {}
@@ -188,7 +194,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="timed training steps per case (default 6 on a CPU, 50 on a GPU)")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference passes")
     parser.add_argument("--workers", type=int, default=None,
-                        help="loader workers (default: train.py's choice for the mode)")
+                        help="loader workers (default: a worker per CPU core on a GPU, else "
+                             "train.py's choice for the mode)")
     parser.add_argument("--device", default="")
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
@@ -208,8 +215,18 @@ def matmul_peaks(device: torch.device, amp: str) -> dict[str, float]:
     return peaks
 
 
+def default_workers(workers: int | None, device: torch.device) -> int | None:
+    """The loader workers of every case: as given; on a GPU one per CPU core, so that the
+    data share says whether this machine's cores can feed the step (train.py itself uses up
+    to 8, and 0 under --repro); else None, train.py's choice for the mode."""
+    if workers is not None or device.type != "cuda":
+        return workers
+    return os.cpu_count() or 1
+
+
 def main(args: argparse.Namespace) -> dict:
     device = select_device(args.device)
+    workers = default_workers(args.workers, device)
     data = prepare_data(args.data)
     amp, why = choose_precision(None, False, device)
     peaks = matmul_peaks(device, amp)
@@ -226,7 +243,7 @@ def main(args: argparse.Namespace) -> dict:
         for size in args.img_sizes:
             for mode in MODES:
                 report["cases"].append(bench_case(cfg, size, mode, peaks, device, data, steps,
-                                                  args))
+                                                  workers, args))
     if args.epoch:
         report["epoch_seconds"] = {mode[0]: bench_epoch(mode, args.device)
                                    for mode in EPOCH_MODES}
@@ -238,14 +255,14 @@ def main(args: argparse.Namespace) -> dict:
 
 
 def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: dict,
-               device: torch.device, data, steps: int, args) -> dict:
+               device: torch.device, data, steps: int, workers: int | None, args) -> dict:
     """One row of the table: training and inference speed of one model, size and mode. The
     "% of matmul" is against the rate of the arithmetic the convolutions ran in: TF32 for an
     ordinary fp32 run on a GPU (the row says so)."""
     name, flags = mode
     case = {"cfg": cfg, "img_size": size, "mode": name, "repro": "--repro" in flags}
     case.update(bench_training(cfg, size, args.batch_size, steps, flags, args.device or "",
-                               data, args.workers))
+                               data, workers))
     precision = case["precision"]
     case.update(bench_inference(cfg, size, 1, device, data.num_classes, args.repeats * 4,
                                 precision))

@@ -242,9 +242,11 @@ class EpochBatchSampler(Sampler):
 
 def create_dataloader(dataset: YoloDataset, batch_size: int, workers: int, shuffle: bool,
                       drop_last: bool = False, seed: int = 0, rank: int = 0,
-                      world_size: int = 1) -> DataLoader:
+                      world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+    """``pin_memory``: page-locked batches, for a copy to a GPU only; a CPU run on a machine
+    that has a GPU would pay for the pinning and gain nothing."""
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle and not dataset.rect,
                                 drop_last, seed, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      pin_memory=pin_memory, persistent_workers=False,
                       worker_init_fn=limit_opencv_threads)

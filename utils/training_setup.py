@@ -103,10 +103,13 @@ def build_loaders(plan: RunPlan, data, dist_info: DistInfo, log):
     if batch_size % dist_info.world_size:
         raise InputError(f"--batch-size {batch_size} is the global batch: it must split "
                          f"evenly over {dist_info.world_size} processes")
+    pin = plan.device.type == "cuda"
     train_loader = create_dataloader(train_set, batch_size, plan.workers, shuffle=True,
                                      drop_last=plan.drop_last, seed=options.seed,
-                                     rank=dist_info.rank, world_size=dist_info.world_size)
-    val_loader = create_dataloader(val_set, batch_size, plan.workers, shuffle=False)
+                                     rank=dist_info.rank, world_size=dist_info.world_size,
+                                     pin_memory=pin)
+    val_loader = create_dataloader(val_set, batch_size, plan.workers, shuffle=False,
+                                   pin_memory=pin)
     return train_set, train_loader, val_set, val_loader
 
 

@@ -3,7 +3,12 @@ import os
 import pytest
 import torch
 
-from utils.atomic_io import atomic_same_file, atomic_torch_save, atomic_write_text
+from utils.atomic_io import (
+    atomic_same_file,
+    atomic_torch_save,
+    atomic_write_bytes,
+    atomic_write_text,
+)
 
 
 def test_text_is_replaced_whole(tmp_path):
@@ -12,6 +17,8 @@ def test_text_is_replaced_whole(tmp_path):
     atomic_write_text(path, "new\n")
     assert path.read_text() == "new\n"
     assert os.listdir(tmp_path) == ["results.txt"]  # no temporary file left behind
+    atomic_write_bytes(path, b"\x00bytes")
+    assert path.read_bytes() == b"\x00bytes" and os.listdir(tmp_path) == ["results.txt"]
 
 
 def test_a_failed_save_keeps_the_old_file(tmp_path):

@@ -35,3 +35,13 @@ def test_training_rate_times_train_pys_own_step(tiny_data):
     assert train["precision"] == "fp32" and train["workers"] == 0
     infer = bench_inference(str(MICRO_CFG), 64, 1, device, data.num_classes, repeats=2)
     assert infer["infer_b1_img_per_s"] > 0
+
+
+def test_on_a_gpu_every_mode_gets_a_loader_worker_per_core(monkeypatch):
+    # train.py's own choice (0 under --repro, up to 8) would time the loader on a fast GPU.
+    from utils.benchmark import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_workers(None, torch.device("cuda", 0)) == 16
+    assert default_workers(3, torch.device("cuda", 0)) == 3
+    assert default_workers(None, torch.device("cpu")) is None  # the plan's choice per mode

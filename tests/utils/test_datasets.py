@@ -62,3 +62,28 @@ def test_rect_batches_share_a_stride_multiple_shape_and_keep_labels_with_images(
         assert dataset.image_sizes[index] == placement.original
     heights_over_widths = [h / w for h, w in dataset.image_sizes]
     assert heights_over_widths == sorted(heights_over_widths)
+
+
+def test_a_cpu_run_does_not_pin_its_batches_on_a_machine_with_a_gpu(tiny_data, tmp_path,
+                                                                     monkeypatch):
+    # The CPU run of the GPU experiment: pinning pays for a copy to a GPU that never comes.
+    import torch
+
+    from tests.helpers import MICRO_CFG
+    from utils import training_setup
+    from utils.run_plan import options_parser, resolve_options
+
+    build_loaders = training_setup.build_loaders
+
+    def loaders_on_a_machine_with_a_gpu(*args):
+        with monkeypatch.context() as patch:  # only here: cuDNN's set-up would ask for a GPU
+            patch.setattr(torch.cuda, "is_available", lambda: True)
+            return build_loaders(*args)
+
+    monkeypatch.setattr(training_setup, "build_loaders", loaders_on_a_machine_with_a_gpu)
+    argv = ["--cfg", str(MICRO_CFG), "--data", str(tiny_data), "--img-size", "64",
+            "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--quiet",
+            "--project", str(tmp_path)]
+    options, _, _ = resolve_options(options_parser().parse_args(argv), options_parser())
+    training = training_setup.build_training(options, None, None)
+    assert not training.train_loader.pin_memory and not training.val_loader.pin_memory
