@@ -82,6 +82,7 @@ def plan(args, attempt: Path) -> dict:
                 "bench": ["--cfgs", "cfg/yolov3-tiny.cfg", "cfg/yolov3.cfg", "--img-sizes",
                           "416", "--repeats", "3"],
                 "cpu_threads": str(min(16, os.cpu_count() or 1)), "probe_gpu": "device=cuda",
+                "golden": "cuda",
                 "limits": LIMITS["gpu"]}
     data = attempt / "tiny"
     generate_shapes(data, n_train=16, n_val=8, size=64, seed=0)
@@ -94,7 +95,8 @@ def plan(args, attempt: Path) -> dict:
                       "--data", str(data / "tiny.data")],
             "bench": ["--cfgs", micro, "--img-sizes", "64", "--batch-size", "4", "--steps", "2",
                       "--repeats", "1", "--data", str(data / "tiny.data")],
-            "cpu_threads": "2", "probe_gpu": "device=cpu", "limits": LIMITS["dry"]}
+            "cpu_threads": "2", "probe_gpu": "device=cpu", "golden": "cpu",
+            "limits": LIMITS["dry"]}
 
 
 # Drift steps: (name, run a, run b). The summary reads them too.
@@ -132,6 +134,11 @@ def build_steps(settings: dict, attempt: Path) -> list[Step]:
                   settings["cpu_threads"], limit=limits["cpu_train"]),
             drift("cpu_vs_gpu"),
             probe("probe_cpu_vs_gpu", "--a", "device=cpu", "--b", settings["probe_gpu"]),
+            # The GPU's golden record (issue 23): the small training's fingerprints and layer
+            # trace, kept for the next GPU of the same model to match.
+            Step("golden_gpu", (py, "-m", "utils.golden", "--device", settings["golden"],
+                                "--record", "--file", str(attempt / "golden.json")),
+                 limits["probe"], ok_codes=(0, 1)),
             train("gpu_ordinary_a", *gpu), train("gpu_ordinary_b", *gpu),
             drift("gpu_ordinary"),
             Step("benchmark", (py, "-m", "utils.benchmark", *settings["bench"], *gpu, "--out",

@@ -2,6 +2,7 @@
 here, not on the borrowed machine), and with fake commands in place of its steps: a hang, a
 SIGTERM to the script itself, a second attempt into the same --out."""
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from tests.helpers import ROOT, process_alive
 
 # The steps in the order of what their figures are worth.
 STEPS = ["gpu_repro_a", "gpu_repro_b", "drift_gpu_repro", "probe_gpu_repeat", "cpu_repro",
-         "drift_cpu_vs_gpu", "probe_cpu_vs_gpu", "gpu_ordinary_a", "gpu_ordinary_b",
+         "drift_cpu_vs_gpu", "probe_cpu_vs_gpu", "golden_gpu", "gpu_ordinary_a", "gpu_ordinary_b",
          "drift_gpu_ordinary", "benchmark", "pytest_cuda"]
 PY = sys.executable
 HANG = (PY, "-c", "import time; time.sleep(60)")
@@ -60,6 +61,8 @@ def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
     assert "- **cpu_vs_gpu** (cpu_repro vs gpu_repro_a):" in text
     assert "## Probe: the GPU against itself" in text and "## Probe: CPU against GPU" in text
     assert text.count("every layer matched") == 2
+    assert "## Golden record" in text and "- this machine:" in text
+    assert json.loads((tmp_path / "attempt1" / "golden.json").read_text())["records"]
     assert text.count("| micro | 64 |") == 3  # repro fp32, fp32, amp rows
     assert (tmp_path / "attempt1" / "runs" / "gpu_repro_a" / "results.txt").is_file()
 

@@ -205,6 +205,11 @@ def add_record(path: Path, record: dict) -> None:
     atomic_write_text(path, json.dumps({"records": records}, indent=1) + "\n")
 
 
+def _cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Rerun the small --portable training and "
                                                  "compare its bits with the recorded machines.")
@@ -226,6 +231,10 @@ def main(args: argparse.Namespace) -> int:
         return 0
     path = Path(args.file)
     try:
+        if args.device not in ("cpu", "cuda"):
+            raise InputError(f"--device {args.device!r}: expected cpu or cuda")
+        if args.device == "cuda" and not _cuda_available():
+            raise InputError("--device cuda: no CUDA GPU here")
         records = load_records(path)
     except InputError as err:
         return report_input_error(err)
