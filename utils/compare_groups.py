@@ -9,6 +9,11 @@ interval, and a verdict.
 
 A group is given as run folders (or results.txt files), or as one folder holding them.
 
+The groups are compared at the last epoch every run evaluated: each run's last epoch when they
+all end there; otherwise the report names the epoch (a run still training, killed or stopped
+by --stop-after is compared where it stopped). An epoch never evaluated is left out, never read
+as a score of 0.
+
 The interval is Welch's t interval for a difference of means: with 3 to 5 seeds a bootstrap over
 seeds has only a handful of distinct resamples and comes out too narrow, while Welch's t widens
 the interval for the small sample (its degrees of freedom) and does not assume both groups
@@ -121,27 +126,73 @@ def settings_report(group_a: list[Run], group_b: list[Run]) -> tuple[list[dict],
                                 ", not only in the seed")
         lengths = sorted({len(run.rows) for run in group})
         if len(lengths) > 1:
-            warnings.append(f"group {label}: runs have different numbers of epochs {lengths}; "
-                            "each run's last epoch is its end")
+            warnings.append(f"group {label}: runs have different numbers of epochs {lengths}")
     return between, warnings
+
+
+EVALUATED = ("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95")
+
+
+def metric_value(run: Run, epoch: int, metric: str) -> float:
+    """One metric of one epoch; NaN where the epoch was not evaluated. Runs from before NaN was
+    written for such epochs (--notest, the legs before a crash) have all evaluation columns
+    0.0, which no evaluation gives (the validation losses of any image are above 0): read as
+    NaN too, never as a measured 0."""
+    values = run.rows[epoch].values
+    if metric in EVALUATED and all(values.get(m) == 0.0 for m in EVALUATED):
+        return math.nan
+    return values.get(metric, math.nan)
+
+
+def evaluated_epochs(run: Run) -> set[int]:
+    """The epochs at which the run was evaluated (any evaluation column not NaN)."""
+    return {e for e in run.rows
+            if any(not math.isnan(metric_value(run, e, m)) for m in EVALUATED)}
+
+
+def common_epoch(group_a: list[Run], group_b: list[Run]) -> tuple[int, str | None]:
+    """The epoch to compare at: the last one every run evaluated, with a note when that is not
+    every run's last epoch. Refused when no epoch was evaluated by all runs."""
+    runs = group_a + group_b
+    common = set.intersection(*(evaluated_epochs(r) for r in runs))
+    ends = sorted({max(r.rows) for r in runs})
+    if not common:
+        raise InputError("no epoch that every run evaluated (--notest evaluates only the last "
+                         f"epoch; the runs end at epochs {ends}): nothing to compare at")
+    epoch = max(common)
+    if ends == [epoch]:
+        return epoch, None
+    return epoch, (f"compared at epoch {epoch}, the last epoch every run evaluated; the runs "
+                   f"end at epochs {ends}: a run that stopped early (still running, killed, "
+                   "--stop-after) is compared with the others where it stopped, not with "
+                   "their ends")
+
+
+def _non_finite_warnings(groups: dict[str, list[Run]], epoch: int) -> list[str]:
+    warnings = []
+    for label, group in groups.items():
+        for run in group:
+            for m in METRICS:
+                value = metric_value(run, epoch, m)
+                if not math.isfinite(value):
+                    shown = "NaN" if math.isnan(value) else f"{value}"
+                    warnings.append(f"group {label}: {run.name} has {m} {shown} at epoch "
+                                    f"{epoch}: left out of {m}")
+    return warnings
 
 
 def compare(specs_a: list[str], specs_b: list[str], metrics: list[str]) -> dict:
     group_a = [Run(s) for s in expand_group(specs_a)]
     group_b = [Run(s) for s in expand_group(specs_b)]
+    epoch, note = common_epoch(group_a, group_b)
     report = {"a": [r.name for r in group_a], "b": [r.name for r in group_b],
-              "method": "Welch's t interval, 95%", "end": {}, "per_epoch": [], "verdicts": []}
-    warnings = []
-    for label, group in (("A", group_a), ("B", group_b)):
-        for run in group:
-            last = run.rows[max(run.rows)]
-            for m in METRICS:
-                if math.isnan(last.values.get(m, 0.0)):
-                    warnings.append(f"group {label}: {run.name} has {m} NaN at its last epoch "
-                                    f"({last.epoch}): left out of {m}")
+              "method": "Welch's t interval, 95%", "epoch": epoch, "epoch_note": note,
+              "end": {}, "per_epoch": [], "verdicts": []}
+    warnings = ([note] if note else []) + _non_finite_warnings({"A": group_a, "B": group_b},
+                                                               epoch)
     for m in METRICS:
-        a = Summary.of([r.rows[max(r.rows)].values.get(m, math.nan) for r in group_a])
-        b = Summary.of([r.rows[max(r.rows)].values.get(m, math.nan) for r in group_b])
+        a = Summary.of([metric_value(r, epoch, m) for r in group_a])
+        b = Summary.of([metric_value(r, epoch, m) for r in group_b])
         diff, low, high = welch_interval(a, b)
         report["end"][m] = {"a": a.__dict__, "b": b.__dict__, "difference": diff,
                             "interval": [low, high]}
@@ -149,8 +200,8 @@ def compare(specs_a: list[str], specs_b: list[str], metrics: list[str]) -> dict:
     for e in epochs:
         entry = {"epoch": e}
         for m in METRICS:
-            a = Summary.of([r.rows[e].values.get(m, math.nan) for r in group_a if e in r.rows])
-            b = Summary.of([r.rows[e].values.get(m, math.nan) for r in group_b if e in r.rows])
+            a = Summary.of([metric_value(r, e, m) for r in group_a if e in r.rows])
+            b = Summary.of([metric_value(r, e, m) for r in group_b if e in r.rows])
             entry[m] = {"a": a.__dict__, "b": b.__dict__}
         report["per_epoch"].append(entry)
     differ = []
@@ -166,9 +217,11 @@ def compare(specs_a: list[str], specs_b: list[str], metrics: list[str]) -> dict:
 
 
 def format_report(report: dict) -> str:
+    where = (f"at epoch {report['epoch']} (the last epoch every run evaluated)"
+             if report["epoch_note"] else "at the end (each run's last epoch)")
     lines = [f"group A ({len(report['a'])} runs): {', '.join(report['a'])}",
              f"group B ({len(report['b'])} runs): {', '.join(report['b'])}", "",
-             f"at the end (each run's last epoch); difference B - A, {report['method']}:",
+             f"{where}; difference B - A, {report['method']}:",
              f"{'metric':>13} {'A mean':>10} {'A std':>9} {'A range':>19} {'B mean':>10} "
              f"{'B std':>9} {'B range':>19} {'B - A':>10} {'95% interval':>21}"]
     for m, v in report["end"].items():
@@ -180,9 +233,10 @@ def format_report(report: dict) -> str:
                      f"{low:>+10.4g}..{high:<+10.4g}")
     lines += ["", "per epoch, mAP@0.5 mean (std) of A and B:"]
     for entry in report["per_epoch"]:
-        a, b = entry["mAP@0.5"]["a"], entry["mAP@0.5"]["b"]
-        lines.append(f"  epoch {entry['epoch']:>3}: A {a['mean']:.4f} ({a['std']:.3g}, n={a['n']})"
-                     f"  B {b['mean']:.4f} ({b['std']:.3g}, n={b['n']})")
+        cells = [f"{label} {s['mean']:.4f} ({s['std']:.3g}, n={s['n']})" if s["n"]
+                 else f"{label} not evaluated"
+                 for label, s in (("A", entry["mAP@0.5"]["a"]), ("B", entry["mAP@0.5"]["b"]))]
+        lines.append(f"  epoch {entry['epoch']:>3}: " + "  ".join(cells))
     lines += ["", "settings that differ between the groups:"]
     lines += [f"  {d['setting']}: A {', '.join(d['a'])}; B {', '.join(d['b'])}"
               for d in report["settings_between"]] or ["  none recorded"]

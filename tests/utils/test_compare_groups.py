@@ -11,13 +11,21 @@ BASE = {"mem_gb": 1.0, "box": 0.05, "obj": 0.1, "cls": 0.2, "total": 0.35, "targ
         "val_obj": 0.09, "val_cls": 0.19, "mAP@0.5:0.95": 0.3}
 
 
-def _run(folder, final_map50, epochs=3, settings=None, seed=0):
-    """A run whose mAP@0.5 climbs to ``final_map50``; mAP@0.5:0.95 is half of it."""
+EVALUATED = ("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95")
+
+
+def _run(folder, final_map50, epochs=3, settings=None, seed=0, stop=None, unevaluated=(),
+         blank=float("nan")):
+    """A run whose mAP@0.5 climbs to ``final_map50``; mAP@0.5:0.95 is half of it. ``stop``:
+    the rows written (a run stopped early); ``unevaluated``: epochs whose evaluation columns
+    are ``blank`` (NaN as train.py writes them, 0.0 as it wrote them before)."""
     folder.mkdir(parents=True)
     lines = []
-    for e in range(epochs):
+    for e in range(epochs if stop is None else stop):
         value = final_map50 - 0.1 * (epochs - 1 - e)
         values = dict(BASE, **{"mAP@0.5": value, "mAP@0.5:0.95": value / 2})
+        if e in unevaluated:
+            values.update(dict.fromkeys(EVALUATED, blank))
         lines.append(format_line(e, epochs, values, f"{seed:08x}{e:08x}"))
     write_results(folder / "results.txt", lines)
     record = {"options": {"seed": seed, "name": folder.name, "adam": False}}
@@ -79,7 +87,61 @@ def test_nan_is_left_out_with_a_warning(tmp_path, capsys):
     code, out = _main(capsys, tmp_path, a, b, "--json")
     report = json.loads(out.out)
     assert code == 1 and report["end"]["mAP@0.5"]["a"]["n"] == 2
-    assert any("has mAP@0.5 NaN at its last epoch" in w for w in report["warnings"])
+    assert any("has mAP@0.5 NaN at epoch 2: left out" in w for w in report["warnings"])
+
+
+def test_inf_is_left_out_with_a_warning_too(tmp_path, capsys):
+    a = _group(tmp_path / "a", [0.50, 0.51, float("inf")])
+    b = _group(tmp_path / "b", [0.60, 0.61, 0.59])
+    code, out = _main(capsys, tmp_path, a, b, "--json")
+    report = json.loads(out.out)
+    assert code == 1 and report["end"]["mAP@0.5"]["a"]["n"] == 2
+    assert any("has mAP@0.5 inf at epoch 2: left out" in w for w in report["warnings"])
+
+
+def test_a_group_stopped_early_is_compared_where_it_stopped(tmp_path, capsys):
+    """Issue 22: B is the same training as A stopped at epoch 8 of 17. Each run's last epoch
+    read "B is worse than A by -0.9 ...: larger than the seed spread"."""
+    a = [_run(tmp_path / "a" / f"seed{i}", f, epochs=17, seed=i)
+         for i, f in enumerate([0.80, 0.82, 0.78])]
+    b = [_run(tmp_path / "b" / f"seed{i}", f, epochs=17, seed=i, stop=8)
+         for i, f in enumerate([0.81, 0.79, 0.80])]
+    code, out = _main(capsys, tmp_path, a, b, "--json")
+    report = json.loads(out.out)
+    assert code == 0 and report["epoch"] == 7
+    assert report["end"]["mAP@0.5"]["a"]["mean"] == pytest.approx(0.8 - 0.9)
+    assert report["verdicts"][0]["verdict"].startswith("mAP@0.5: within seed noise")
+    assert "the last epoch every run evaluated; the runs end at epochs [7, 16]" in \
+        report["warnings"][0]
+    code, out = _main(capsys, tmp_path, a, b)
+    assert "at epoch 7 (the last epoch every run evaluated); difference B - A" in out.out
+
+
+@pytest.mark.parametrize("blank", [float("nan"), 0.0], ids=["nan", "old-zero"])
+def test_unevaluated_epochs_never_count_as_zero(tmp_path, capsys, blank):
+    """--notest runs evaluate the last epoch only; before NaN was written, the others read 0.0.
+    Neither may be averaged in as a score of 0."""
+    a = _group(tmp_path / "a", [0.50, 0.52, 0.48], unevaluated=(0, 1), blank=blank)
+    b = _group(tmp_path / "b", [0.51, 0.49, 0.53])
+    code, out = _main(capsys, tmp_path, a, b, "--json")
+    report = json.loads(out.out)
+    assert code == 0 and report["epoch"] == 2 and report["epoch_note"] is None
+    first = report["per_epoch"][0]["mAP@0.5"]
+    assert first["a"]["n"] == 0 and first["b"]["n"] == 3
+    assert not any("left out" in w for w in report["warnings"])
+    code, out = _main(capsys, tmp_path, a, b)
+    assert "epoch   0: A not evaluated  B 0.3100" in out.out
+
+
+@pytest.mark.parametrize("blank", [float("nan"), 0.0], ids=["nan", "old-zero"])
+def test_no_epoch_evaluated_by_every_run_is_refused(tmp_path, capsys, blank):
+    """A --notest run killed before its last epoch was evaluated: its 0.0s read as a real
+    score of 0 ("B is worse than A"); there is no epoch to compare at."""
+    a = _group(tmp_path / "a", [0.50, 0.52, 0.48])
+    b = [_run(tmp_path / "b" / f"seed{i}", 0.5, seed=i, stop=2, unevaluated=(0, 1),
+              blank=blank) for i in range(3)]
+    code, out = _main(capsys, tmp_path, a, b)
+    assert code == 2 and "no epoch that every run evaluated" in out.err
 
 
 def test_runs_of_different_lengths_and_settings_within_a_group(tmp_path, capsys):
