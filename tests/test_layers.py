@@ -10,7 +10,8 @@ from tests.helpers import ROOT
 
 LAYERS = {
     "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device", "utils.machine"},
-    "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule"},
+    "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule",
+             "utils.bootstrap", "utils.significance"},
     "model": {"models", "models.cfg_parser", "models.darknet", "models.layers",
               "models.darknet_weights"},
     "data": {"utils.data_config", "utils.labels", "utils.image_io", "utils.augment",

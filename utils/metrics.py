@@ -11,7 +11,7 @@ The rules, as COCOeval applies them (and tests/utils/test_metrics.py checks agai
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -56,7 +56,8 @@ class CocoMetrics:
 
     stats: the 12 summary numbers in COCOeval's order (-1 where nothing was there to measure);
     classes [K] (those with ground truth), ap [K] (0.50:0.95), ap50 [K], and precision, recall,
-    f1 [K] at the score threshold that maximizes the mean F1 over classes (IoU 0.5).
+    f1 [K] at the score threshold that maximizes the mean F1 over classes (IoU 0.5); ``table``:
+    the per-image matching they were accumulated from.
     """
     stats: np.ndarray
     classes: np.ndarray
@@ -66,6 +67,7 @@ class CocoMetrics:
     precision: np.ndarray
     recall: np.ndarray
     f1: np.ndarray
+    table: MatchTable
 
     def named(self) -> dict[str, float]:
         return {name: float(v) for (name, *_), v in zip(SUMMARY, self.stats)}
@@ -140,17 +142,18 @@ def match_detections(ious: np.ndarray, gt_ignore: np.ndarray,
 
 
 def match_image_class(ious: np.ndarray, gt_boxes: np.ndarray, boxes: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One image and class, matched for every area range and IoU threshold at once.
 
     ious [D, G] of its detections (in score order, cut to the most kept) against its ground
-    truth; gt_boxes [G, 4], boxes [D, 4] xyxy pixels. Returns (true positive [A, T, D],
-    false positive [A, T, D], ground truths inside each area range [A]); a detection that is
-    neither is ignored (matched to an ignored box, or unmatched and outside the range).
+    truth; gt_boxes [G, 4], boxes [D, 4] xyxy pixels. Returns (matched [A, T, D], true
+    positive [A, T, D]: matched to a box inside the area range, inside [A, D]: the detection
+    itself inside it, ground truths inside each range [A]). A false positive is unmatched and
+    inside; the rest is ignored (matched to an ignored box, or unmatched and outside).
     """
     gt_areas, det_areas = _areas(gt_boxes), _areas(boxes)
     gt_ignore = (gt_areas[None] < _AREA_LOW[:, None]) | (gt_areas[None] > _AREA_HIGH[:, None])
-    outside = (det_areas[None] < _AREA_LOW[:, None]) | (det_areas[None] > _AREA_HIGH[:, None])
+    inside = (det_areas[None] >= _AREA_LOW[:, None]) & (det_areas[None] <= _AREA_HIGH[:, None])
     num_areas, num_thresholds = len(AREA_RANGES), len(IOU_THRESHOLDS)
     shape = (num_areas, num_thresholds, len(boxes))
     if not ious.size:
@@ -166,8 +169,7 @@ def match_image_class(ious: np.ndarray, gt_boxes: np.ndarray, boxes: np.ndarray
         matched = taken >= 0
         on_ignored = matched & np.take_along_axis(
             gt_ignore[:, None, :], np.maximum(taken, 0), 2)
-    ignored = on_ignored | (~matched & outside[:, None, :])
-    return matched & ~ignored, ~matched & ~ignored, (~gt_ignore).sum(1)
+    return matched, matched & ~on_ignored, inside, (~gt_ignore).sum(1)
 
 
 @dataclass
@@ -177,14 +179,28 @@ class ClassMatches:
 
     image [D]: index of the detection's image (in id order); rank [D]: its place in its
     image's score order (0 = highest), which the max-detections cut reads; scores [D];
-    tp, fp [A, T, D] bool; gts [I, A]: each image's ground truths inside each area range.
+    matched, tp [A, T, D] bool; inside [A, D] bool (the detection inside the area range);
+    gts [I, A]: each image's ground truths inside each area range. ``positions`` [A, T, M]:
+    where the matched detections of each row are (padded, ``padded`` True there), since only
+    they move a precision curve's peaks (see :func:`_precision_at_recall_points`).
     """
     image: np.ndarray
     rank: np.ndarray
     scores: np.ndarray
+    matched: np.ndarray
     tp: np.ndarray
-    fp: np.ndarray
+    inside: np.ndarray
     gts: np.ndarray
+    positions: np.ndarray = field(init=False)
+    padded: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        counts = self.matched.sum(-1)
+        width = int(counts.max()) if counts.size else 0
+        # a stable sort puts each row's matched detections first, in ranking order
+        order = np.argsort(~self.matched, axis=-1, kind="stable")[..., :width]
+        self.positions = order
+        self.padded = np.arange(width) >= counts[..., None]
 
 
 @dataclass
@@ -204,7 +220,7 @@ def match_images(images: list[ImageDetections]) -> MatchTable:
     images = sorted(images, key=lambda im: im.image_id)
     classes, label_counts = np.unique(np.concatenate(
         [im.gt_classes for im in images] or [np.zeros(0)]).astype(int), return_counts=True)
-    parts: dict[int, list] = {int(c): [] for c in classes}
+    parts: list[list] = [[] for _ in classes]
     gts = np.zeros((len(classes), len(images), len(AREA_RANGES)), dtype=int)
     for i, image in enumerate(images):
         ious = (box_iou(torch.from_numpy(image.boxes), torch.from_numpy(image.gt_boxes)).numpy()
@@ -214,48 +230,70 @@ def match_images(images: list[ImageDetections]) -> MatchTable:
             gt = np.flatnonzero(image.gt_classes == classes[k])
             det = np.flatnonzero(image.classes == classes[k])
             det = det[np.argsort(-image.scores[det], kind="mergesort")[:MAX_DETECTIONS[-1]]]
-            tp, fp, gts[k, i] = match_image_class(ious[np.ix_(det, gt)], image.gt_boxes[gt],
+            *found, gts[k, i] = match_image_class(ious[np.ix_(det, gt)], image.gt_boxes[gt],
                                                   image.boxes[det])
-            parts[int(classes[k])].append((np.full(len(det), i), np.arange(len(det)),
-                                           image.scores[det], tp, fp))
+            parts[k].append((np.full(len(det), i), np.arange(len(det)), image.scores[det],
+                             *found))
     per_class = []
-    for k, cls in enumerate(classes):
-        found = parts[int(cls)]
+    num_areas, num_thresholds = len(AREA_RANGES), len(IOU_THRESHOLDS)
+    for k, found in enumerate(parts):
         image, rank, scores = (np.concatenate([p[j] for p in found] or [np.zeros(0, int)])
                                for j in range(3))
-        tp, fp = (np.concatenate([p[j] for p in found], 2) if found else
-                  np.zeros((len(AREA_RANGES), len(IOU_THRESHOLDS), 0), dtype=bool)
-                  for j in (3, 4))
+        matched, tp = (np.concatenate([p[j] for p in found], 2) if found else
+                       np.zeros((num_areas, num_thresholds, 0), dtype=bool) for j in (3, 4))
+        inside = (np.concatenate([p[5] for p in found], 1) if found
+                  else np.zeros((num_areas, 0), dtype=bool))
         order = np.argsort(-scores, kind="mergesort")
         per_class.append(ClassMatches(image[order], rank[order], scores[order],
-                                      tp[:, :, order], fp[:, :, order], gts[k]))
+                                      matched[:, :, order], tp[:, :, order], inside[:, order],
+                                      gts[k]))
     return MatchTable(np.array([im.image_id for im in images]), classes, label_counts,
                       per_class)
 
 
-def _precision_at_recall_points(tp: np.ndarray, fp: np.ndarray, num_gts: np.ndarray
+def _precision_at_recall_points(matches: ClassMatches, det_weights: np.ndarray,
+                                areas: np.ndarray, num_gts: np.ndarray
                                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Precision at the 101 recall points [A, T, R] and the final recall [A, T] of ranked
-    lists: tp, fp [A, T, D] cumulative (weighted) counts, integer valued; num_gts [A] > 0."""
-    areas, thresholds, num_dets = tp.shape
-    points = np.zeros((areas, thresholds, len(RECALL_POINTS)))
-    if not num_dets:
-        return points, np.zeros((areas, thresholds))
-    precision = tp / (tp + fp + np.spacing(1))
+    """Precision at the 101 recall points [A', T, R] and the final recall [A', T] of the ranked
+    detections counted ``det_weights`` [D] times (whole numbers), for the area ranges
+    ``areas`` [A'] with ``num_gts`` [A'] > 0 ground truths (weighted).
+
+    COCOeval runs cumulative counts over every detection. Only the matched ones are needed:
+    precision rises only at a true positive, so the envelope's value at any recall is the
+    highest precision among the true positives from there on, and a true positive's false
+    positives before it are the detections inside the range before it less the matched ones.
+    The counts are whole numbers in floats, so the result is COCOeval's to the last bit.
+    """
+    thresholds, recall_points = len(IOU_THRESHOLDS), len(RECALL_POINTS)
+    positions, padded = matches.positions[areas], matches.padded[areas]  # [A', T, M]
+    width = positions.shape[-1]
+    if not width or not len(areas):
+        return (np.zeros((len(areas), thresholds, recall_points)),
+                np.zeros((len(areas), thresholds)))
+    inside = matches.inside[areas]
+    inside_before = np.cumsum(inside * det_weights, axis=1)  # [A', D], inclusive
+    weight = np.where(padded, 0.0, det_weights[positions])  # [A', T, M]
+    tp_flag = np.take_along_axis(matches.tp[areas], positions, 2)
+    tp = np.cumsum(weight * tp_flag, axis=-1)
+    matched_inside = np.cumsum(weight * np.take_along_axis(inside[:, None, :], positions, 2),
+                               axis=-1)
+    fp = np.take_along_axis(inside_before[:, None, :], positions, 2) - matched_inside
+    peaks = (weight > 0) & tp_flag
+    precision = np.where(peaks, tp / (tp + fp + np.spacing(1)), 0.0)
     envelope = np.maximum.accumulate(precision[..., ::-1], axis=-1)[..., ::-1]
-    # The first entry whose recall tp / n reaches each point, found on the integer counts (to
-    # stay exact): the smallest count k with k / n >= point, as COCOeval's float division
-    # compares it, then one search over all rows at once, each row offset above the last.
+    # The first true positive whose recall tp / n reaches each point, found on the integer
+    # counts (to stay exact): the smallest count k with k / n >= point, as COCOeval's float
+    # division compares it, then one search over all rows at once, each offset above the last.
     needed = np.stack([np.searchsorted(np.arange(n + 1) / n, RECALL_POINTS) for n in num_gts])
     offset = float(num_gts.max()) + 2
-    rows = np.arange(areas * thresholds).reshape(areas, thresholds)
-    keys = (tp + offset * rows[..., None]).ravel()
-    first = np.searchsorted(keys, needed[:, None, :] + offset * rows[..., None])
-    first -= num_dets * rows[..., None]
-    reached = first < num_dets
-    flat = envelope.reshape(-1, num_dets)
-    points[reached] = flat[np.broadcast_to(rows[..., None], first.shape)[reached],
-                           first[reached]]
+    rows = np.arange(len(areas) * thresholds).reshape(len(areas), thresholds)
+    first = np.searchsorted((tp + offset * rows[..., None]).ravel(),
+                            needed[:, None, :] + offset * rows[..., None])
+    first -= width * rows[..., None]
+    reached = first < width
+    points = np.zeros(first.shape)
+    points[reached] = envelope.reshape(-1, width)[
+        np.broadcast_to(rows[..., None], first.shape)[reached], first[reached]]
     return points, tp[..., -1] / num_gts[:, None]
 
 
@@ -274,18 +312,14 @@ def accumulate(table: MatchTable, weights: np.ndarray | None = None
     recall = -np.ones(shape)
     for k, matches in enumerate(table.per_class):
         num_gts = weights @ matches.gts  # [A]
-        valid = np.flatnonzero(num_gts > 0)
-        det_weights = weights[matches.image]
+        areas = np.flatnonzero(num_gts > 0)
         for m, max_det in enumerate(MAX_DETECTIONS):
-            # Detections not counted (over the cut, or of an image not drawn) only repeat the
-            # curve's point before them: left out, they change nothing.
-            keep = np.flatnonzero((matches.rank < max_det) & (det_weights > 0))
-            w = det_weights[keep]
-            tp = np.cumsum(matches.tp[valid][:, :, keep] * w, axis=-1)
-            fp = np.cumsum(matches.fp[valid][:, :, keep] * w, axis=-1)
-            points, final = _precision_at_recall_points(tp, fp, num_gts[valid])
-            precision[:, :, k, valid, m] = points.transpose(1, 2, 0)
-            recall[:, k, valid, m] = final.T
+            # Detections over the cut count 0 times: they only repeat the point before them.
+            det_weights = weights[matches.image] * (matches.rank < max_det)
+            points, final = _precision_at_recall_points(matches, det_weights, areas,
+                                                        num_gts[areas])
+            precision[:, :, k, areas, m] = points.transpose(1, 2, 0)
+            recall[:, k, areas, m] = final.T
     return precision, recall
 
 
@@ -306,7 +340,7 @@ def coco_evaluate(images: list[ImageDetections]) -> CocoMetrics:
     ap50 = np.array([_mean_valid(all_100[0, :, k]) for k in range(len(table.classes))])
     p, r, f1 = best_f1_point(operating)
     return CocoMetrics(summarize(precision, recall), table.classes, table.label_counts, ap,
-                       ap50, p, r, f1)
+                       ap50, p, r, f1, table)
 
 
 def _mean_valid(values: np.ndarray) -> float:
