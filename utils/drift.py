@@ -330,7 +330,8 @@ def print_report(report: dict, as_json: bool, formatter) -> None:
         print(json.dumps(json_safe(report), indent=1, default=str, allow_nan=False))
     else:
         print(formatter(report))
-        print(f"plot: {report['plot']}")
+        if report.get("plot"):
+            print(f"plot: {report['plot']}")
 
 
 if __name__ == "__main__":

@@ -77,20 +77,24 @@ def t_test_power(effect: float, se: float, df: float, alpha: float = ALPHA) -> f
         return 1.0 if effect else alpha
     critical = stats.t.ppf(1 - alpha / 2, df)
     shift = abs(effect) / se
-    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
+    # The far tail on the wrong side: below 1e-100 once the shift is large, where scipy's
+    # noncentral t can return NaN for it.
+    wrong_side = float(np.nan_to_num(stats.nct.cdf(-critical, df, shift)))
+    return float(stats.nct.sf(critical, df, shift)) + wrong_side
 
 
 def detectable_difference(se: float, df: float, power: float = POWER,
                           alpha: float = ALPHA) -> float:
     """The smallest true difference the t test finds with probability ``power``: for an
-    estimate of standard error ``se`` on ``df`` degrees of freedom."""
+    estimate of standard error ``se`` on ``df`` degrees of freedom. Solved in standard errors
+    (the answer scales with ``se``), up to 50 of them: t(0.975, 1) is 12.7."""
     if not math.isfinite(se) or not df or df < 1:
         return math.nan
     if se == 0:
         return 0.0
-    high = se * 50  # power is near 1 long before: t(0.975, 1) is 12.7 standard errors
-    return float(optimize.brentq(lambda e: t_test_power(e, se, df, alpha) - power, 0.0, high,
-                                 xtol=se * 1e-9))
+    shift = optimize.brentq(lambda k: t_test_power(k, 1.0, df, alpha) - power, 0.0, 50.0,
+                            xtol=1e-10)
+    return float(shift * se)
 
 
 def welch_detectable(a: Summary, b: Summary, power: float = POWER, alpha: float = ALPHA
