@@ -162,10 +162,12 @@ def match_image_class(ious: np.ndarray, gt_boxes: np.ndarray, boxes: np.ndarray
         # An area with all its ground truth on one side is matched as if none were ignored:
         # preferring regular boxes changes nothing then. Each other pattern is matched once.
         patterns = np.where(gt_ignore.all(1, keepdims=True), False, gt_ignore)
-        unique, which = np.unique(patterns, axis=0, return_inverse=True)
+        first_of: dict[bytes, int] = {}
+        which = [first_of.setdefault(p.tobytes(), len(first_of)) for p in patterns]
+        unique = patterns[[which.index(u) for u in range(len(first_of))]]
         limits = np.tile(np.minimum(IOU_THRESHOLDS, 1 - 1e-10), len(unique))
         taken = _match_batch(ious, np.repeat(unique, num_thresholds, 0), limits)
-        taken = taken.reshape(len(unique), num_thresholds, -1)[which.ravel()]  # [A, T, D]
+        taken = taken.reshape(len(unique), num_thresholds, -1)[which]  # [A, T, D]
         matched = taken >= 0
         on_ignored = matched & np.take_along_axis(
             gt_ignore[:, None, :], np.maximum(taken, 0), 2)
@@ -226,7 +228,8 @@ def match_images(images: list[ImageDetections]) -> MatchTable:
         ious = (box_iou(torch.from_numpy(image.boxes), torch.from_numpy(image.gt_boxes)).numpy()
                 if len(image.boxes) and len(image.gt_boxes)
                 else np.zeros((len(image.boxes), len(image.gt_boxes))))
-        for k in np.flatnonzero(np.isin(classes, np.union1d(image.gt_classes, image.classes))):
+        present = set(image.gt_classes.tolist()) | set(image.classes.tolist())
+        for k in (k for k, c in enumerate(classes.tolist()) if c in present):
             gt = np.flatnonzero(image.gt_classes == classes[k])
             det = np.flatnonzero(image.classes == classes[k])
             det = det[np.argsort(-image.scores[det], kind="mergesort")[:MAX_DETECTIONS[-1]]]
@@ -297,14 +300,16 @@ def _precision_at_recall_points(matches: ClassMatches, det_weights: np.ndarray,
     return points, tp[..., -1] / num_gts[:, None]
 
 
-def accumulate(table: MatchTable, weights: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def accumulate(table: MatchTable, weights: np.ndarray | None = None,
+               summary_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """COCOeval's accumulate: precision [T, R, K, A, M] and recall [T, K, A, M], -1 where a
     class has no ground truth in an area.
 
     ``weights`` [I]: how many times each image (in id order) counts, whole numbers; a resample
     of the images with replacement is its counts. An image counted w times adds its detections
     w times next to each other in the ranking, and its ground truth w times (default: once).
+    ``summary_only``: only what the 12 summary numbers read (below 100 detections, only the
+    recall of area "all"); the rest stays -1. A third of the work, for resampling.
     """
     weights = np.ones(len(table.image_ids)) if weights is None else np.asarray(weights, float)
     shape = (len(IOU_THRESHOLDS), len(table.classes), len(AREA_RANGES), len(MAX_DETECTIONS))
@@ -316,6 +321,10 @@ def accumulate(table: MatchTable, weights: np.ndarray | None = None
         for m, max_det in enumerate(MAX_DETECTIONS):
             # Detections over the cut count 0 times: they only repeat the point before them.
             det_weights = weights[matches.image] * (matches.rank < max_det)
+            if summary_only and max_det < MAX_DETECTIONS[-1]:
+                if num_gts[0] > 0:  # AR1 and AR10: the true positives, counted, of area all
+                    recall[:, k, 0, m] = (matches.tp[0] @ det_weights) / num_gts[0]
+                continue
             points, final = _precision_at_recall_points(matches, det_weights, areas,
                                                         num_gts[areas])
             precision[:, :, k, areas, m] = points.transpose(1, 2, 0)

@@ -204,6 +204,8 @@ def test_unit_weights_give_the_evaluation_itself():
     np.testing.assert_array_equal(summarize(*accumulate(table)), coco_evaluate(images).stats)
     np.testing.assert_array_equal(summarize(*accumulate(table, np.ones(len(images)))),
                                   coco_evaluate(images).stats)
+    np.testing.assert_array_equal(summarize(*accumulate(table, summary_only=True)),
+                                  coco_evaluate(images).stats)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -216,5 +218,8 @@ def test_weights_count_an_image_as_often_as_a_resample_draws_it(seed):
     copies = [ImageDetections(im.image_id * 100 + c, im.gt_boxes, im.gt_classes, im.boxes,
                               im.scores, im.classes)
               for im, w in zip(images, weights) for c in range(w)]
-    np.testing.assert_array_equal(summarize(*accumulate(match_images(images), weights)),
+    table = match_images(images)
+    np.testing.assert_array_equal(summarize(*accumulate(table, weights)),
+                                  coco_evaluate(copies).stats)
+    np.testing.assert_array_equal(summarize(*accumulate(table, weights, summary_only=True)),
                                   coco_evaluate(copies).stats)
