@@ -322,8 +322,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "same seed) in the other group")
     parser.add_argument("--plan", action="store_true",
                         help="no comparison: the seeds per group needed to show --effect at "
-                             f"group A's spread, {POWER_WORDS} (t test; normal approximation "
-                             "beside it)")
+                             f"group A's spread, {POWER_WORDS.replace('%', '%%')} (t test; "
+                             "normal approximation beside it)")
     parser.add_argument("--effect", type=float, action="append", default=None,
                         help="with --plan: the difference to show, in the metric's units "
                              "(repeatable; e.g. 0.01 for 0.01 mAP)")

@@ -229,3 +229,8 @@ def test_plan_and_compare_options_that_do_not_fit(tmp_path, capsys, argv, messag
     a = _group(tmp_path / "a", [0.50, 0.52])
     assert main(get_args_parser().parse_args(["--a", *a, *argv])) == 2
     assert message in capsys.readouterr().err
+
+
+def test_help_names_the_power_method():
+    text = get_args_parser().format_help()
+    assert "noncentral t" in text and "normal" in text and "80% power" in text
