@@ -4,6 +4,13 @@ numbers (equal to pycocotools' COCOeval), then P, R, mAP@0.5 and mAP@0.5:0.95 pe
     python test.py --weights runs/train/exp/weights/best.pt
     python test.py --weights runs/train/exp/weights/best.pt --save-json   # + COCO json files
     python test.py --weights yolov3.weights --cfg cfg/yolov3.cfg --data my.data
+    python test.py --weights best.pt --bootstrap 1000     # + a 95% interval over the images
+    python test.py --weights a/best.pt --compare b/best.pt  # B - A on the same images
+
+--bootstrap N resamples the evaluated images with replacement N times (seeded by --seed) and
+prints the 2.5%..97.5% range of each COCO number beside it: the validation set's own sampling
+noise. --compare evaluates a second model on the same images and gives B - A of each number
+with a paired-bootstrap interval (one resample of the images for both) and a verdict.
 
 train.py evaluates with the same function and loader settings, so both give the same numbers
 for the same weights; a --repro run is evaluated under its own determinism settings.
@@ -14,20 +21,26 @@ import argparse
 import contextlib
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from models.darknet_weights import is_darknet_weights
+from utils.bootstrap import coco_bootstrap, paired_coco_bootstrap
 from utils.checkpoint import check_img_size, load_inference_model
 from utils.coco_json import empty_detections_message, ground_truth_json
 from utils.data_config import prepare_data
-from utils.datasets import create_dataloader
+from utils.datasets import YoloDataset, create_dataloader
 from utils.device import select_device
 from utils.errors import InputError, WeightsError, run_script
 from utils.evaluation import EvalResult, evaluate, format_table, make_val_dataset
 from utils.precision import PRECISIONS, autocast_factory, checkpoint_autocast
 from utils.repro import configure_determinism
+from utils.significance import verdict_sentence
+
+COMPARE_RESAMPLES = 1000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,22 +67,72 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pycocotools", action="store_true",
                         help="with --save-json: also run pycocotools' COCOeval on those files and "
                              "print its 12 numbers beside ours (needs pycocotools installed)")
+    parser.add_argument("--bootstrap", type=int, default=None, metavar="N",
+                        help="resample the evaluated images N times (1000 is usual) and print "
+                             "a 95%% interval beside each COCO number (default: off)")
+    parser.add_argument("--compare", default=None, metavar="WEIGHTS",
+                        help="a second model, evaluated on the same images: B - A of each COCO "
+                             "number with a paired-bootstrap 95%% interval (--bootstrap N "
+                             f"resamples, default {COMPARE_RESAMPLES}) and a verdict")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the bootstrap's resamples (the same seed, the same "
+                             "interval)")
     return parser
 
 
 def main(args: argparse.Namespace) -> EvalResult:
     if args.pycocotools and not args.save_json:
         raise InputError("--pycocotools compares on the files --save-json writes: add --save-json")
+    if args.bootstrap is not None and args.bootstrap < 1:
+        raise InputError(f"--bootstrap {args.bootstrap}: at least 1 resample (1000 is usual)")
     device = select_device(args.device)
-    model, meta, data = load_model_and_data(args)
+    a = evaluate_weights(args, args.weights, device)
+    print(format_table(a.result))
+    if args.save_json:
+        save_json(args, a)
+    if args.bootstrap and not args.compare:
+        intervals = coco_bootstrap(a.result.matches, args.bootstrap, args.seed)
+        print(format_intervals(intervals, args.bootstrap, args.seed))
+    if args.compare:
+        print(f"\nB: {args.compare}, on the same {a.result.images} images")
+        b = evaluate_weights(args, args.compare, device, first=a)
+        print(format_table(b.result))
+        resamples = args.bootstrap or COMPARE_RESAMPLES
+        differences = paired_coco_bootstrap(a.result.matches, b.result.matches, resamples,
+                                            args.seed)
+        print(format_comparison(differences, resamples, args.seed))
+    return a.result
+
+
+@dataclass
+class Evaluated:
+    """One model's evaluation and what it was evaluated on."""
+    result: EvalResult
+    dataset: YoloDataset
+    names: list[str]
+    data_path: str
+    img_size: int
+    detections: list | None  # COCO result records, with --save-json
+
+
+def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.device,
+                     first: Evaluated | None = None) -> Evaluated:
+    """One model's evaluation. ``first``: the evaluation of the model it is compared with,
+    whose data and image size it takes (the same images, letterboxed alike)."""
+    setup = argparse.Namespace(**{**vars(args), "weights": weights,
+                                  "data": first.data_path if first else args.data})
+    model, meta, data = load_model_and_data(setup)
     # The run's own determinism settings (kernels, TF32, threads) and precision, so a run's
     # numbers come out as its results.txt has them.
     run_args = meta.get("args") or {}
     repro = bool(run_args.get("repro"))
     configure_determinism(repro, args.threads or (run_args.get("threads") if repro else None))
-    img_size = args.img_size or meta.get("img_size") or 416
+    img_size = (first.img_size if first else None) or args.img_size or meta.get("img_size") \
+        or 416
+    if first and meta.get("img_size") not in (None, img_size):
+        print(f"B was trained at {meta['img_size']} px; evaluated at A's {img_size} px")
     check_img_size(img_size, model)
-    single_cls, names = class_setup(args, model, meta, data)
+    single_cls, names = class_setup(setup, model, meta, data)
     autocast = precision_setup(args, meta, device)
     if args.fuse:
         model.fuse()
@@ -77,24 +140,70 @@ def main(args: argparse.Namespace) -> EvalResult:
     dataset = make_val_dataset(data, img_size, args.batch_size, single_cls)
     loader = create_dataloader(dataset, args.batch_size, workers=0, shuffle=False,
                                pin_memory=device.type == "cuda")
-    detections = [] if args.save_json else None
+    detections = [] if args.save_json and first is None else None
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,
                       autocast=autocast, single_cls=single_cls)
-    print(format_table(result))
-    if detections is not None:
-        out = Path(args.weights)
-        truth = ground_truth_json(dataset.files, dataset.image_sizes, dataset.labels, names)
-        out.with_suffix(".detections.json").write_text(json.dumps(detections))
-        out.with_suffix(".ground_truth.json").write_text(json.dumps(truth))
-        print(f"COCO files: {out.with_suffix('.detections.json')} and "
-              f"{out.with_suffix('.ground_truth.json')}")
-        if args.pycocotools and empty_detections_message(detections, args.conf_thres):
-            print(empty_detections_message(detections, args.conf_thres))
-        elif args.pycocotools:
-            print(compare_with_pycocotools(result, out.with_suffix(".ground_truth.json"),
-                                           out.with_suffix(".detections.json")))
-    return result
+    if first and not (np.array_equal(first.result.matches.image_ids, result.matches.image_ids)
+                      and first.names == names):
+        raise InputError(f"B scores the classes {names} where A scores {first.names}: "
+                         "their numbers measure different things", weights)
+    return Evaluated(result, dataset, names, str(data.path), img_size, detections)
+
+
+def save_json(args: argparse.Namespace, a: Evaluated) -> None:
+    """WEIGHTS.detections.json and WEIGHTS.ground_truth.json, and pycocotools on them."""
+    result, detections = a.result, a.detections
+    out = Path(args.weights)
+    truth = ground_truth_json(a.dataset.files, a.dataset.image_sizes, a.dataset.labels, a.names)
+    out.with_suffix(".detections.json").write_text(json.dumps(detections))
+    out.with_suffix(".ground_truth.json").write_text(json.dumps(truth))
+    print(f"COCO files: {out.with_suffix('.detections.json')} and "
+          f"{out.with_suffix('.ground_truth.json')}")
+    if args.pycocotools and empty_detections_message(detections, args.conf_thres):
+        print(empty_detections_message(detections, args.conf_thres))
+    elif args.pycocotools:
+        print(compare_with_pycocotools(result, out.with_suffix(".ground_truth.json"),
+                                       out.with_suffix(".detections.json")))
+
+
+def format_intervals(intervals: dict, resamples: int, seed: int) -> str:
+    """Each COCO number with its image-bootstrap interval."""
+    lines = [f"image bootstrap: {resamples} resamples of the images (seed {seed}), 95% "
+             "interval (2.5%..97.5%):"]
+    for name, v in intervals.items():
+        if np.isnan(v.value):  # COCO's -1
+            lines.append(f"{name:>10} {-1:8.4f}   nothing to measure (no such objects)")
+            continue
+        lines.append(f"{name:>10} {v.value:8.4f}   {v.low:8.4f} .. {v.high:<8.4f}"
+                     + _undefined(v, resamples))
+    return "\n".join(lines)
+
+
+def format_comparison(differences: dict, resamples: int, seed: int) -> str:
+    """B - A of each COCO number, its paired-bootstrap interval, and a verdict per number."""
+    lines = [f"\nB - A on the same images: paired bootstrap, {resamples} resamples (seed "
+             f"{seed}), 95% interval:"]
+    for name, v in differences.items():
+        if np.isnan(v.value):
+            lines.append(f"{name:>10} {'':>9}   nothing to measure (no such objects)")
+            continue
+        lines.append(f"{name:>10} {v.value:+9.4f}   {v.low:+9.4f} .. {v.high:<+9.4f}"
+                     + _undefined(v, resamples))
+    lines.append("verdict:")
+    for name, v in differences.items():
+        if np.isnan(v.low) or np.isnan(v.value):
+            lines.append(f"  {name}: cannot tell: nothing to measure on these images")
+            continue
+        lines.append("  " + verdict_sentence(name, v.value, v.low, v.high, True, "image")[0])
+    lines.append("(the images' noise only: it speaks of these two checkpoints, not of the "
+                 "trainings that made them; for those, seed groups: utils.compare_groups)")
+    return "\n".join(lines)
+
+
+def _undefined(interval, resamples: int) -> str:
+    return (f"  ({interval.undefined} of {resamples} resamples had nothing to measure: left "
+            "out)" if interval.undefined else "")
 
 
 def load_model_and_data(args: argparse.Namespace):

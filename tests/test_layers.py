@@ -10,7 +10,8 @@ from tests.helpers import ROOT
 
 LAYERS = {
     "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device", "utils.machine"},
-    "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule"},
+    "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule",
+             "utils.bootstrap", "utils.significance"},
     "model": {"models", "models.cfg_parser", "models.darknet", "models.layers",
               "models.darknet_weights"},
     "data": {"utils.data_config", "utils.labels", "utils.image_io", "utils.augment",
@@ -20,8 +21,8 @@ LAYERS = {
                "utils.run_plan", "utils.run_record", "utils.results", "utils.precision",
                "utils.distributed", "utils.restart", "utils.training_setup"},
     "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.convert_weights",
-              "utils.compare_groups", "utils.export", "utils.convert_labels", "utils.golden",
-              "utils.step_runner", "utils.gpu_summary",
+              "utils.compare_groups", "utils.seed_groups", "utils.export", "utils.convert_labels",
+              "utils.golden", "utils.step_runner", "utils.gpu_summary",
               "scripts", "scripts.gpu_check", "scripts.seed_group"},
     "scripts": {"train", "test", "detect"},
 }

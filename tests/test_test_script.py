@@ -1,4 +1,5 @@
-"""test.py: the class setup (--single-cls, the checkpoint's own), --precision, darknet files.
+"""test.py: the class setup (--single-cls, the checkpoint's own), --precision, darknet files,
+--bootstrap and --compare.
 
 Checkpoints here are untrained micro models written as weights checkpoints with the run
 metadata test.py reads, so no test trains."""
@@ -19,8 +20,8 @@ from utils.checkpoint import weights_checkpoint
 from utils.errors import InputError
 
 
-def _checkpoint(path: Path, data: Path, num_classes: int, **run_args) -> Path:
-    torch.manual_seed(0)
+def _checkpoint(path: Path, data: Path, num_classes: int, seed: int = 0, **run_args) -> Path:
+    torch.manual_seed(seed)
     model = Darknet(MICRO_CFG, num_classes=num_classes)
     ckpt = weights_checkpoint(model, ["object"] if num_classes == 1 else None)
     ckpt.update(args={"precision": "fp32", **run_args}, data=str(data), img_size=64)
@@ -101,3 +102,48 @@ def test_darknet_weights_read_back_with_the_cfg_they_were_trained_from(tiny_data
                          "--data", tiny_data, "--img-size", 64)
     from_checkpoint = _test("--weights", tmp_path / "m.pt")
     assert from_darknet.coco == from_checkpoint.coco
+
+
+def _intervals(text: str, header: str) -> list[str]:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    return lines[start + 1:start + 13]
+
+
+def test_bootstrap_prints_an_interval_beside_each_coco_number(tiny_data, tmp_path, capsys):
+    weights = _checkpoint(tmp_path / "m.pt", tiny_data, 4)
+    result = _test("--weights", weights, "--bootstrap", 50, "--seed", 3)
+    rows = _intervals(capsys.readouterr().out, "image bootstrap: 50 resamples")
+    assert [row.split()[0] for row in rows] == list(result.coco)
+    for row, value in zip(rows, result.coco.values()):
+        assert float(row.split()[1]) == pytest.approx(value, abs=1e-4)
+        assert (".." in row) == (value != -1) and ("nothing to measure" in row) == (value == -1)
+    _test("--weights", weights, "--bootstrap", 50, "--seed", 3)
+    assert _intervals(capsys.readouterr().out, "image bootstrap: 50 resamples") == rows
+    with pytest.raises(InputError, match="--bootstrap 0: at least 1"):
+        _test("--weights", weights, "--bootstrap", 0)
+
+
+def test_compare_gives_b_minus_a_on_the_same_images_with_a_verdict(tiny_data, tmp_path,
+                                                                   capsys):
+    a = _checkpoint(tmp_path / "a.pt", tiny_data, 4)
+    b = _checkpoint(tmp_path / "b.pt", tiny_data, 4, seed=1)
+    _test("--weights", a, "--compare", b, "--bootstrap", 40)
+    out = capsys.readouterr().out
+    rows = _intervals(out, "B - A on the same images: paired bootstrap, 40 resamples")
+    assert rows[0].split()[0] == "AP" and len(rows) == 12
+    verdicts = out.split("verdict:")[1].strip().splitlines()
+    assert len(verdicts) == 13 and "not of the trainings that made them" in verdicts[-1]
+    verdicts = verdicts[:12]
+    assert all("within image noise" in v or "larger than the images' sampling noise" in v
+               or "cannot tell" in v for v in verdicts)
+    _test("--weights", a, "--compare", a, "--bootstrap", 40)
+    out = capsys.readouterr().out
+    assert "AP: within image noise: difference +0, 95% interval +0 to +0" in out
+
+
+def test_compare_refuses_models_that_score_other_classes(tiny_data, tmp_path):
+    a = _checkpoint(tmp_path / "a.pt", tiny_data, 4)
+    one = _checkpoint(tmp_path / "one.pt", tiny_data, 1, single_cls=True)
+    with pytest.raises(InputError, match="measure different things"):
+        _test("--weights", a, "--compare", one)

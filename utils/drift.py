@@ -3,6 +3,12 @@
     python -m utils.drift runs/train/exp runs/train/exp2          # two run folders
     python -m utils.drift a/results.txt b/results.txt c/ --json   # any number, JSON out
     python -m utils.drift RUN_A RUN_B --tol 1e-6 --out drift/     # tolerance; where drift.png goes
+    python -m utils.drift RUN_A RUN_B --noise runs/groups/base     # beside a seed group's range
+
+--noise GROUP (run folders of one training under several seeds, or the folder holding them)
+shades the group's per-epoch range (min..max over its seeds) behind the runs in drift.png,
+and each headline adds whether the runs' last-epoch difference in mAP@0.5 and mAP@0.5:0.95 is
+inside that range's width, i.e. no larger than seeds alone have made it.
 
 Exit status: 0 the runs agree within --tol (default 0: to the last bit, fingerprints included),
 1 they differ, 2 an input could not be read.
@@ -20,9 +26,11 @@ import yaml
 
 from utils.errors import InputError, report_input_error
 from utils.results import NOT_COMPARED, EpochResult, read_results
+from utils.seed_groups import expand_group, metric_value
 
 METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
            "mAP@0.5", "mAP@0.5:0.95")
+NOISE_METRICS = ("mAP@0.5", "mAP@0.5:0.95")
 
 
 class Run:
@@ -212,7 +220,44 @@ def spread(runs: list[Run]) -> list[dict]:
     return out
 
 
-def plot_drift(runs: list[Run], out: Path) -> None:
+def seed_range(group: list[Run]) -> dict[int, dict]:
+    """Per epoch and metric, the group's min, max and count of evaluated values (epochs not
+    evaluated left out, never read as 0)."""
+    out: dict[int, dict] = {}
+    for e in sorted(set().union(*(r.rows for r in group))):
+        entry = {}
+        for m in METRICS:
+            values = [v for r in group if e in r.rows
+                      for v in [metric_value(r, e, m)] if math.isfinite(v)]
+            if values:
+                entry[m] = {"min": min(values), "max": max(values), "n": len(values)}
+        out[e] = entry
+    return out
+
+
+def noise_verdict(pair: dict, ranges: dict[int, dict], group: str) -> dict:
+    """Whether the pair's last-epoch difference of each of NOISE_METRICS is inside the
+    group's seed range there (no larger than its max - min), with the sentence for it."""
+    last = pair["per_epoch"][-1] if pair["per_epoch"] else None
+    verdicts, words = {}, []
+    for m in NOISE_METRICS:
+        seeds = ranges.get(last["epoch"], {}).get(m) if last else None
+        diff = last["metrics"][m]["abs"] if last else math.nan
+        if seeds is None or seeds["n"] < 2 or math.isnan(diff):
+            verdicts[m] = None
+            words.append(f"{m}: no seed range of {group} to hold it against"
+                         + (f" at epoch {last['epoch']}" if last else ""))
+            continue
+        width = seeds["max"] - seeds["min"]
+        verdicts[m] = abs(diff) <= width
+        where = "inside" if verdicts[m] else "outside"
+        words.append(f"{m} differs by {diff:+.3g} at epoch {last['epoch']}, {where} the seed "
+                     f"range of {group} ({width:.3g} from lowest to highest of {seeds['n']} "
+                     "seeds)")
+    return {"inside": verdicts, "sentence": "; ".join(words)}
+
+
+def plot_drift(runs: list[Run], out: Path, ranges: dict[int, dict] | None = None) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -230,6 +275,16 @@ def plot_drift(runs: list[Run], out: Path) -> None:
                 axes[1, k].plot(common, [run.rows[e].values.get(m, math.nan)
                                          - reference.rows[e].values.get(m, math.nan)
                                          for e in common], marker=".", label=f"run {i} - run 0")
+        band = [(e, v[m]) for e, v in (ranges or {}).items() if m in v]
+        if band:
+            epochs = [e for e, _ in band]
+            axes[0, k].fill_between(epochs, [b["min"] for _, b in band],
+                                    [b["max"] for _, b in band], color="grey", alpha=0.25,
+                                    label="seed range (--noise)", zorder=0)
+            # the difference two seeds can make: the range's width, either way
+            width = np.array([b["max"] - b["min"] for _, b in band])
+            axes[1, k].fill_between(epochs, -width, width, color="grey", alpha=0.25,
+                                    label="+/- seed range width", zorder=0)
         axes[0, k].set_title(m)
         axes[1, k].set_title(f"{m}: difference")
         axes[1, k].axhline(0, color="grey", lw=0.5)
@@ -245,6 +300,8 @@ def format_report(report: dict) -> str:
     for i, pair in enumerate(report["pairs"]):
         lines.append(f"run 0: {pair['a']}\nrun {i + 1}: {pair['b']}")
         lines.append(f"=> {pair['headline']}")
+        if "noise" in pair:
+            lines.append(f"=> against seed noise: {pair['noise']['sentence']}")
         lines.append(f"{'epoch':>5} {'metric':>13} {'run 0':>14} {'run ' + str(i + 1):>14} "
                      f"{'abs diff':>11} {'rel %':>9}  fingerprints")
         for p in pair["per_epoch"]:
@@ -278,12 +335,20 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def build_report(specs: list[str], tol: float) -> tuple[dict, list[Run]]:
+def build_report(specs: list[str], tol: float, noise: list[str] | None = None
+                 ) -> tuple[dict, list[Run]]:
     runs = [Run(s) for s in specs]
     pairs = [compare_pair(runs[0], r, tol) for r in runs[1:]]
     report = {"tolerance": tol, "agree": all(p["agree"] for p in pairs), "pairs": pairs}
     if len(runs) >= 3:
         report["spread"] = spread(runs)
+    if noise:
+        group = [Run(s) for s in expand_group(noise)]
+        ranges = seed_range(group)
+        name = noise[0] if len(noise) == 1 else f"the {len(group)} --noise runs"
+        report["noise"] = {"group": [r.name for r in group], "per_epoch": ranges}
+        for pair in pairs:
+            pair["noise"] = noise_verdict(pair, ranges, name)
     return report, runs
 
 
@@ -305,6 +370,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="absolute tolerance; 0 = bit-identical, fingerprints included")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", default=None, help="folder for drift.png (default: current)")
+    parser.add_argument("--noise", nargs="+", default=None, metavar="GROUP",
+                        help="a seed group (its run folders, or the folder holding them): its "
+                             "per-epoch range shaded in drift.png, and whether the last-epoch "
+                             "difference is inside it")
     return parser
 
 
@@ -313,12 +382,12 @@ def main(args: argparse.Namespace) -> int:
         print("error: give at least two runs to compare", file=sys.stderr)
         return 2
     try:
-        report, runs = build_report(args.runs, args.tol)
+        report, runs = build_report(args.runs, args.tol, args.noise)
     except InputError as err:
         return report_input_error(err)
     out = Path(args.out or ".")
     out.mkdir(parents=True, exist_ok=True)
-    plot_drift(runs, out / "drift.png")
+    plot_drift(runs, out / "drift.png", report.get("noise", {}).get("per_epoch"))
     report["plot"] = str(out / "drift.png")
     print_report(report, args.json, format_report)
     return 0 if report["agree"] else 1
@@ -330,7 +399,8 @@ def print_report(report: dict, as_json: bool, formatter) -> None:
         print(json.dumps(json_safe(report), indent=1, default=str, allow_nan=False))
     else:
         print(formatter(report))
-        print(f"plot: {report['plot']}")
+        if report.get("plot"):
+            print(f"plot: {report['plot']}")
 
 
 if __name__ == "__main__":

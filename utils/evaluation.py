@@ -14,7 +14,7 @@ from utils.data_config import list_images
 from utils.datasets import YoloDataset
 from utils.inputs import to_model_input
 from utils.loss import LOSS_PARTS, yolo_loss
-from utils.metrics import SUMMARY, ImageDetections, coco_evaluate
+from utils.metrics import SUMMARY, ImageDetections, MatchTable, coco_evaluate
 from utils.nms import non_max_suppression
 from utils.plots import plot_batch
 from utils.precision import forward_context
@@ -36,7 +36,8 @@ class ClassResult:
 @dataclass
 class EvalResult:
     """P, R and F1 at the best-F1 threshold; mAP@0.5 and mAP@0.5:0.95 are COCO's AP50 and AP;
-    ``coco`` holds all 12 COCO numbers by name."""
+    ``coco`` holds all 12 COCO numbers by name; ``matches`` the per-image matching they come
+    from (what an image bootstrap resamples)."""
     precision: float = 0.0
     recall: float = 0.0
     map50: float = 0.0
@@ -47,6 +48,7 @@ class EvalResult:
     per_class: list[ClassResult] = field(default_factory=list)
     images: int = 0
     labels: int = 0
+    matches: MatchTable | None = field(default=None, repr=False)
 
 
 def make_val_dataset(data, img_size: int, batch_size: int, single_cls: bool = False,
@@ -122,7 +124,7 @@ def as_one_class(detections: torch.Tensor) -> torch.Tensor:
 
 def _result(metrics, records: list[ImageDetections], names: list[str], losses) -> EvalResult:
     result = EvalResult(images=len(records), labels=int(sum(len(r.gt_classes) for r in records)),
-                        coco=metrics.named())
+                        coco=metrics.named(), matches=metrics.table)
     if losses is not None:
         result.losses = tuple(float(v) for v in losses)
     if len(metrics.classes):

@@ -4,6 +4,7 @@ Every random draw that shapes a training comes from here:
 - weight init from torch's CPU generator, seeded by :func:`seed_everything`;
 - the order of the samples from :func:`epoch_permutation` (seed, epoch);
 - each sample's augmentation from :func:`sample_rng` (seed, epoch, sample index).
+Statistics draw too: the bootstrap's resamples of the images come from :func:`resample_rng`.
 Draws derived from (seed, epoch, index) do not depend on the DataLoader's worker count or on the
 point where a run was resumed, which per-worker streams would.
 """
@@ -39,6 +40,12 @@ def seed_everything(seed: int) -> None:
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     """The generator for one sample's augmentation in one epoch."""
     return np.random.default_rng([seed % 2**63, epoch, index])
+
+
+def resample_rng(seed: int, purpose: str) -> np.random.Generator:
+    """The generator for a statistic's resampling (``purpose`` names it, so two statistics
+    under one seed draw apart), independent of any training's streams."""
+    return np.random.default_rng(derive_seed(seed, "resample", purpose))
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:

@@ -171,3 +171,39 @@ def test_a_resumed_leg_on_changed_data_is_a_setting_difference(tmp_path, capsys)
     b = _run(tmp_path / "b", settings={"digests": digests})
     code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
     assert "digests.train: \"'aaa', then 'bbb' from epoch 2\" vs 'aaa'" in out.out
+
+
+def _noise_group(root):
+    """Three seeds whose mAP@0.5 lies 0, 0.02 and 0.04 above the base at every epoch."""
+    return [_run(root / f"seed{i}", change_from=0, delta=d, settings={"options": {"seed": i}})
+            for i, d in enumerate([0.0, 0.02, 0.04])]
+
+
+def test_noise_group_says_whether_the_last_difference_is_inside_its_seed_range(tmp_path,
+                                                                                capsys):
+    _noise_group(tmp_path / "group")
+    a = _run(tmp_path / "a")
+    near, far = (_run(tmp_path / "near", change_from=3, delta=0.03),
+                 _run(tmp_path / "far", change_from=3, delta=0.1))
+    code, out = _main(capsys, str(a), str(near), str(far), "--noise", str(tmp_path / "group"),
+                      "--out", str(tmp_path))
+    assert code == 1
+    assert ("=> against seed noise: mAP@0.5 differs by +0.03 at epoch 3, inside the seed range "
+            f"of {tmp_path / 'group'} (0.04 from lowest to highest of 3 seeds)") in out.out
+    assert "mAP@0.5 differs by +0.1 at epoch 3, outside the seed range" in out.out
+    code, out = _main(capsys, str(a), str(far), "--noise", str(tmp_path / "group"), "--json",
+                      "--out", str(tmp_path))
+    report = json.loads(out.out)
+    assert report["pairs"][0]["noise"]["inside"] == {"mAP@0.5": False, "mAP@0.5:0.95": True}
+    assert report["noise"]["per_epoch"]["3"]["mAP@0.5"]["n"] == 3
+    assert (tmp_path / "drift.png").stat().st_size > 0
+
+
+def test_noise_group_without_that_epoch_cannot_hold_it(tmp_path, capsys):
+    for i in range(2):
+        _run(tmp_path / "group" / f"seed{i}", epochs=2, settings={"options": {"seed": i}})
+    a, b = _run(tmp_path / "a"), _run(tmp_path / "b", change_from=3, delta=0.03)
+    code, out = _main(capsys, str(a), str(b), "--noise", str(tmp_path / "group"),
+                      "--out", str(tmp_path))
+    assert f"mAP@0.5: no seed range of {tmp_path / 'group'} to hold it against at epoch 3" \
+        in out.out

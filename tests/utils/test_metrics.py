@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from utils.metrics import ImageDetections, best_f1_point, coco_evaluate, match_detections
+from utils.metrics import (
+    ImageDetections,
+    accumulate,
+    best_f1_point,
+    coco_evaluate,
+    match_detections,
+    match_images,
+    summarize,
+)
 
 
 def _image(image_id, gts=(), dets=()):
@@ -134,3 +142,84 @@ def test_best_f1_point_by_hand():
     p, r, f1 = best_f1_point([(np.array([True, False, True]), np.array([0.9, 0.8, 0.7]), 2)])
     assert p[0] == pytest.approx(2 / 3, abs=0.01) and r[0] == pytest.approx(1.0)
     assert f1[0] == pytest.approx(0.8, abs=0.01)
+
+
+def _greedy_reference(ious, gt_ignore, thresholds):
+    """COCOeval's loop, written out: each detection in turn takes the free ground truth it
+    prefers (regular first, then the highest IoU, the last of equal ones)."""
+    matched = np.zeros((len(thresholds), len(ious)), dtype=bool)
+    on_ignored = np.zeros_like(matched)
+    order = sorted(range(ious.shape[1]), key=lambda g: gt_ignore[g])  # ignored last
+    for t, threshold in enumerate(thresholds):
+        taken = set()
+        for d in range(len(ious)):
+            best, limit = None, min(threshold, 1 - 1e-10)
+            for g in order:
+                if g in taken:
+                    continue
+                if best is not None and not gt_ignore[best] and gt_ignore[g]:
+                    break
+                if ious[d, g] < limit:
+                    continue
+                best, limit = g, ious[d, g]
+            if best is not None:
+                taken.add(best)
+                matched[t, d], on_ignored[t, d] = True, gt_ignore[best]
+    return matched, on_ignored
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 7), st.integers(0, 2**32 - 1))
+def test_vectorized_matching_equals_the_greedy_loop(num_dets, num_gts, seed):
+    """All detections at once (rounds of proposals) give what the one-by-one walk gives,
+    crowded cases and tied IoUs included."""
+    rng = np.random.default_rng(seed)
+    ious = rng.choice([0.0, 0.45, 0.5, 0.55, 0.7, 0.7, 0.8, 0.93, 1.0], (num_dets, num_gts))
+    ious = np.where(rng.random(ious.shape) < 0.3, rng.random(ious.shape), ious)
+    gt_ignore = rng.random(num_gts) < 0.3
+    ours = match_detections(ious, gt_ignore)
+    theirs = _greedy_reference(ious, gt_ignore, np.linspace(0.5, 0.95, 10))
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    np.testing.assert_array_equal(ours[1], theirs[1])
+
+
+def _random_images(seed, count=12, tied=False):
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        gts = [(int(rng.integers(0, 3)), *rng.integers(0, 150, 2), *rng.integers(4, 120, 2))
+               for _ in range(rng.integers(0, 6))]
+        dets = [(c if rng.random() < 0.8 else int(rng.integers(0, 3)),
+                 x + rng.integers(-4, 5), y + rng.integers(-4, 5), w + rng.integers(0, 6),
+                 h + rng.integers(0, 6),
+                 float(rng.choice([0.3, 0.6, 0.9]) if tied else rng.random()))
+                for c, x, y, w, h in gts for _ in range(rng.integers(0, 3))]
+        images.append(_image(i + 1, gts, dets)[0])
+    return images
+
+
+def test_unit_weights_give_the_evaluation_itself():
+    images = _random_images(0)
+    table = match_images(images)
+    np.testing.assert_array_equal(summarize(*accumulate(table)), coco_evaluate(images).stats)
+    np.testing.assert_array_equal(summarize(*accumulate(table, np.ones(len(images)))),
+                                  coco_evaluate(images).stats)
+    np.testing.assert_array_equal(summarize(*accumulate(table, summary_only=True)),
+                                  coco_evaluate(images).stats)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_weights_count_an_image_as_often_as_a_resample_draws_it(seed):
+    """Weights w: the evaluation of the images repeated w times (as copies under ids of their
+    own, next to each other), to the last bit; weight 0 leaves an image out."""
+    images = _random_images(seed)
+    weights = np.random.default_rng(seed).multinomial(len(images), np.ones(len(images)) /
+                                                       len(images))
+    copies = [ImageDetections(im.image_id * 100 + c, im.gt_boxes, im.gt_classes, im.boxes,
+                              im.scores, im.classes)
+              for im, w in zip(images, weights) for c in range(w)]
+    table = match_images(images)
+    np.testing.assert_array_equal(summarize(*accumulate(table, weights)),
+                                  coco_evaluate(copies).stats)
+    np.testing.assert_array_equal(summarize(*accumulate(table, weights, summary_only=True)),
+                                  coco_evaluate(copies).stats)

@@ -1,0 +1,87 @@
+"""A group of runs: the same training under several seeds. Its run folders, the epochs its runs
+evaluated, each run's value of a metric there, and the seeds that pair two groups' runs as
+twins. What `utils.compare_groups` and the drift report's `--noise` read.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from utils.errors import InputError
+
+if TYPE_CHECKING:
+    from utils.drift import Run
+
+# The columns an evaluation writes; train.py writes NaN in them for an epoch not evaluated.
+EVALUATED = ("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95")
+
+
+def expand_group(specs: list[str]) -> list[str]:
+    """Run folders or results.txt files; a folder without results.txt stands for the run
+    folders inside it."""
+    out = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir() and not (path / "results.txt").is_file():
+            inner = sorted(str(p) for p in path.iterdir() if (p / "results.txt").is_file())
+            if not inner:
+                raise InputError("no run folders (with a results.txt) in this folder", path)
+            out += inner
+        else:
+            out.append(spec)
+    return out
+
+
+def metric_value(run: Run, epoch: int, metric: str) -> float:
+    """One metric of one epoch; NaN where the epoch was not evaluated. Runs from before NaN was
+    written for such epochs (--notest, the legs before a crash) have all evaluation columns
+    0.0, which no evaluation gives (the validation losses of any image are above 0): read as
+    NaN too, never as a measured 0."""
+    values = run.rows[epoch].values
+    if metric in EVALUATED and all(values.get(m) == 0.0 for m in EVALUATED):
+        return math.nan
+    return values.get(metric, math.nan)
+
+
+def evaluated_epochs(run: Run) -> set[int]:
+    """The epochs at which the run was evaluated (any evaluation column not NaN)."""
+    return {e for e in run.rows
+            if any(not math.isnan(metric_value(run, e, m)) for m in EVALUATED)}
+
+
+def common_epoch(runs: list[Run]) -> tuple[int, str | None]:
+    """The epoch to compare at: the last one every run evaluated, with a note when that is not
+    every run's last epoch. Refused when no epoch was evaluated by all runs."""
+    common = set.intersection(*(evaluated_epochs(r) for r in runs))
+    ends = sorted({max(r.rows) for r in runs})
+    if not common:
+        raise InputError("no epoch that every run evaluated (--notest evaluates only the last "
+                         f"epoch; the runs end at epochs {ends}): nothing to compare at")
+    epoch = max(common)
+    if ends == [epoch]:
+        return epoch, None
+    return epoch, (f"compared at epoch {epoch}, the last epoch every run evaluated; the runs "
+                   f"end at epochs {ends}: a run that stopped early (still running, killed, "
+                   "--stop-after) is compared with the others where it stopped, not with "
+                   "their ends")
+
+
+def twins(group_a: list[Run], group_b: list[Run]) -> tuple[list[tuple[Run, Run]], str]:
+    """Pairs (A run, B run) that recorded the same seed, in seed order, when every run of
+    each group has its twin in the other; else no pairs. The second item says why."""
+    seeds = []
+    for label, group in (("A", group_a), ("B", group_b)):
+        recorded = {run.name: run.settings.get("options.seed") for run in group}
+        unknown = [name for name, seed in recorded.items() if seed is None]
+        if unknown:
+            return [], f"not paired: no seed recorded for {', '.join(unknown)} (group {label})"
+        if len(set(recorded.values())) < len(group):
+            return [], f"not paired: group {label} ran a seed twice"
+        seeds.append({seed: run for run, seed in zip(group, recorded.values())})
+    if set(seeds[0]) != set(seeds[1]):
+        return [], (f"not paired: the groups ran other seeds (A {sorted(seeds[0])}, "
+                    f"B {sorted(seeds[1])})")
+    order = sorted(seeds[0])
+    return ([(seeds[0][s], seeds[1][s]) for s in order],
+            f"paired: every run has its twin (seeds {', '.join(map(str, order))})")
