@@ -19,8 +19,9 @@ LAYERS = {
     "engine": {"utils.engine", "utils.evaluation", "utils.checkpoint", "utils.ema",
                "utils.run_plan", "utils.run_record", "utils.results", "utils.precision",
                "utils.distributed", "utils.restart", "utils.training_setup"},
-    "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.convert_weights",
-              "utils.compare_groups", "utils.export", "utils.convert_labels", "utils.golden",
+    "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.roofline",
+              "utils.convert_weights", "utils.compare_groups", "utils.export",
+              "utils.convert_labels", "utils.golden",
               "scripts", "scripts.gpu_check", "scripts.seed_group"},
     "scripts": {"train", "test", "detect"},
 }
