@@ -229,6 +229,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="timed inference passes")
     parser.add_argument("--workers", type=int, default=None,
                         help="loader workers (default: train.py's choice for the mode)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads, as train.py's --threads (default: the mode's). On "
+                             "cores that other jobs share, 1 thread waits for no other thread")
     parser.add_argument("--device", default="")
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
@@ -260,6 +263,8 @@ def matmul_peaks(device: torch.device, amp: str) -> dict[str, float]:
 def main(args: argparse.Namespace) -> dict:
     device = select_device(args.device)
     data = prepare_data(args.data)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the matmul rate at the steps' thread count
     if args.roofline:
         return main_roofline(args, device, data)
     amp, why = choose_precision(None, False, device)
@@ -279,13 +284,18 @@ def main(args: argparse.Namespace) -> dict:
                 report["cases"].append(bench_case(cfg, size, mode, peaks, device, data, steps,
                                                   args))
     if args.epoch:
-        report["epoch_seconds"] = {mode[0]: bench_epoch(mode, args.device)
-                                   for mode in EPOCH_MODES}
+        report["epoch_seconds"] = {name: bench_epoch((name, _with_threads(flags, args)),
+                                                     args.device)
+                                   for name, flags in EPOCH_MODES}
         print("one epoch of the default training: " + ", ".join(
             f"{name} {seconds:.1f} s" for name, seconds in report["epoch_seconds"].items()))
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
     return report
+
+
+def _with_threads(flags: tuple[str, ...], args: argparse.Namespace) -> tuple[str, ...]:
+    return (*flags, "--threads", str(args.threads)) if args.threads else flags
 
 
 def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: dict,
@@ -295,7 +305,8 @@ def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: di
     ordinary fp32 run on a GPU (the row says so)."""
     name, flags = mode
     case = {"cfg": cfg, "img_size": size, "mode": name, "repro": "--repro" in flags}
-    case.update(bench_training(cfg, size, args.batch_size, steps, flags, args.device or "",
+    case.update(bench_training(cfg, size, args.batch_size, steps, _with_threads(flags, args),
+                               args.device or "",
                                data, args.workers))
     precision = case["precision"]
     case.update(bench_inference(cfg, size, 1, device, data.num_classes, args.repeats * 4,
@@ -332,8 +343,9 @@ def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data, 
     more often than in training (once at the epoch's end): ``optimizer_steps`` says so."""
     name, flags = mode
     steps = args.steps or 6
-    with built_training(cfg, size, args.batch_size, args.batch_size * steps, flags,
-                        args.device or "", data, args.workers) as training:
+    with built_training(cfg, size, args.batch_size, args.batch_size * steps,
+                        _with_threads(flags, args), args.device or "", data,
+                        args.workers) as training:
         plan, loader = training.plan, training.train_loader
         loader.batch_sampler.set_epoch(0)
         warm_up = _first_batches(loader, 2)
