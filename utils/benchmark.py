@@ -353,16 +353,21 @@ def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data, 
         profile = profile_step(training, warm_up, _first_batches(loader, steps))
     precision = plan.precision
     tf32 = precision == "fp32" and plan.device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    rates = Rates(matmul_gflops(plan.device, AUTOCAST_DTYPES.get(precision, torch.float32),
-                                tf32=tf32),
-                  memory_bandwidth(plan.device, profile.largest_tensor_bytes))
+    matmul = matmul_gflops(plan.device, AUTOCAST_DTYPES.get(precision, torch.float32),
+                           trials=5, tf32=tf32)
+    # A copy the size of the largest activation can only be as fast as main memory or faster;
+    # where it read slower, other jobs took the cores during it, and main memory's rate is the
+    # truer figure for it.
+    activations = memory_bandwidth(plan.device, profile.largest_tensor_bytes, trials=10)
+    dram = memory_bandwidth(plan.device, DRAM_PROBE_BYTES, repeats=1, trials=3)
     case = {"cfg": cfg, "img_size": size, "batch_size": args.batch_size, "mode": name,
             "precision": precision + (" (TF32 convolutions)" if tf32 else ""),
             "threads": torch.get_num_threads(), "optimizer": type(training.optimizer).__name__,
             "accumulate": plan.accumulate,
             "title": f"{Path(cfg).stem} {size} px batch {args.batch_size}, {name} ({precision})",
             "bandwidth_probe_bytes": profile.largest_tensor_bytes,
-            "dram_gbytes": memory_bandwidth(plan.device, DRAM_PROBE_BYTES, repeats=1, trials=3)}
+            "activation_gbytes": activations, "dram_gbytes": dram}
+    rates = Rates(matmul, max(activations, dram))
     case.update(roofline_report(profile, rates))
     return case
 

@@ -385,7 +385,10 @@ def format_roofline(case: dict) -> str:
     lines = [f"{case['title']}: {case['step_seconds'] * 1e3:.1f} ms a batch measured "
              f"({case['batches']} batches, {case['optimizer_steps']} optimizer step(s)), limit "
              f"{case['limit_seconds'] * 1e3:.1f} ms: achieved / limit "
-             f"{case['achieved_over_limit']:.3f}"]
+             f"{case['achieved_over_limit']:.3f}",
+             f"  against matmul {case['rates']['gflops']:.0f} GFLOP/s and memory "
+             f"{case['rates']['gbytes']:.1f} GB/s (measured: {case.get('threads', '?')} threads; "
+             f"main memory {case.get('dram_gbytes', float('nan')):.1f} GB/s)"]
     groups = [("layers forward", *_group(rows, "forward")),
               ("layers backward", *_group(rows, "backward"))]
     groups += [(_label(r), r["seconds"], r["floor"]) for r in rows if r["layer"] is None]
