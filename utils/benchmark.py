@@ -5,13 +5,16 @@ mixed precision (amp). The training rows time train.py's own step (built by the 
     python -m utils.benchmark                                   # tiny + yolov3 at 256 and 416
     python -m utils.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
     python -m utils.benchmark --device 0 --out bench_gpu.json
+    python -m utils.benchmark --roofline --cfgs cfg/yolov3-tiny.cfg --img-sizes 224 --batch-size 8
 
 Per model, size and mode: training images/s (forward, backward, optimizer step, on data from
 the built-in set), the share of a step spent waiting for data, inference ms/image and images/s
 at batch 1 and 16 (in the mode's precision), peak memory, and the model's FLOP rate as a
 fraction of this device's measured matrix-multiply rate in the same precision (fp32, or bf16 /
 fp16 for amp). ``--epoch`` also times one real epoch of train.py in each mode. Prints a table
-and writes JSON.
+and writes JSON. ``--roofline`` instead profiles train.py's step per layer against the floor
+this machine's measured matmul rate and memory bandwidth set (``utils.roofline``; JSON at
+``--json``, plot beside it).
 """
 from __future__ import annotations
 

@@ -135,7 +135,7 @@ def layer_costs(module: nn.Module, inputs: list[torch.Tensor], output: torch.Ten
     return flops, read + written + weights, flops * (2 if needs_grad else 1), backward_bytes
 
 
-def _optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
+def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     """One step's least traffic: each parameter read and written, its gradient read, and each
     state tensor of its size (SGD's momentum, Adam's two moments) read and written."""
     total = 0
@@ -147,7 +147,7 @@ def _optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
-def _ema_bytes(ema) -> int:
+def ema_bytes(ema) -> int:
     """One EMA update's least traffic: an averaged tensor read from both models and written,
     a copied buffer read and written."""
     total = 0
@@ -207,7 +207,7 @@ class _TimedEMA:
         self.recorder.mark("ema")
         self.ema.update(model)
         self.recorder.mark("after ema")
-        self.recorder.add("ema", 0.0, _ema_bytes(self.ema))
+        self.recorder.add("ema", 0.0, ema_bytes(self.ema))
 
 
 class _TimedBatches:
@@ -260,7 +260,7 @@ def _after_model(preds: list[torch.Tensor], recorder: _Recorder) -> None:
 
 def _after_optimizer(optimizer: torch.optim.Optimizer, recorder: _Recorder) -> None:
     recorder.mark("after optimizer")
-    recorder.add("optimizer", 0.0, _optimizer_bytes(optimizer))
+    recorder.add("optimizer", 0.0, optimizer_bytes(optimizer))
 
 
 def _after_layer(module: nn.Module, args: tuple, output: torch.Tensor, index: int,

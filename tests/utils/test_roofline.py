@@ -9,7 +9,7 @@ from models import Darknet
 from models.darknet import count_flops
 from models.layers import Route
 from tests.helpers import MICRO_CFG
-from utils.roofline import Rates, conv_flops, floor_seconds, layer_costs
+from utils.roofline import Rates, conv_flops, floor_seconds, layer_costs, optimizer_bytes
 
 MATMUL_GFLOPS, BANDWIDTH_GBYTES = 100.0, 10.0
 
@@ -52,6 +52,18 @@ def test_layer_costs_of_a_conv_block():
     _, _, first_flops, first_bytes = layer_costs(block, [image], block(image))
     assert (first_flops, first_bytes) == (flops, written + read + 2 * weights)
     assert layer_costs(nn.Identity(), [x], x) == (0.0, 0.0, 0.0, 0.0)
+
+
+def testoptimizer_bytes_count_the_state_it_keeps():
+    weight = nn.Parameter(torch.ones(10))
+    weight.grad = torch.ones(10)
+    adam = torch.optim.Adam([weight])
+    adam.step()
+    # Parameter read and written, gradient read, two moments read and written; not "step".
+    assert optimizer_bytes(adam) == 7 * 4 * 10
+    sgd = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    sgd.step()
+    assert optimizer_bytes(sgd) == 5 * 4 * 10
 
 
 def test_memory_bandwidth_is_measured():
