@@ -47,7 +47,7 @@ from torch import nn
 from models.layers import Route, Shortcut
 from utils.engine import Training, train_one_epoch
 
-TOP_LAYERS = 5
+TOP_PARTS = 5
 
 
 @dataclass(frozen=True)
@@ -326,6 +326,8 @@ def _summarize(net: nn.Module, recorder: _Recorder, batches: int, wall: float) -
     layers = range(len(net.module_list))
     keys = ("input", *(("forward", i) for i in layers), "forward glue", "loss",
             *(("backward", i) for i in reversed(layers)), "optimizer", "ema", "other")
+    if set(seconds) - set(keys):  # an interval no row owns would vanish from the total
+        raise RuntimeError(f"roofline: events without a row: {set(seconds) - set(keys)}")
     rows = tuple(_row(key, seconds, recorder.costs, batches, net) for key in keys)
     steps = sum(1 for label, _ in events if label == "optimizer")
     first = len(recorder.backward_order) // batches
@@ -352,7 +354,7 @@ def _row(key, seconds: dict, costs: dict, batches: int, net: nn.Module) -> Row:
 def roofline_report(profile: StepProfile, rates: Rates) -> dict:
     """The profile's rows with their floors at ``rates``; the step's measured time (the span
     the rows partition, per batch), its limit (the floors' sum) and achieved / limit (limit /
-    measured); the ``TOP_LAYERS`` rows that lose the most time against their floor."""
+    measured); the ``TOP_PARTS`` rows that lose the most time against their floor."""
     rows = []
     for row in profile.rows:
         compute, traffic = row.flops / (rates.gflops * 1e9), row.nbytes / (rates.gbytes * 1e9)
@@ -360,7 +362,7 @@ def roofline_report(profile: StepProfile, rates: Rates) -> dict:
                      "bound": "FLOPs" if compute > traffic else "bytes"})
     measured = profile.span / profile.batches
     limit = sum(r["floor"] for r in rows)
-    top = sorted(rows, key=lambda r: r["seconds"] - r["floor"], reverse=True)[:TOP_LAYERS]
+    top = sorted(rows, key=lambda r: r["seconds"] - r["floor"], reverse=True)[:TOP_PARTS]
     return {"rates": asdict(rates), "batches": profile.batches,
             "optimizer_steps": profile.optimizer_steps, "step_seconds": measured,
             "limit_seconds": limit, "achieved_over_limit": limit / measured,
