@@ -5,13 +5,16 @@ mixed precision (amp). The training rows time train.py's own step (built by the 
     python -m utils.benchmark                                   # tiny + yolov3 at 256 and 416
     python -m utils.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
     python -m utils.benchmark --device 0 --out bench_gpu.json
+    python -m utils.benchmark --roofline --cfgs cfg/yolov3-tiny.cfg --img-sizes 224 --batch-size 8
 
 Per model, size and mode: training images/s (forward, backward, optimizer step, on data from
 the built-in set), the share of a step spent waiting for data, inference ms/image and images/s
 at batch 1 and 16 (in the mode's precision), peak memory, and the model's FLOP rate as a
 fraction of this device's measured matrix-multiply rate in the same precision (fp32, or bf16 /
 fp16 for amp). ``--epoch`` also times one real epoch of train.py in each mode. Prints a table
-and writes JSON.
+and writes JSON. ``--roofline`` instead profiles train.py's step per layer against the floor
+this machine's measured matmul rate and memory bandwidth set (``utils.roofline``; JSON at
+``--json``, plot beside it).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import contextlib
 import gc
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,6 +41,7 @@ from utils.engine import train_one_epoch
 from utils.hyp import DEFAULT_HYP
 from utils.inputs import to_model_input
 from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
+from utils.roofline import Rates, format_roofline, profile_step, roofline_report, write_roofline
 from utils.run_plan import options_parser, resolve_options
 from utils.training_setup import build_training
 
@@ -71,10 +76,38 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: i
     return best
 
 
+def memory_bandwidth(device: torch.device, nbytes: int, repeats: int = 5, trials: int = 5
+                     ) -> float:
+    """Measured GB/s of copying an fp32 tensor of ``nbytes`` into another (counted as its
+    bytes read plus its bytes written, the way the roofline counts a layer's traffic), the
+    best of ``trials``. A copy, not an add: it is the plainest traffic, with no arithmetic
+    to wait for. Its size decides which memory it measures: at the size of the step's largest
+    activation it is the bandwidth those layers can see (from a cache, where it fits). A small
+    tensor is copied more times, at least 64 MiB a trial, so the clock's resolution and one
+    late thread do not decide the figure."""
+    repeats = max(repeats, math.ceil(2 ** 26 / max(nbytes, 1)))
+    source = torch.rand(max(nbytes // 4, 1), device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    best = 0.0
+    for _ in range(trials):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            target.copy_(source)
+        _sync(device)
+        best = max(best, 2 * source.numel() * 4 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 # Modes: (name, train.py's flags for it)
 MODES = (("repro fp32", ("--repro",)), ("fp32", ("--no-amp",)), ("amp", ("--amp",)))
 # --portable needs its variables at interpreter start: timed as a whole epoch of train.py only.
 EPOCH_MODES = (*MODES, ("portable fp32", ("--portable",)))
+# The roofline's: train.py as a user starts it (mixed precision where native), and --repro.
+ROOFLINE_MODES = (("default", ()), ("repro", ("--repro",)))
+# Far beyond any CPU's last-level cache (480 MiB here): what main memory sustains.
+DRAM_PROBE_BYTES = 2 ** 30
 
 
 def _subset_data(data, count: int, folder: Path) -> Path:
@@ -89,22 +122,32 @@ def _subset_data(data, count: int, folder: Path) -> Path:
     return path
 
 
-def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, flags: tuple[str, ...],
-                   device: str, data, workers: int | None = None) -> dict:
-    """Speed of train.py's own training step (its plan, loader, optimizer, EMA, precision and
-    loss, through ``engine.train_one_epoch``): one epoch of 2 batches to warm up (allocation,
-    kernel choice), then one timed epoch of ``steps`` batches. ``flags``: train.py's options
-    for the mode; ``workers`` None: the plan's choice."""
+@contextlib.contextmanager
+def built_training(cfg: str, img_size: int, batch_size: int, images: int,
+                   flags: tuple[str, ...], device: str, data, workers: int | None = None):
+    """train.py's Training (``build_training``: plan, loader, optimizer, EMA, precision, loss)
+    for ``cfg`` at ``img_size`` on the first ``images`` of ``data``, in a temporary folder
+    that lasts as long as the context. ``flags``: train.py's options for the mode; ``workers``
+    None: the plan's choice."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data_file = _subset_data(data, batch_size * steps, folder)
+        data_file = _subset_data(data, images, folder)
         argv = ["--cfg", cfg, "--data", str(data_file), "--hyp", str(data.hyp or DEFAULT_HYP),
                 "--img-size", str(img_size), "--batch-size", str(batch_size), "--epochs", "2",
                 "--project", str(folder / "runs"), "--quiet", "--nosave", "--device", device,
                 *flags, *(["--workers", str(workers)] if workers is not None else [])]
         options, _, _ = resolve_options(options_parser().parse_args(argv), options_parser())
         with contextlib.redirect_stdout(io.StringIO()):
-            training = build_training(options, None, None)
+            yield build_training(options, None, None)
+
+
+def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, flags: tuple[str, ...],
+                   device: str, data, workers: int | None = None) -> dict:
+    """Speed of train.py's own training step (its plan, loader, optimizer, EMA, precision and
+    loss, through ``engine.train_one_epoch``): one epoch of 2 batches to warm up (allocation,
+    kernel choice), then one timed epoch of ``steps`` batches."""
+    with built_training(cfg, img_size, batch_size, batch_size * steps, flags, device, data,
+                        workers) as training:
         plan = training.plan
         if plan.device.type == "cuda":
             # The allocator keeps the last case's blocks reserved: give them back first, or
@@ -196,11 +239,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None,
                         help="loader workers (default: a worker per CPU core on a GPU, else "
                              "train.py's choice for the mode)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads, as train.py's --threads (default: the mode's). On "
+                             "cores that other jobs share, 1 thread waits for no other thread")
     parser.add_argument("--device", default="")
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
                         help="also time one real epoch of train.py in each mode")
     parser.add_argument("--out", default="benchmark.json")
+    parser.add_argument("--roofline", action="store_true",
+                        help="instead of the table: per layer of train.py's step, measured "
+                             "time against the floor this machine's matmul rate and memory "
+                             "bandwidth set (default and --repro modes)")
+    parser.add_argument("--modes", nargs="+", choices=[name for name, _ in ROOFLINE_MODES],
+                        default=[name for name, _ in ROOFLINE_MODES],
+                        help="--roofline's modes: train.py's default, and --repro")
+    parser.add_argument("--json", default="roofline.json",
+                        help="where --roofline writes its JSON (its plot beside it, .png)")
     return parser
 
 
@@ -228,6 +283,10 @@ def main(args: argparse.Namespace) -> dict:
     device = select_device(args.device)
     workers = default_workers(args.workers, device)
     data = prepare_data(args.data)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the matmul rate at the steps' thread count
+    if args.roofline:
+        return main_roofline(args, device, data)
     amp, why = choose_precision(None, False, device)
     peaks = matmul_peaks(device, amp)
     steps = args.steps or (50 if device.type == "cuda" else 6)
@@ -245,13 +304,18 @@ def main(args: argparse.Namespace) -> dict:
                 report["cases"].append(bench_case(cfg, size, mode, peaks, device, data, steps,
                                                   workers, args))
     if args.epoch:
-        report["epoch_seconds"] = {mode[0]: bench_epoch(mode, args.device)
-                                   for mode in EPOCH_MODES}
+        report["epoch_seconds"] = {name: bench_epoch((name, _with_threads(flags, args)),
+                                                     args.device)
+                                   for name, flags in EPOCH_MODES}
         print("one epoch of the default training: " + ", ".join(
             f"{name} {seconds:.1f} s" for name, seconds in report["epoch_seconds"].items()))
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
     return report
+
+
+def _with_threads(flags: tuple[str, ...], args: argparse.Namespace) -> tuple[str, ...]:
+    return (*flags, "--threads", str(args.threads)) if args.threads else flags
 
 
 def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: dict,
@@ -261,8 +325,8 @@ def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: di
     ordinary fp32 run on a GPU (the row says so)."""
     name, flags = mode
     case = {"cfg": cfg, "img_size": size, "mode": name, "repro": "--repro" in flags}
-    case.update(bench_training(cfg, size, args.batch_size, steps, flags, args.device or "",
-                               data, workers))
+    case.update(bench_training(cfg, size, args.batch_size, steps, _with_threads(flags, args),
+                               args.device or "", data, workers))
     precision = case["precision"]
     case.update(bench_inference(cfg, size, 1, device, data.num_classes, args.repeats * 4,
                                 precision))
@@ -275,6 +339,55 @@ def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: di
           f"{case['infer_b1_ms_per_img']:>9.1f} {case['infer_b16_img_per_s']:>9.1f} "
           f"{case['peak_memory_gb']:>7.2f}  {case['workers']}"
           + (" (convolutions in TF32)" if peak == "tf32" else ""), flush=True)
+    return case
+
+
+def main_roofline(args: argparse.Namespace, device: torch.device, data) -> dict:
+    report = {"device": device_name(device), "torch": str(torch.__version__), "cases": []}
+    for cfg in args.cfgs:
+        for size in args.img_sizes:
+            for mode in (m for m in ROOFLINE_MODES if m[0] in args.modes):
+                case = roofline_case(cfg, size, mode, data, args)
+                report["cases"].append(case)
+                print(format_roofline(case), flush=True)
+    plot = write_roofline(report, Path(args.json))
+    print(f"wrote {args.json} and {plot}")
+    return report
+
+
+def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data, args) -> dict:
+    """The roofline of one model, size and mode: the step profiled (2 batches to warm up,
+    then ``--steps``), then this machine's rates measured at the step's precision and thread
+    count. Where gradients accumulate over more batches than are timed, the optimizer steps
+    more often than in training (once at the epoch's end): ``optimizer_steps`` says so."""
+    name, flags = mode
+    steps = args.steps or 6
+    with built_training(cfg, size, args.batch_size, args.batch_size * steps,
+                        _with_threads(flags, args), args.device or "", data,
+                        args.workers) as training:
+        plan, loader = training.plan, training.train_loader
+        loader.batch_sampler.set_epoch(0)
+        warm_up = _first_batches(loader, 2)
+        loader.batch_sampler.set_epoch(1)
+        profile = profile_step(training, warm_up, _first_batches(loader, steps))
+    precision = plan.precision
+    tf32 = precision == "fp32" and plan.device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    matmul = matmul_gflops(plan.device, AUTOCAST_DTYPES.get(precision, torch.float32),
+                           trials=5, tf32=tf32)
+    # A copy the size of the largest activation can only be as fast as main memory or faster;
+    # where it read slower, other jobs took the cores during it, and main memory's rate is the
+    # truer figure for it.
+    activations = memory_bandwidth(plan.device, profile.largest_tensor_bytes, trials=10)
+    dram = memory_bandwidth(plan.device, DRAM_PROBE_BYTES, repeats=1, trials=3)
+    case = {"cfg": cfg, "img_size": size, "batch_size": args.batch_size, "mode": name,
+            "precision": precision + (" (TF32 convolutions)" if tf32 else ""),
+            "threads": torch.get_num_threads(), "optimizer": type(training.optimizer).__name__,
+            "accumulate": plan.accumulate,
+            "title": f"{Path(cfg).stem} {size} px batch {args.batch_size}, {name} ({precision})",
+            "bandwidth_probe_bytes": profile.largest_tensor_bytes,
+            "activation_gbytes": activations, "dram_gbytes": dram}
+    rates = Rates(matmul, max(activations, dram))
+    case.update(roofline_report(profile, rates))
     return case
 
 
