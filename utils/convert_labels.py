@@ -8,8 +8,9 @@ Writes OUT/images/ (links to the sources; --copy copies), OUT/labels/ (YOLO rows
 (one list file per split: VOC's ImageSets/Main/*.txt when present, else "all"; COCO: the
 --split name), OUT/<OUT name>.names (VOC: the 20 VOC classes in VOC's order when the names are
 VOC's, else sorted; COCO: by category id), OUT/<OUT name>.data (train= the train split, valid=
-the val or test split), and OUT/conversion_report.json: counts, every box clipped, dropped or
-refused with its file and reason, and the SHA-256 of the sources. COCO conversions also write
+the val or test split), and OUT/conversion_report.json (a COCO split's:
+OUT/conversion_report_<split>.json): counts, every box clipped, dropped or refused with its file
+and reason, and the SHA-256 of the sources. COCO conversions also write
 OUT/coco_ids.json (source image and category ids), so test.py --save-json writes detections with
 the source file's own ids and pycocotools scores them against the original instances file.
 
@@ -36,7 +37,14 @@ from utils.errors import InputError, report_input_error
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
                "sheep", "sofa", "train", "tvmonitor")
-REPORT_FILE = "conversion_report.json"
+REPORT_FILE = "conversion_report.json"  # a VOC root's, all its splits at once
+
+
+def report_file(options: dict) -> str:
+    """The report's name: one per COCO split (splits of one project are converted one call
+    each, and a later call must not overwrite an earlier one's events), one for a VOC root."""
+    return f"conversion_report_{options['split']}.json" if options["format"] == "coco" \
+        else REPORT_FILE
 COCO_IDS_FILE = "coco_ids.json"
 PRINTED_EVENTS = 50
 
@@ -304,11 +312,12 @@ def write_report(conv: Conversion, out: Path, sources: dict[str, str], options: 
               "splits": {k: len(v) for k, v in conv.splits.items()},
               "counts": {k: v for k, v in sorted(conv.counts.items()) if k != "boxes"},
               "events": conv.events}
-    (out / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
+    (out / report_file(options)).write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
 def summary(report: dict, out: Path) -> str:
+    """What the conversion did, for the terminal: counts, the first events, the report file."""
     lines = [f"{report['images']} images, {report['boxes']} boxes, {report['classes']} classes "
              f"({', '.join(f'{n} {k}' for n, k in report['boxes_per_class'].items())}); "
              f"splits: {', '.join(f'{k} {v}' for k, v in report['splits'].items())}"]
@@ -318,7 +327,7 @@ def summary(report: dict, out: Path) -> str:
     lines += report["events"][:PRINTED_EVENTS]
     if len(report["events"]) > PRINTED_EVENTS:
         lines.append(f"... {len(report['events']) - PRINTED_EVENTS} more")
-    lines.append(f"every event and the source digests: {out / REPORT_FILE}")
+    lines.append(f"every event and the source digests: {out / report_file(report['options'])}")
     return "\n".join(lines)
 
 

@@ -132,7 +132,7 @@ def test_coco_every_odd_case_is_reported(tmp_path, capsys):
     data = _convert("coco", instances, tmp_path / "imgs", tmp_path / "out")
     config = load_data_config(data)
     assert config.names == ["car", "cat", "bird"]  # by category id: 3, 7, 12
-    report = json.loads((tmp_path / "out" / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "out" / "conversion_report_val.json").read_text())
     assert report["counts"] == {"clipped": 1, "refused": 3, "left out": 1, "image left out": 1}
     events = "\n".join(report["events"])
     for reason in ("annotation 4 (image y.png): left out: iscrowd",
@@ -146,6 +146,22 @@ def test_coco_every_odd_case_is_reported(tmp_path, capsys):
     assert ids["images"] == {"images/val/x.png": 101, "images/val/y.png": 205,
                              "images/val/z.png": 309}
     assert "validates on val" in capsys.readouterr().out
+
+
+def test_coco_second_split_keeps_the_first_splits_report(tmp_path):
+    """Two COCO splits converted into one project: each keeps its own report (the second used
+    to overwrite the first's, losing its events and source digests)."""
+    instances = _coco(tmp_path)
+    _convert("coco", instances, tmp_path / "imgs", tmp_path / "out")
+    train = tmp_path / "instances_train.json"
+    train.write_text(instances.read_text())
+    _convert("coco", train, tmp_path / "imgs", tmp_path / "out")
+    reports = {split: json.loads((tmp_path / "out" / f"conversion_report_{split}.json")
+                                 .read_text()) for split in ("val", "train")}
+    assert reports["val"]["options"]["split"] == "val"
+    assert reports["train"]["options"]["split"] == "train"
+    assert reports["val"]["counts"] == reports["train"]["counts"] != {}
+    assert len(reports["val"]["events"]) == len(reports["train"]["events"]) > 0
 
 
 def test_coco_second_split_with_other_categories_is_refused(tmp_path):
