@@ -38,6 +38,7 @@ from models.darknet import count_flops
 from utils.data_config import list_images, prepare_data
 from utils.device import device_name, memory_gb, select_device
 from utils.engine import train_one_epoch
+from utils.errors import InputError, report_input_error
 from utils.hyp import DEFAULT_HYP
 from utils.inputs import to_model_input
 from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
@@ -137,15 +138,21 @@ def built_training(cfg: str, img_size: int, batch_size: int, images: int,
                 "--project", str(folder / "runs"), "--quiet", "--nosave", "--device", device,
                 *flags, *(["--workers", str(workers)] if workers is not None else [])]
         options, _, _ = resolve_options(options_parser().parse_args(argv), options_parser())
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield build_training(options, None, None)
+        # A --repro plan pins torch's threads; give the next case the process's own count back.
+        threads = torch.get_num_threads()
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield build_training(options, None, None)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, flags: tuple[str, ...],
                    device: str, data, workers: int | None = None) -> dict:
     """Speed of train.py's own training step (its plan, loader, optimizer, EMA, precision and
     loss, through ``engine.train_one_epoch``): one epoch of 2 batches to warm up (allocation,
-    kernel choice), then one timed epoch of ``steps`` batches."""
+    kernel choice), then ``steps`` timed batches (over several epochs of the subset when it
+    holds fewer)."""
     with built_training(cfg, img_size, batch_size, batch_size * steps, flags, device, data,
                         workers) as training:
         plan = training.plan
@@ -156,28 +163,40 @@ def bench_training(cfg: str, img_size: int, batch_size: int, steps: int, flags: 
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(plan.device)
         loader = training.train_loader
-        timed = {}
-        for epoch, batches in ((0, 2), (1, steps)):
+        loader.batch_sampler.set_epoch(0)
+        warm_up = _first_batches(loader, 2)
+        _step(training, warm_up, 0)
+        # The subset may hold fewer batches than ``steps`` (500 images are 31 batches of 16):
+        # further epochs of it until the steps are done, every image counted as stepped.
+        done, images, seconds, epoch = 0, 0, 0.0, 1
+        while done < steps:
             loader.batch_sampler.set_epoch(epoch)
-            subset = _first_batches(loader, batches)
-            start = time.perf_counter()
-            train_one_epoch(training.train_model, training.ema, training.optimizer, subset,
-                            plan.device, epoch, plan.hyp["lr0"], training.settings,
-                            training.scaler)
-            _sync(plan.device)
-            timed[epoch] = time.perf_counter() - start
+            batches = _first_batches(loader, steps - done)
+            seconds += _step(training, batches, epoch)
+            done, images, epoch = done + len(batches), images + sum(len(b[0]) for b in batches), \
+                epoch + 1
         start = time.perf_counter()
-        for _ in _first_batches(loader, steps):
-            pass
-        loading = time.perf_counter() - start
-    images = steps * batch_size
-    rate = images / timed[1]
+        loaded = _first_batches(loader, steps)
+        loading = (time.perf_counter() - start) / len(loaded)
+        threads = torch.get_num_threads()  # the step's: leaving the context restores ours
+    rate = images / seconds
     flops = count_flops(training.model, img_size) * 3  # forward + backward (about twice)
-    return {"train_img_per_s": rate, "data_share": min(loading / timed[1], 1.0),
+    return {"train_img_per_s": rate, "data_share": min(loading / (seconds / done), 1.0),
             "model_gflops_per_s": flops * rate / 1e9, "peak_memory_gb": memory_gb(plan.device),
-            "timed_images": images, "timed_seconds": timed[1], "precision": plan.precision,
+            "timed_images": images, "timed_steps": done, "timed_seconds": seconds,
+            "precision": plan.precision, "threads": threads,
             "workers": plan.workers, "optimizer": type(training.optimizer).__name__,
             "conv_tf32": plan.device.type == "cuda" and torch.backends.cudnn.allow_tf32}
+
+
+def _step(training, batches: list, epoch: int) -> float:
+    """Seconds for train.py's step over ``batches`` (device work waited for)."""
+    plan = training.plan
+    start = time.perf_counter()
+    train_one_epoch(training.train_model, training.ema, training.optimizer, batches, plan.device,
+                    epoch, plan.hyp["lr0"], training.settings, training.scaler)
+    _sync(plan.device)
+    return time.perf_counter() - start
 
 
 def _first_batches(loader, count: int) -> list:
@@ -214,14 +233,15 @@ def bench_inference(cfg: str, img_size: int, batch_size: int, device: torch.devi
             f"infer_b{batch_size}_img_per_s": batch_size / seconds}
 
 
-def bench_epoch(mode: tuple[str, tuple[str, ...]], device: str) -> float:
+def bench_epoch(mode: tuple[str, tuple[str, ...]], device: str, workers: int | None) -> float:
     """Seconds for one real epoch of the default training (no test pass) in ``mode``, train.py
     started as a user starts it (the interpreter's start-up included)."""
     _, flags = mode
     with tempfile.TemporaryDirectory() as project:
         # Epoch 0 of a 2-epoch schedule, then stop: not the final epoch, so no test pass.
         command = [sys.executable, "train.py", "--epochs", "2", "--stop-after", "1", "--notest",
-                   "--nosave", "--quiet", "--project", project, "--device", device, *flags]
+                   "--nosave", "--quiet", "--project", project, "--device", device, *flags,
+                   *(["--workers", str(workers)] if workers is not None else [])]
         start = time.perf_counter()
         subprocess.run(command, check=True, cwd=Path(__file__).resolve().parent.parent,
                        stdout=subprocess.DEVNULL)
@@ -246,16 +266,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
                         help="also time one real epoch of train.py in each mode")
-    parser.add_argument("--out", default="benchmark.json")
+    parser.add_argument("--out", default=None,
+                        help="the JSON written (default benchmark.json, or roofline.json with "
+                             "--roofline, its plot beside it as .png)")
     parser.add_argument("--roofline", action="store_true",
                         help="instead of the table: per layer of train.py's step, measured "
                              "time against the floor this machine's matmul rate and memory "
                              "bandwidth set (default and --repro modes)")
     parser.add_argument("--modes", nargs="+", choices=[name for name, _ in ROOFLINE_MODES],
-                        default=[name for name, _ in ROOFLINE_MODES],
+                        default=None,
                         help="--roofline's modes: train.py's default, and --repro")
-    parser.add_argument("--json", default="roofline.json",
-                        help="where --roofline writes its JSON (its plot beside it, .png)")
     return parser
 
 
@@ -280,13 +300,18 @@ def default_workers(workers: int | None, device: torch.device) -> int | None:
 
 
 def main(args: argparse.Namespace) -> dict:
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads {args.threads}: must be at least 1")
+    if args.modes is not None and not args.roofline:
+        raise InputError("--modes chooses --roofline's modes; the table runs every mode "
+                         "(add --roofline, or drop --modes)")
     device = select_device(args.device)
     workers = default_workers(args.workers, device)
     data = prepare_data(args.data)
     if args.threads:
         torch.set_num_threads(args.threads)  # the matmul rate at the steps' thread count
     if args.roofline:
-        return main_roofline(args, device, data)
+        return main_roofline(args, device, data, workers)
     amp, why = choose_precision(None, False, device)
     peaks = matmul_peaks(device, amp)
     steps = args.steps or (50 if device.type == "cuda" else 6)
@@ -305,12 +330,13 @@ def main(args: argparse.Namespace) -> dict:
                                                   workers, args))
     if args.epoch:
         report["epoch_seconds"] = {name: bench_epoch((name, _with_threads(flags, args)),
-                                                     args.device)
+                                                     args.device, args.workers)
                                    for name, flags in EPOCH_MODES}
         print("one epoch of the default training: " + ", ".join(
             f"{name} {seconds:.1f} s" for name, seconds in report["epoch_seconds"].items()))
-    Path(args.out).write_text(json.dumps(report, indent=1))
-    print(f"wrote {args.out}")
+    out = Path(args.out or "benchmark.json")
+    out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}")
     return report
 
 
@@ -342,20 +368,23 @@ def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: di
     return case
 
 
-def main_roofline(args: argparse.Namespace, device: torch.device, data) -> dict:
+def main_roofline(args: argparse.Namespace, device: torch.device, data,
+                  workers: int | None) -> dict:
     report = {"device": device_name(device), "torch": str(torch.__version__), "cases": []}
     for cfg in args.cfgs:
         for size in args.img_sizes:
-            for mode in (m for m in ROOFLINE_MODES if m[0] in args.modes):
-                case = roofline_case(cfg, size, mode, data, args)
+            for mode in (m for m in ROOFLINE_MODES if m[0] in (args.modes or [m[0]])):
+                case = roofline_case(cfg, size, mode, data, workers, args)
                 report["cases"].append(case)
                 print(format_roofline(case), flush=True)
-    plot = write_roofline(report, Path(args.json))
-    print(f"wrote {args.json} and {plot}")
+    out = Path(args.out or "roofline.json")
+    plot = write_roofline(report, out)
+    print(f"wrote {out} and {plot}")
     return report
 
 
-def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data, args) -> dict:
+def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data,
+                  workers: int | None, args) -> dict:
     """The roofline of one model, size and mode: the step profiled (2 batches to warm up,
     then ``--steps``), then this machine's rates measured at the step's precision and thread
     count. Where gradients accumulate over more batches than are timed, the optimizer steps
@@ -364,24 +393,28 @@ def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data, 
     steps = args.steps or 6
     with built_training(cfg, size, args.batch_size, args.batch_size * steps,
                         _with_threads(flags, args), args.device or "", data,
-                        args.workers) as training:
+                        workers) as training:
         plan, loader = training.plan, training.train_loader
         loader.batch_sampler.set_epoch(0)
         warm_up = _first_batches(loader, 2)
         loader.batch_sampler.set_epoch(1)
         profile = profile_step(training, warm_up, _first_batches(loader, steps))
-    precision = plan.precision
-    tf32 = precision == "fp32" and plan.device.type == "cuda" and torch.backends.cudnn.allow_tf32
-    matmul = matmul_gflops(plan.device, AUTOCAST_DTYPES.get(precision, torch.float32),
-                           trials=5, tf32=tf32)
-    # A copy the size of the largest activation can only be as fast as main memory or faster;
-    # where it read slower, other jobs took the cores during it, and main memory's rate is the
-    # truer figure for it.
-    activations = memory_bandwidth(plan.device, profile.largest_tensor_bytes, trials=10)
-    dram = memory_bandwidth(plan.device, DRAM_PROBE_BYTES, repeats=1, trials=3)
+        # The rates inside the context: at the thread count the step ran at (a --repro plan
+        # pins its own; leaving the context gives the process's back).
+        threads = torch.get_num_threads()
+        precision = plan.precision
+        tf32 = precision == "fp32" and plan.device.type == "cuda" and \
+            torch.backends.cudnn.allow_tf32
+        matmul = matmul_gflops(plan.device, AUTOCAST_DTYPES.get(precision, torch.float32),
+                               trials=5, tf32=tf32)
+        # A copy the size of the largest activation can only be as fast as main memory or
+        # faster; where it read slower, other jobs took the cores during it, and main memory's
+        # rate is the truer figure for it.
+        activations = memory_bandwidth(plan.device, profile.largest_tensor_bytes, trials=10)
+        dram = memory_bandwidth(plan.device, DRAM_PROBE_BYTES, repeats=1, trials=3)
     case = {"cfg": cfg, "img_size": size, "batch_size": args.batch_size, "mode": name,
             "precision": precision + (" (TF32 convolutions)" if tf32 else ""),
-            "threads": torch.get_num_threads(), "optimizer": type(training.optimizer).__name__,
+            "threads": threads, "optimizer": type(training.optimizer).__name__,
             "accumulate": plan.accumulate,
             "title": f"{Path(cfg).stem} {size} px batch {args.batch_size}, {name} ({precision})",
             "bandwidth_probe_bytes": profile.largest_tensor_bytes,
@@ -392,4 +425,7 @@ def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data, 
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except InputError as err:
+        sys.exit(report_input_error(err))

@@ -45,3 +45,36 @@ def test_on_a_gpu_every_mode_gets_a_loader_worker_per_core(monkeypatch):
     assert default_workers(None, torch.device("cuda", 0)) == 16
     assert default_workers(3, torch.device("cuda", 0)) == 3
     assert default_workers(None, torch.device("cpu")) is None  # the plan's choice per mode
+
+
+def test_more_steps_than_the_set_holds_are_stepped_and_counted(tiny_data):
+    """16 images are 4 batches of 4: 6 timed steps run over two epochs of the subset, and
+    the rate counts the images that were stepped (it used to count steps x batch whatever
+    the subset held, 1.6x too many on a GPU's 50 steps of the built-in set)."""
+    data = load_data_config(tiny_data)
+    train = bench_training(str(MICRO_CFG), 64, 4, 6, ("--repro",), "cpu", data)
+    assert train["timed_steps"] == 6 and train["timed_images"] == 24
+    assert train["train_img_per_s"] == pytest.approx(24 / train["timed_seconds"])
+
+
+def test_a_repro_case_gives_the_next_case_the_processs_threads(tiny_data):
+    """A --repro plan pins 2 threads; the ordinary case after it must run at the process's own
+    count, not inherit the pin."""
+    data = load_data_config(tiny_data)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train = bench_training(str(MICRO_CFG), 64, 4, 1, ("--repro",), "cpu", data)
+        assert train["threads"] == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_options_the_table_would_drop_are_refused():
+    from utils.benchmark import get_args_parser, main
+    from utils.errors import InputError
+    with pytest.raises(InputError, match="--modes chooses --roofline's modes"):
+        main(get_args_parser().parse_args(["--modes", "default"]))
+    with pytest.raises(InputError, match="--threads 0: must be at least 1"):
+        main(get_args_parser().parse_args(["--threads", "0"]))

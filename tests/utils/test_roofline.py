@@ -54,7 +54,7 @@ def test_layer_costs_of_a_conv_block():
     assert layer_costs(nn.Identity(), [x], x) == (0.0, 0.0, 0.0, 0.0)
 
 
-def testoptimizer_bytes_count_the_state_it_keeps():
+def test_optimizer_bytes_count_the_state_it_keeps():
     weight = nn.Parameter(torch.ones(10))
     weight.grad = torch.ones(10)
     adam = torch.optim.Adam([weight])
@@ -77,7 +77,7 @@ def roofline(tiny_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("roofline") / "roofline.json"
     args = benchmark.get_args_parser().parse_args(
         ["--roofline", "--modes", "repro", "--cfgs", str(MICRO_CFG), "--img-sizes", "64",
-         "--batch-size", "4", "--steps", "2", "--data", str(tiny_data), "--json", str(out)])
+         "--batch-size", "4", "--steps", "2", "--data", str(tiny_data), "--out", str(out)])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(benchmark, "matmul_gflops", lambda *_a, **_k: MATMUL_GFLOPS)
         patch.setattr(benchmark, "memory_bandwidth", lambda *_a, **_k: BANDWIDTH_GBYTES)
