@@ -8,9 +8,10 @@ numbers (equal to pycocotools' COCOeval), then P, R, mAP@0.5 and mAP@0.5:0.95 pe
     python test.py --weights a/best.pt --compare b/best.pt  # B - A on the same images
 
 --bootstrap N resamples the evaluated images with replacement N times (seeded by --seed) and
-prints the 2.5%..97.5% range of each COCO number beside it: the validation set's own sampling
-noise. --compare evaluates a second model on the same images and gives B - A of each number
-with a paired-bootstrap interval (one resample of the images for both) and a verdict.
+prints a bias-corrected percentile 95% interval of each COCO number beside it: the validation
+set's own sampling noise. --compare evaluates a second model on the same images and gives
+B - A of each number with a paired-bootstrap interval (one resample of the images for both)
+and a verdict.
 
 train.py evaluates with the same function and loader settings, so both give the same numbers
 for the same weights; a --repro run is evaluated under its own determinism settings.
@@ -73,7 +74,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--compare", default=None, metavar="WEIGHTS",
                         help="a second model, evaluated on the same images: B - A of each COCO "
                              "number with a paired-bootstrap 95%% interval (--bootstrap N "
-                             f"resamples, default {COMPARE_RESAMPLES}) and a verdict")
+                             f"resamples, default {COMPARE_RESAMPLES}) and a verdict; "
+                             "A's own intervals are not printed then, and --save-json writes "
+                             "A's files only")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the bootstrap's resamples (the same seed, the same "
                              "interval)")
@@ -144,10 +147,13 @@ def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.devic
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,
                       autocast=autocast, single_cls=single_cls)
-    if first and not (np.array_equal(first.result.matches.image_ids, result.matches.image_ids)
-                      and first.names == names):
+    if first and first.names != names:
         raise InputError(f"B scores the classes {names} where A scores {first.names}: "
                          "their numbers measure different things", weights)
+    if first and not np.array_equal(first.result.matches.image_ids, result.matches.image_ids):
+        raise InputError("B was evaluated on other images than A (its checkpoint names other "
+                         "data, or --data differs): a paired comparison needs the same images",
+                         weights)
     return Evaluated(result, dataset, names, str(data.path), img_size, detections)
 
 
@@ -169,8 +175,8 @@ def save_json(args: argparse.Namespace, a: Evaluated) -> None:
 
 def format_intervals(intervals: dict, resamples: int, seed: int) -> str:
     """Each COCO number with its image-bootstrap interval."""
-    lines = [f"image bootstrap: {resamples} resamples of the images (seed {seed}), 95% "
-             "interval (2.5%..97.5%):"]
+    lines = [f"image bootstrap: {resamples} resamples of the images (seed {seed}), "
+             "bias-corrected percentile 95% interval:"]
     for name, v in intervals.items():
         if np.isnan(v.value):  # COCO's -1
             lines.append(f"{name:>10} {-1:8.4f}   nothing to measure (no such objects)")

@@ -94,8 +94,8 @@ def bootstrap(statistic: Callable[[np.ndarray], np.ndarray], num_items: int, res
 
 def coco_numbers(table: MatchTable, weights: np.ndarray) -> np.ndarray:
     """The 12 COCO numbers [12] of the images counted by ``weights`` [I]; NaN for COCO's -1."""
-    stats = summarize(*accumulate(table, weights, summary_only=True))
-    return np.where(stats == -1, np.nan, stats)
+    numbers = summarize(*accumulate(table, weights, summary_only=True))
+    return np.where(numbers == -1, np.nan, numbers)
 
 
 def coco_bootstrap(table: MatchTable, resamples: int, seed: int, level: float = 0.95

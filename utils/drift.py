@@ -243,7 +243,12 @@ def noise_verdict(pair: dict, ranges: dict[int, dict], group: str) -> dict:
     for m in NOISE_METRICS:
         seeds = ranges.get(last["epoch"], {}).get(m) if last else None
         diff = last["metrics"][m]["abs"] if last else math.nan
-        if seeds is None or seeds["n"] < 2 or math.isnan(diff):
+        if last and math.isnan(diff):
+            verdicts[m] = None
+            words.append(f"{m}: not evaluated at the runs' last epoch {last['epoch']}, "
+                         "nothing to hold against the seed range")
+            continue
+        if seeds is None or seeds["n"] < 2:
             verdicts[m] = None
             words.append(f"{m}: no seed range of {group} to hold it against"
                          + (f" at epoch {last['epoch']}" if last else ""))

@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 
 import pytest
@@ -207,3 +208,14 @@ def test_noise_group_without_that_epoch_cannot_hold_it(tmp_path, capsys):
                       "--out", str(tmp_path))
     assert f"mAP@0.5: no seed range of {tmp_path / 'group'} to hold it against at epoch 3" \
         in out.out
+
+
+def test_noise_verdict_names_an_unevaluated_last_epoch():
+    from utils.drift import noise_verdict
+    nan = {"abs": math.nan}
+    pair = {"per_epoch": [{"epoch": 4, "metrics": {"mAP@0.5": nan, "mAP@0.5:0.95": nan}}]}
+    ranges = {4: {"mAP@0.5": {"n": 3, "min": 0.1, "max": 0.2},
+                  "mAP@0.5:0.95": {"n": 3, "min": 0.1, "max": 0.2}}}
+    verdict = noise_verdict(pair, ranges, "g")
+    assert verdict["inside"] == {"mAP@0.5": None, "mAP@0.5:0.95": None}
+    assert "mAP@0.5: not evaluated at the runs' last epoch 4" in verdict["sentence"]

@@ -201,7 +201,6 @@ def _random_images(seed, count=12, tied=False):
 def test_unit_weights_give_the_evaluation_itself():
     images = _random_images(0)
     table = match_images(images)
-    np.testing.assert_array_equal(summarize(*accumulate(table)), coco_evaluate(images).stats)
     np.testing.assert_array_equal(summarize(*accumulate(table, np.ones(len(images)))),
                                   coco_evaluate(images).stats)
     np.testing.assert_array_equal(summarize(*accumulate(table, summary_only=True)),
