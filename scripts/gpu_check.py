@@ -23,12 +23,14 @@ import argparse
 import io
 import os
 import re
+import shutil
 import sys
 import tarfile
 import time
 from pathlib import Path
 
 from utils.atomic_io import atomic_write_bytes, atomic_write_text
+from utils.golden import GOLDEN
 from utils.gpu_summary import format_summary, machine_versions
 from utils.shapes import generate_shapes
 from utils.step_runner import Step, StepRunner
@@ -135,7 +137,8 @@ def build_steps(settings: dict, attempt: Path) -> list[Step]:
             drift("cpu_vs_gpu"),
             probe("probe_cpu_vs_gpu", "--a", "device=cpu", "--b", settings["probe_gpu"]),
             # The GPU's golden record (issue 23): the small training's fingerprints and layer
-            # trace, kept for the next GPU of the same model to match.
+            # trace, checked against the committed records copied into golden.json and added
+            # there, for the next GPU of the same model to match.
             Step("golden_gpu", (py, "-m", "utils.golden", "--device", settings["golden"],
                                 "--record", "--file", str(attempt / "golden.json")),
                  limits["probe"], ok_codes=(0, 1)),
@@ -170,6 +173,9 @@ def main(args: argparse.Namespace) -> Path:
     out = Path(args.out) if Path(args.out).is_absolute() else (ROOT / args.out).resolve()
     attempt = new_attempt(out)
     (attempt / "logs").mkdir()
+    # The golden step compares with the committed records and adds the GPU's to this copy, so
+    # that a same-model GPU's earlier record is checked and the file can replace the committed one.
+    shutil.copyfile(GOLDEN, attempt / "golden.json")
     settings = plan(args, attempt)
     versions: dict = {}
     printed: set[str] = set()

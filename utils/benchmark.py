@@ -14,7 +14,7 @@ fraction of this device's measured matrix-multiply rate in the same precision (f
 fp16 for amp). ``--epoch`` also times one real epoch of train.py in each mode. Prints a table
 and writes JSON. ``--roofline`` instead profiles train.py's step per layer against the floor
 this machine's measured matmul rate and memory bandwidth set (``utils.roofline``; JSON at
-``--json``, plot beside it).
+``--out``, default roofline.json, plot beside it).
 """
 from __future__ import annotations
 

@@ -64,8 +64,8 @@ def format_summary(attempt: Path, runner: StepRunner, versions: dict, dry_run: b
             lines += [f"- {line}" for line in found] or [f"- (no result: see logs/{log.name})"]
     golden = attempt / "logs" / "golden_gpu.log"
     if runner.record("golden_gpu").ok and golden.is_file():
-        lines += ["", "## Golden record (the small training, in golden.json; to compare with "
-                  "tests/golden/portable.json)", ""]
+        lines += ["", "## Golden record (the small training against the committed records; "
+                  "golden.json is tests/golden/portable.json with this one added)", ""]
         lines += [f"- {line.strip()}" for line in golden.read_text().splitlines()
                   if line.strip()][:12]
     bench = attempt / "benchmark.json"
