@@ -166,8 +166,9 @@ def save_json(args: argparse.Namespace, a: Evaluated) -> None:
     out.with_suffix(".ground_truth.json").write_text(json.dumps(truth))
     print(f"COCO files: {out.with_suffix('.detections.json')} and "
           f"{out.with_suffix('.ground_truth.json')}")
-    if args.pycocotools and empty_detections_message(detections, args.conf_thres):
-        print(empty_detections_message(detections, args.conf_thres))
+    empty = empty_detections_message(detections, args.conf_thres)
+    if args.pycocotools and empty:
+        print(empty)
     elif args.pycocotools:
         print(compare_with_pycocotools(result, out.with_suffix(".ground_truth.json"),
                                        out.with_suffix(".detections.json")))
