@@ -89,11 +89,13 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
     options = plan.options
     final = epoch == plan.epochs - 1
     result = None
+    eval_started = time.perf_counter()
     if not options.notest or final:
         result = evaluate(training.ema.module, training.val_loader, plan.device,
                           training.settings.hyp, names=training.names,
                           plot_path=run_dir / "val_predictions.jpg", progress=not options.quiet,
                           autocast=training.settings.autocast)
+    eval_seconds = time.perf_counter() - eval_started
     fingerprint = state_fingerprint(training.model.state_dict())
     training.lines.append(format_line(epoch, plan.epochs, _row(stats, result), fingerprint))
     score = fitness(result.map50, result.map50_95) if result else -1.0
@@ -109,8 +111,12 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
         write_results(run_dir / "results.txt", training.lines)
     summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map50_95:.4f}"
                if result else "not evaluated (--notest)")
+    # Times go to the log only: results.txt holds what two identical runs share.
+    timing = f"train {stats.seconds:.1f} s ({stats.images / max(stats.seconds, 1e-9):.1f} img/s)"
+    if result:
+        timing += f", eval {eval_seconds:.1f} s"
     training.log(f"epoch {epoch}/{plan.epochs - 1}: loss {stats.losses['total']:.5f}, "
-                 f"{summary}, fingerprint {fingerprint}")
+                 f"{summary}, fingerprint {fingerprint}; {timing}")
 
 
 def _raise_interrupt(_signum, _frame):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -113,6 +114,8 @@ class EpochStats:
     targets: int              # targets in the last batch (as the ultralytics column)
     img_size: int             # size of the last batch
     memory_gb: float
+    seconds: float = 0.0      # the loop's wall time, loading included (not in results.txt:
+    images: int = 0           # two identical runs take different times)
 
 
 def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Optimizer,
@@ -124,6 +127,7 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
     there is complete). ``model`` may be wrapped in DistributedDataParallel; ``scaler`` scales
     fp16 losses.
     """
+    started = time.perf_counter()
     model.train()
     net = getattr(model, "module", model)  # the Darknet inside a DDP wrapper
     batches = len(loader)
@@ -133,7 +137,7 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
                desc=f"epoch {epoch}/{settings.epochs - 1}", leave=False)
     optimizer.zero_grad(set_to_none=True)
     targets = torch.zeros(0, 6)
-    img_size = 0
+    img_size, images_seen = 0, 0
     for i, (images, targets, _paths, _placements) in bar:
         iteration = i + batches * epoch
         images = to_model_input(images, device)
@@ -162,12 +166,14 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
             ema.update(net)
         loss_sum += parts
         img_size = images.shape[-1]
+        images_seen += len(images)
         if settings.progress:
             mean = dict(zip(LOSS_PARTS, (loss_sum / (i + 1)).tolist()))
             bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in mean.items())
                                 + f" targets {len(targets)} size {img_size}")
-    means = (loss_sum / max(batches, 1)).tolist()
-    return EpochStats(dict(zip(LOSS_PARTS, means)), len(targets), img_size, memory_gb(device))
+    means = (loss_sum / max(batches, 1)).tolist()  # waits for the device's last step
+    return EpochStats(dict(zip(LOSS_PARTS, means)), len(targets), img_size, memory_gb(device),
+                      time.perf_counter() - started, images_seen)
 
 
 def _forward_loss(model, images, targets, anchors, strides, settings: LoopSettings):
