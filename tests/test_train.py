@@ -67,6 +67,19 @@ def test_resume_equals_straight_run(tiny_data, tmp_path):
     assert comparable(part) == comparable(straight)
 
 
+def test_compiled_repro_runs_repeat_and_resume_exactly(tiny_data, tmp_path):
+    a = run_train(tiny_data, tmp_path, "--repro", "--compile", "--epochs", "3", "--name", "a")
+    b = run_train(tiny_data, tmp_path, "--repro", "--compile", "--epochs", "3", "--name", "b")
+    assert comparable(a) == comparable(b)
+    part = run_train(tiny_data, tmp_path, "--repro", "--compile", "--epochs", "3",
+                     "--stop-after", "1", "--name", "part")
+    # The resume takes --compile from the checkpoint, as every option that moves bits.
+    args = train.get_args_parser().parse_args(["--resume", str(part), "--quiet"])
+    assert train.main(args) == part
+    assert comparable(part) == comparable(a)
+    assert yaml.safe_load((a / "opt.yaml").read_text())["compile"] is True
+
+
 def test_resume_uses_the_checkpoints_cfg_and_records_its_leg(tiny_data, tmp_path, capsys):
     cfg = tmp_path / "model.cfg"
     cfg.write_text(MICRO_CFG.read_text())

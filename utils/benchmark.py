@@ -273,6 +273,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="instead of the table: per layer of train.py's step, measured "
                              "time against the floor this machine's matmul rate and memory "
                              "bandwidth set (default and --repro modes)")
+    parser.add_argument("--compile", action="store_true",
+                        help="train.py's --compile in every training row and epoch (compiled "
+                             "in the warm-up batches, not timed; --epoch counts it)")
     parser.add_argument("--modes", nargs="+", choices=[name for name, _ in ROOFLINE_MODES],
                         default=None,
                         help="--roofline's modes: train.py's default, and --repro")
@@ -305,6 +308,9 @@ def main(args: argparse.Namespace) -> dict:
     if args.modes is not None and not args.roofline:
         raise InputError("--modes chooses --roofline's modes; the table runs every mode "
                          "(add --roofline, or drop --modes)")
+    if args.compile and args.roofline:
+        raise InputError("--roofline times each layer by hooks, which a compiled model runs "
+                         "inside its own kernels: drop --compile or --roofline")
     device = select_device(args.device)
     workers = default_workers(args.workers, device)
     data = prepare_data(args.data)
@@ -317,10 +323,12 @@ def main(args: argparse.Namespace) -> dict:
     steps = args.steps or (50 if device.type == "cuda" else 6)
     report = {"device": device_name(device), "threads": torch.get_num_threads(),
               "torch": str(torch.__version__), "amp_precision": amp, "amp_reason": why,
+              "compile": args.compile,
               "matmul_gflops_per_s": peaks, "steps": steps, "cases": []}
     print(f"{report['device']}, {report['threads']} threads; matmul: "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
-          + f"; amp = {amp} ({why}); {steps} timed steps a case")
+          + f"; amp = {amp} ({why}); {steps} timed steps a case"
+          + ("; models compiled (--compile)" if args.compile else ""))
     print(f"{'model':>12} {'px':>4} {'mode':>10} {'train img/s':>11} {'data %':>6} "
           f"{'% of matmul':>11} {'b1 ms/img':>9} {'b16 img/s':>9} {'peak GB':>7}  workers")
     for cfg in args.cfgs:
@@ -329,7 +337,7 @@ def main(args: argparse.Namespace) -> dict:
                 report["cases"].append(bench_case(cfg, size, mode, peaks, device, data, steps,
                                                   workers, args))
     if args.epoch:
-        report["epoch_seconds"] = {name: bench_epoch((name, _with_threads(flags, args)),
+        report["epoch_seconds"] = {name: bench_epoch((name, _train_flags(flags, args)),
                                                      args.device, args.workers)
                                    for name, flags in EPOCH_MODES}
         print("one epoch of the default training: " + ", ".join(
@@ -340,8 +348,13 @@ def main(args: argparse.Namespace) -> dict:
     return report
 
 
-def _with_threads(flags: tuple[str, ...], args: argparse.Namespace) -> tuple[str, ...]:
-    return (*flags, "--threads", str(args.threads)) if args.threads else flags
+def _train_flags(flags: tuple[str, ...], args: argparse.Namespace) -> tuple[str, ...]:
+    """A mode's train.py options plus the benchmark's --threads and --compile (which
+    --portable refuses: its epoch runs eagerly, as it must)."""
+    extra = ("--threads", str(args.threads)) if args.threads else ()
+    if args.compile and "--portable" not in flags:
+        extra += ("--compile",)
+    return (*flags, *extra)
 
 
 def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: dict,
@@ -351,7 +364,7 @@ def bench_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], peaks: di
     ordinary fp32 run on a GPU (the row says so)."""
     name, flags = mode
     case = {"cfg": cfg, "img_size": size, "mode": name, "repro": "--repro" in flags}
-    case.update(bench_training(cfg, size, args.batch_size, steps, _with_threads(flags, args),
+    case.update(bench_training(cfg, size, args.batch_size, steps, _train_flags(flags, args),
                                args.device or "", data, workers))
     precision = case["precision"]
     case.update(bench_inference(cfg, size, 1, device, data.num_classes, args.repeats * 4,
@@ -392,7 +405,7 @@ def roofline_case(cfg: str, size: int, mode: tuple[str, tuple[str, ...]], data,
     name, flags = mode
     steps = args.steps or 6
     with built_training(cfg, size, args.batch_size, args.batch_size * steps,
-                        _with_threads(flags, args), args.device or "", data,
+                        _train_flags(flags, args), args.device or "", data,
                         workers) as training:
         plan, loader = training.plan, training.train_loader
         loader.batch_sampler.set_epoch(0)

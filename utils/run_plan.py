@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -40,7 +41,7 @@ REPRO_THREADS = 2
 PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
                     "portable",
                     "augment", "adam", "single_cls", "rect", "multi_scale", "threads", "amp",
-                    "sync_bn", "weights", "project", "name")
+                    "compile", "sync_bn", "weights", "project", "name")
 # Options a resume honours from the command line: none of them changes the training's bits.
 HONOURED_ON_RESUME = ("device", "quiet", "stop_after", "workers", "notest", "nosave",
                       "cache_images")
@@ -94,6 +95,11 @@ def options_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (bf16 on a CPU with native bf16, bf16 or fp16 on a GPU)"
                         "; default on where native, off under --repro")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (inductor; on the CPU it needs a "
+                        "C++ compiler): compiles on the first batch of each input shape, "
+                        "counted in that epoch's time; other bits than an eager run, the same "
+                        "bits run to run and across a resume (docs/speed.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -131,6 +137,7 @@ class RunOptions:
     augment: bool
     amp: bool | None
     quiet: bool
+    compile: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,6 +166,8 @@ class RunPlan:
     multi_scale: bool
     drop_last: bool               # drop the last partial batch
     workers: int
+    compile: str | None = None    # torch.compile's dynamic-shape mode ("static" or
+                                  # "automatic"), None: the model runs eagerly
     notes: tuple[str, ...] = field(default=())  # what the plan pinned or chose, to print
 
     @property
@@ -321,6 +330,7 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
         precision, reason = ckpt["args"].get("precision", "fp32"), "the run's own"
     else:
         precision, reason = choose_precision(options.amp, repro, device)
+    compile_mode = _compile_mode(options, device, world_size, notes)
     if options.portable:
         notes.append("portable: ATen kernels at AVX2, convolutions through ATen + MKL (oneDNN "
                      "off), MKL conditional numerical reproducibility at its COMPATIBLE branch")
@@ -332,7 +342,33 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                    precision=precision, precision_reason=reason, deterministic=repro,
                    threads=threads, upsample="deterministic" if repro else "nearest",
                    augment=augment, multi_scale=options.multi_scale and not repro,
-                   drop_last=repro, workers=workers, notes=tuple(notes))
+                   drop_last=repro, workers=workers, compile=compile_mode,
+                   notes=tuple(notes))
+
+
+def _compile_mode(options: RunOptions, device: torch.device, world_size: int, notes: list
+                  ) -> str | None:
+    """--compile's dynamic-shape mode, or None without it. One size a run compiles each batch
+    shape once ("static": the full batches and the last partial one, two compilations); a run
+    whose batches change size (--multi-scale, --rect) compiles shape-generic code after the
+    second shape ("automatic"), since one compilation per size would pass torch's limit."""
+    if not options.compile:
+        return None
+    if world_size > 1:
+        raise InputError("--compile under DDP (torchrun) is not supported by this trainer yet: "
+                         "drop --compile, or train in one process")
+    if options.portable:
+        raise InputError("--portable pins the CPU kernels to ATen's and MKL's; --compile would "
+                         "generate its own: drop one")
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise InputError("--compile on the CPU needs a C++ compiler on PATH (g++, c++ or "
+                         "clang++) for the kernels torch.compile generates; install one or "
+                         "drop --compile")
+    mode = "automatic" if (options.multi_scale and not options.repro) or options.rect \
+        else "static"
+    notes.append(f"torch.compile ({mode} shapes): compiles on the first batch of each shape, "
+                 "in that epoch's time")
+    return mode
 
 
 def _check_portable_start() -> None:

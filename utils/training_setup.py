@@ -145,6 +145,10 @@ def build_training(options: RunOptions, ckpt: dict | None, run_dir: Path | None)
         f"batch {options.batch_size} x accumulate {plan.accumulate}, {plan.epochs} epochs on "
         f"{device}" + (f", {dist.world_size} processes ({dist.backend})"
                        if dist.world_size > 1 else ""))
+    if plan.compile:
+        # In place: the module, its state-dict keys and what the EMA copied stay as they are;
+        # only its calls go through the compiled code. Evaluation runs the EMA, eagerly.
+        model.compile(dynamic=False if plan.compile == "static" else None)
     train_model = model if dist.world_size == 1 else DistributedDataParallel(
         model, device_ids=[device] if device.type == "cuda" else None)
     settings = LoopSettings(

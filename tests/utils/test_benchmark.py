@@ -78,3 +78,14 @@ def test_options_the_table_would_drop_are_refused():
         main(get_args_parser().parse_args(["--modes", "default"]))
     with pytest.raises(InputError, match="--threads 0: must be at least 1"):
         main(get_args_parser().parse_args(["--threads", "0"]))
+    with pytest.raises(InputError, match="drop --compile or --roofline"):
+        main(get_args_parser().parse_args(["--roofline", "--compile"]))
+
+
+def test_compile_reaches_every_mode_but_portable():
+    from utils.benchmark import EPOCH_MODES, _train_flags, get_args_parser
+    args = get_args_parser().parse_args(["--compile", "--threads", "1"])
+    flags = {name: _train_flags(mode_flags, args) for name, mode_flags in EPOCH_MODES}
+    assert all("--compile" in f for name, f in flags.items() if name != "portable fp32")
+    assert "--compile" not in flags["portable fp32"]
+    assert all(f[f.index("--threads") + 1] == "1" for f in flags.values())

@@ -101,3 +101,20 @@ def test_a_changed_class_count_is_named_on_resume(tiny_data, tmp_path):
     data = dataclasses.replace(data, num_classes=3, names=data.names[:3])
     with pytest.raises(InputError, match="classes changed: the .data file now has 3 classes"):
         make_plan(options, ckpt, run_dir, data, CPU)
+
+
+def test_compile_plans_its_shape_mode_and_refuses_what_it_cannot_do(tiny_data, tmp_path,
+                                                                      monkeypatch):
+    assert _plan(tiny_data, tmp_path)[1].compile is None
+    assert _plan(tiny_data, tmp_path, "--compile")[1].compile == "static"
+    assert _plan(tiny_data, tmp_path, "--compile", "--multi-scale")[1].compile == "automatic"
+    # --repro turns multi-scale off: its batches keep one shape.
+    _, plan = _plan(tiny_data, tmp_path, "--compile", "--repro", "--multi-scale")
+    assert plan.compile == "static" and any("torch.compile" in n for n in plan.notes)
+    args = train_args(tiny_data, tmp_path, "--compile")
+    options, _, _ = resolve_options(args, train.get_args_parser())
+    with pytest.raises(InputError, match="under DDP"):
+        make_plan(options, None, None, prepare_data(tiny_data), CPU, world_size=2)
+    monkeypatch.setattr("utils.run_plan.shutil.which", lambda _name: None)
+    with pytest.raises(InputError, match="needs a C\\+\\+ compiler"):
+        _plan(tiny_data, tmp_path, "--compile")
