@@ -7,6 +7,7 @@ yolo layer.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -39,8 +40,11 @@ def build_targets(targets: torch.Tensor, anchors: list[torch.Tensor],
     """
     out = []
     for layer_anchors, (ny, nx) in zip(anchors, grid_shapes):
-        scale = torch.tensor([nx, ny, nx, ny], dtype=targets.dtype, device=targets.device)
-        boxes = targets[:, 2:6] * scale  # [T, 4] xywh in grid units
+        # Scaled by Python numbers, not a tensor of (nx, ny, nx, ny): a tensor built from host
+        # values is a host-to-device copy on a GPU, each call. The products are the same.
+        boxes = targets[:, 2:6].clone()  # [T, 4] xywh in grid units
+        boxes[:, 0::2] *= nx
+        boxes[:, 1::2] *= ny
         match = wh_ratio_match(boxes[:, 2:4], layer_anchors, anchor_t)  # [A, T]
         anchor_index, target_index = match.nonzero(as_tuple=True)
         t = targets[target_index]
@@ -52,6 +56,13 @@ def build_targets(targets: torch.Tensor, anchors: list[torch.Tensor],
                                 torch.cat((offset, b[:, 2:4]), dim=1),
                                 layer_anchors[anchor_index], t[:, 1].long()))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _constant(value: float, device: torch.device) -> torch.Tensor:
+    """A [1] fp32 tensor of ``value`` on ``device``, made once: the BCE positive weights
+    would otherwise be copied from the host at every call. Read only."""
+    return torch.tensor([value], device=device)
 
 
 def _unique_max(flat_index: torch.Tensor, values: torch.Tensor
@@ -81,8 +92,8 @@ def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[to
     grid_anchors = [a.to(device) / s for a, s in zip(anchors, strides)]
     assigned = build_targets(targets.to(device), grid_anchors,
                              [tuple(p.shape[2:4]) for p in preds], hyp["anchor_t"])
-    bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([hyp["cls_pw"]], device=device))
-    bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([hyp["obj_pw"]], device=device))
+    bce_cls = nn.BCEWithLogitsLoss(pos_weight=_constant(hyp["cls_pw"], device))
+    bce_obj = nn.BCEWithLogitsLoss(pos_weight=_constant(hyp["obj_pw"], device))
     box_loss = torch.zeros((), device=device, dtype=dtype)
     obj_loss = torch.zeros((), device=device, dtype=dtype)
     cls_loss = torch.zeros((), device=device, dtype=dtype)
