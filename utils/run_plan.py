@@ -348,7 +348,7 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
 
 def _compile_mode(options: RunOptions, device: torch.device, world_size: int, notes: list
                   ) -> str | None:
-    """--compile's dynamic-shape mode, or None without it. One size a run compiles each batch
+    """--compile's dynamic-shape mode, or None without it. A run at one size compiles each batch
     shape once ("static": the full batches and the last partial one, two compilations); a run
     whose batches change size (--multi-scale, --rect) compiles shape-generic code after the
     second shape ("automatic"), since one compilation per size would pass torch's limit."""
