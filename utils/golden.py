@@ -180,15 +180,23 @@ def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
         where = first_difference(record["fingerprints"], other["fingerprints"])
         name = other["machine"]["cpu"].get("model_name") if "gpu" not in other["machine"] \
             else other["machine"]["gpu"]["name"]
+        part = first_trace_difference(record["trace"], other["trace"]) \
+            if "trace" in record and "trace" in other else None
+        if where is None and part is None:
+            lines.append(f"same bits as recorded on {name} [{other['key']}]"
+                         + (", and every layer of the trace agrees"
+                            if "trace" in record and "trace" in other else ""))
+            continue
         if where is None:
-            lines.append(f"same bits as recorded on {name} [{other['key']}]")
+            status = 1 if other in own else status
+            lines.append(f"same fingerprints as recorded on {name} [{other['key']}], but the "
+                         f"layer trace first differs at {part}")
             continue
         if other in own:
             status = 1
         lines.append(f"{'DIFFERS from this machine' if other in own else 'differs from'} "
                      f"{name}'s record [{other['key']}] from epoch {where}")
         if "trace" in record and "trace" in other:
-            part = first_trace_difference(record["trace"], other["trace"])
             lines.append(f"  on the same weights and batch: "
                          f"{'first differs at ' + part if part else 'every layer agrees'}")
         for setting in differing_settings(record["machine"], other["machine"]):

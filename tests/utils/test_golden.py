@@ -60,3 +60,18 @@ def test_compare_reports_the_trace_and_a_recipe_change_does_not_fail():
     assert status == 0 and lines[0].startswith("new machine: intel")
     assert "  recorded setting that differs: variables.MKL_CBWR: 'COMPATIBLE' vs 'AVX2,STRICT'" \
         in lines
+
+
+def test_matching_fingerprints_also_compare_the_trace():
+    # The trace is bits too: a record whose training agrees but whose layer trace does not
+    # must say so (and fail against this machine's own record), not read as "same bits".
+    mine = dict(_record("amd", ["a", "b"]), trace=_trace(["a", "b"], ["g", "h"]))
+    same = dict(_record("intel", ["a", "b"]), trace=_trace(["a", "b"], ["g", "h"]))
+    status, lines = compare(mine, [same])
+    assert status == 0 and lines[-1] == \
+        "same bits as recorded on intel [intel], and every layer of the trace agrees"
+    parted = dict(_record("amd", ["a", "b"]), trace=_trace(["a", "z"], ["g", "h"]))
+    status, lines = compare(mine, [parted])
+    assert status == 1
+    assert lines == ["same fingerprints as recorded on amd [amd], but the layer trace "
+                     "first differs at layer 1 (T1), forward"]
