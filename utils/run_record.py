@@ -14,6 +14,7 @@ import yaml
 from utils.atomic_io import atomic_write_text
 from utils.device import device_name
 from utils.errors import InputError
+from utils.host_memory import allocator_state
 from utils.machine import machine
 
 
@@ -88,6 +89,7 @@ def environment(device: torch.device) -> dict:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "machine": machine(device),
+        "host_allocator": allocator_state(),
     }
 
 

@@ -19,6 +19,7 @@ from utils.ema import ModelEMA
 from utils.engine import LoopSettings, Training, build_optimizer
 from utils.errors import InputError
 from utils.evaluation import make_val_dataset
+from utils.host_memory import retain_freed_memory
 from utils.precision import autocast_factory, make_grad_scaler
 from utils.repro import configure_determinism, seed_everything, state_fingerprint
 from utils.results import write_results
@@ -117,6 +118,8 @@ def build_training(options: RunOptions, ckpt: dict | None, run_dir: Path | None)
     """The whole Training of a run: plan it, build model, data and optimizer, then either
     restore a checkpoint (--resume) or open a new run folder. The order of the steps that draw
     random numbers (model init after seeding) is what makes a run repeat."""
+    # Before the first large tensor: each batch then reuses the last one's memory.
+    retain_freed_memory()
     dist = init_distributed(options.device)
     log = print if dist.is_main else _silent
     device = (torch.device(f"cuda:{dist.local_rank}") if dist.backend == "nccl"
