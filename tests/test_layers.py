@@ -9,7 +9,8 @@ import pytest
 from tests.helpers import ROOT
 
 LAYERS = {
-    "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device", "utils.machine"},
+    "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device", "utils.machine",
+             "utils.host_memory"},
     "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule",
              "utils.bootstrap", "utils.significance"},
     "model": {"models", "models.cfg_parser", "models.darknet", "models.layers",
