@@ -37,6 +37,7 @@ from utils.datasets import YoloDataset, create_dataloader
 from utils.device import select_device
 from utils.errors import InputError, WeightsError, run_script
 from utils.evaluation import EvalResult, evaluate, format_table, make_val_dataset
+from utils.host_memory import retain_freed_memory
 from utils.precision import PRECISIONS, autocast_factory, checkpoint_autocast
 from utils.repro import configure_determinism
 from utils.significance import verdict_sentence
@@ -88,6 +89,7 @@ def main(args: argparse.Namespace) -> EvalResult:
         raise InputError("--pycocotools compares on the files --save-json writes: add --save-json")
     if args.bootstrap is not None and args.bootstrap < 1:
         raise InputError(f"--bootstrap {args.bootstrap}: at least 1 resample (1000 is usual)")
+    retain_freed_memory()  # freed activations reused, not faulted in again: docs/speed.md
     device = select_device(args.device)
     a = evaluate_weights(args, args.weights, device)
     print(format_table(a.result))
