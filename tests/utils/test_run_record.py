@@ -28,3 +28,11 @@ def test_environment_names_what_changes_bits():
                 "PYTHONHASHSEED", "numpy", "opencv"):
         assert key in env
     assert env["torch"] == str(torch.__version__) and env["device"] == "cpu"
+
+
+def test_environment_records_the_host_allocator():
+    # What training_setup's retain_freed_memory() decided for this process (the tests'
+    # process may or may not have trained yet): the record reads it, it does not decide it.
+    from utils.host_memory import allocator_state
+    state = environment(torch.device("cpu"))["host_allocator"]
+    assert state == allocator_state() and state
