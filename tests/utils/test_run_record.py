@@ -1,5 +1,6 @@
 import torch
 
+from utils.host_memory import allocator_state
 from utils.run_record import environment, file_digest, files_digest, next_run_dir
 
 
@@ -33,6 +34,5 @@ def test_environment_names_what_changes_bits():
 def test_environment_records_the_host_allocator():
     # What training_setup's retain_freed_memory() decided for this process (the tests'
     # process may or may not have trained yet): the record reads it, it does not decide it.
-    from utils.host_memory import allocator_state
     state = environment(torch.device("cpu"))["host_allocator"]
     assert state == allocator_state() and state
