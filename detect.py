@@ -21,19 +21,19 @@ from typing import Callable
 import cv2
 import torch
 
-from utils.augment import letterbox, resize_longest_side
-from utils.boxes import letterbox_to_original, xyxy_to_xywh
-from utils.checkpoint import check_img_size, load_inference_model
-from utils.data_config import IMAGE_SUFFIXES, read_names
-from utils.device import select_device
-from utils.errors import ImageError, InputError, run_script
-from utils.export import is_onnx_file, load_onnx_model
-from utils.image_io import load_image
-from utils.inputs import to_model_input
-from utils.nms import non_max_suppression
-from utils.plots import draw_box
-from utils.precision import PRECISIONS, autocast_factory, forward_context
-from utils.run_record import next_run_dir
+from utils.data.augment import letterbox, resize_longest_side
+from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
+from utils.engine.checkpoint import check_img_size, load_inference_model
+from utils.data.data_config import IMAGE_SUFFIXES, read_names
+from utils.base.device import select_device
+from utils.base.errors import ImageError, InputError, run_script
+from tools.export import is_onnx_file, load_onnx_model
+from utils.data.image_io import load_image
+from utils.data.inputs import to_model_input
+from utils.core.nms import non_max_suppression
+from utils.data.plots import draw_box
+from utils.engine.precision import PRECISIONS, autocast_factory, forward_context
+from utils.engine.run_record import next_run_dir
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # uint8 [1, 3, S, S] RGB letterboxed image -> decoded predictions [1, N, 5 + C] float32
@@ -130,7 +130,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Detect objects with a YOLOv3 model.")
     parser.add_argument("--weights", required=True,
                         help="a .pt checkpoint, darknet .weights, or an .onnx file from "
-                             "python -m utils.export (run by onnxruntime)")
+                             "python -m tools.export (run by onnxruntime)")
     parser.add_argument("--cfg", default=None, help="cfg for .weights files")
     parser.add_argument("--names", default=None,
                         help="class names file, one a line; replaces the names the weights "

@@ -17,17 +17,17 @@ import signal
 import time
 from pathlib import Path
 
-from utils.atomic_io import atomic_same_file, atomic_torch_save, signals_deferred
-from utils.checkpoint import training_checkpoint
-from utils.distributed import barrier, shutdown
-from utils.engine import EpochStats, NonFiniteLoss, Training, fitness, train_one_epoch
-from utils.errors import run_script
-from utils.evaluation import evaluate
-from utils.repro import state_fingerprint
-from utils.restart import restart_if_needed
-from utils.results import format_line, plot_results, write_results
-from utils.run_plan import options_parser, resolve_options
-from utils.training_setup import build_training
+from utils.base.atomic_io import atomic_same_file, atomic_torch_save, signals_deferred
+from utils.engine.checkpoint import training_checkpoint
+from utils.engine.distributed import barrier, shutdown
+from utils.engine.loop import EpochStats, NonFiniteLoss, Training, fitness, train_one_epoch
+from utils.base.errors import run_script
+from utils.engine.evaluation import evaluate
+from utils.base.repro import state_fingerprint
+from utils.engine.restart import restart_if_needed
+from utils.engine.results import format_line, plot_results, write_results
+from utils.engine.run_plan import options_parser, resolve_options
+from utils.engine.training_setup import build_training
 
 
 def get_args_parser() -> argparse.ArgumentParser:

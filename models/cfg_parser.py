@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from utils.errors import CfgError
+from utils.base.errors import CfgError
 
 # The keys each section may carry. Darknet ignores many of them; we accept and ignore them too,
 # but an unknown key is most often a typo, so it is refused.

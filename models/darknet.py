@@ -21,7 +21,7 @@ from models.cfg_parser import (
     parse_cfg_text,
 )
 from models.layers import RepeatUpsample, Route, Shortcut, YOLOLayer
-from utils.errors import CfgError
+from utils.base.errors import CfgError
 
 UPSAMPLE_MODES = ("nearest", "deterministic")
 

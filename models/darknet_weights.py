@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.errors import WeightsError
+from utils.base.errors import WeightsError
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 _PICKLE_PROTOCOL = b"\x80"  # the legacy torch.save format starts with a pickle opcode

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import write_data_file
-from utils.shapes import generate_shapes
+from utils.data.shapes import generate_shapes
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,10 @@ import pytest
 import yaml
 
 import train
-import utils.precision
+import utils.engine.precision
 from tests.helpers import comparable, run_train
-from utils.checkpoint import load_checkpoint
-from utils.precision import cpu_native_bf16
+from utils.engine.checkpoint import load_checkpoint
+from utils.engine.precision import cpu_native_bf16
 
 pytestmark = pytest.mark.slow
 EXPECTED = "bf16" if cpu_native_bf16()[0] else "fp32"
@@ -41,7 +41,7 @@ def test_amp_resume_equals_a_straight_run(tiny_data, tmp_path):
 
 def test_without_native_bf16_it_trains_in_fp32_and_says_so(tiny_data, tmp_path, monkeypatch,
                                                             capsys):
-    monkeypatch.setattr(utils.precision, "cpu_native_bf16",
+    monkeypatch.setattr(utils.engine.precision, "cpu_native_bf16",
                         lambda: (False, "no avx512_bf16 or AMX instructions"))
     run = run_train(tiny_data, tmp_path, "--epochs", "1")  # ordinary: amp where native
     out = capsys.readouterr().out

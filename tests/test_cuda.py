@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from tests.helpers import comparable, run_train
-from utils.loss import yolo_loss
+from utils.core.loss import yolo_loss
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -52,7 +52,7 @@ def test_loss_is_deterministic_under_strict_mode_on_cuda():
 
 
 def test_the_model_input_has_the_cpus_bits_on_cuda():
-    from utils.inputs import to_model_input
+    from utils.data.inputs import to_model_input
     pixels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(2, 3, 16, 16)
     cpu = to_model_input(pixels, torch.device("cpu"))
     gpu = to_model_input(pixels, torch.device("cuda", 0)).cpu()

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from tests.helpers import MICRO_CFG, ROOT, comparable, run_train
-from utils.drift import build_report
-from utils.results import read_results
+from tools.drift import build_report
+from utils.engine.results import read_results
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 import train
-import utils.engine
+import utils.engine.loop
 from tests.helpers import MICRO_CFG, ROOT, comparable, run_train, train_args
-from utils.checkpoint import load_checkpoint
-from utils.results import read_results
+from utils.engine.checkpoint import load_checkpoint
+from utils.engine.results import read_results
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +75,7 @@ def test_sigterm_stops_cleanly_and_says_what_was_kept(tiny_data, tmp_path):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_path, monkeypatch,
                                                              capsys):
     calls = {"n": 0}
-    real = utils.engine.yolo_loss
+    real = utils.engine.loop.yolo_loss
 
     def loss_that_breaks(*args, **kwargs):
         loss, parts = real(*args, **kwargs)
@@ -84,7 +84,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_data, tmp_pat
             loss = loss * float("nan")
         return loss, parts
 
-    monkeypatch.setattr(utils.engine, "yolo_loss", loss_that_breaks)
+    monkeypatch.setattr(utils.engine.loop, "yolo_loss", loss_that_breaks)
     with pytest.raises(SystemExit) as stop:
         train.main(train_args(tiny_data, tmp_path, "--repro", "--epochs", "3"))
     assert stop.value.code == 1

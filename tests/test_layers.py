@@ -1,70 +1,102 @@
-"""The import rules of docs/ARCHITECTURE.md: each module imports only its own layer or those
-below it, model and data do not import each other, and no module imports a script."""
+"""The import rules of docs/ARCHITECTURE.md, read from the folders: a module's layer is the folder
+it sits in (`utils/<layer>/`, `models/`, `tools/`, the scripts at the top), so there is nothing to
+register. Each module imports only its own layer or those below it, model and data do not import
+each other, no module imports a script, no script imports a tool, and no two modules import each
+other through any chain."""
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT
 
-LAYERS = {
-    "base": {"utils.errors", "utils.repro", "utils.atomic_io", "utils.device", "utils.machine",
-             "utils.host_memory"},
-    "core": {"utils.boxes", "utils.loss", "utils.nms", "utils.metrics", "utils.schedule",
-             "utils.bootstrap", "utils.significance"},
-    "model": {"models", "models.cfg_parser", "models.darknet", "models.layers",
-              "models.darknet_weights"},
-    "data": {"utils.data_config", "utils.labels", "utils.image_io", "utils.augment",
-             "utils.datasets", "utils.shapes", "utils.coco_json", "utils.inputs", "utils.plots",
-             "utils.hyp"},
-    "engine": {"utils.engine", "utils.evaluation", "utils.checkpoint", "utils.ema",
-               "utils.run_plan", "utils.run_record", "utils.results", "utils.precision",
-               "utils.distributed", "utils.restart", "utils.training_setup"},
-    "tools": {"utils.drift", "utils.probe", "utils.benchmark", "utils.roofline",
-              "utils.convert_weights",
-              "utils.compare_groups", "utils.seed_groups", "utils.export", "utils.convert_labels",
-              "utils.golden", "utils.step_runner", "utils.gpu_summary",
-              "scripts", "scripts.gpu_check", "scripts.seed_group"},
-    "scripts": {"train", "test", "detect"},
-}
+SCRIPTS = ("train", "test", "detect")
+UTILS_LAYERS = ("base", "core", "data", "engine")
 RANK = {"base": 0, "core": 1, "model": 2, "data": 2, "engine": 3, "tools": 4, "scripts": 5}
-LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
 
 
-def _module_name(path) -> str:
+def _module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path) -> set[str]:
+def layer_of(module: str) -> str | None:
+    """The layer a module's path puts it in; None for a package that holds layers (`utils`)."""
+    parts = module.split(".")
+    if module in SCRIPTS:
+        return "scripts"
+    if parts[0] == "models":
+        return "model"
+    if parts[0] == "tools":
+        return "tools"
+    if parts[0] == "utils" and len(parts) >= 2:
+        if parts[1] not in UTILS_LAYERS:
+            raise AssertionError(f"{module}: utils/ holds only the layer folders {UTILS_LAYERS}")
+        return parts[1]
+    return None
+
+
+SOURCES = sorted([*ROOT.glob("utils/**/*.py"), *ROOT.glob("models/**/*.py"),
+                  *ROOT.glob("tools/**/*.py"), *(ROOT / f"{s}.py" for s in SCRIPTS)])
+MODULES = {_module_name(p) for p in SOURCES}
+
+
+def _imports(path: Path) -> set[str]:
+    """The project's modules this file imports (a `from package import module` counts as the
+    module)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-    return {name for name in found if name in LAYER_OF}
+    return {name for name in found if name in MODULES}
 
 
-SOURCES = sorted([*ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"),
-                  *ROOT.glob("scripts/*.py"), ROOT / "train.py", ROOT / "test.py",
-                  ROOT / "detect.py"])
+def test_utils_holds_only_layer_folders():
+    loose = sorted(p.name for p in (ROOT / "utils").glob("*.py") if p.name != "__init__.py")
+    assert loose == [], "a library module goes in the folder of its layer: utils/<layer>/"
+    assert (ROOT / "scripts").exists() is False, "commands live in tools/"
 
 
-def test_every_module_has_a_layer():
-    names = {_module_name(p) for p in SOURCES} - {"utils"}
-    assert names - set(LAYER_OF) == set(), "add new modules to LAYERS and ARCHITECTURE.md"
-
-
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: _module_name(p))
+@pytest.mark.parametrize("path", SOURCES, ids=_module_name)
 def test_imports_go_down_only(path):
     me = _module_name(path)
-    if me == "utils":
-        return
-    mine = LAYER_OF[me]
+    mine = layer_of(me)
     for other in _imports(path):
-        theirs = LAYER_OF[other]
+        theirs = layer_of(other)
+        if mine is None or theirs is None or other == me:
+            continue
         assert RANK[theirs] <= RANK[mine], f"{me} ({mine}) imports {other} ({theirs})"
         assert {mine, theirs} != {"model", "data"}, f"{me} ({mine}) imports {other} ({theirs})"
-        assert theirs != "scripts" or me == other, f"{me} imports the script {other}"
+        assert theirs != "scripts", f"{me} imports the script {other}"
+        assert not (mine == "scripts" and theirs == "tools"), \
+            f"the script {me} imports the tool {other}: what it needs belongs in the library"
+
+
+def test_no_import_circle():
+    graph = {_module_name(p): _imports(p) - {_module_name(p)} for p in SOURCES}
+    done: set[str] = set()
+
+    def visit(node: str, chain: list[str]) -> None:
+        if node in chain:
+            raise AssertionError("import circle: " + " -> ".join(chain[chain.index(node):] + [node]))
+        if node in done:
+            return
+        for nxt in sorted(graph.get(node, ())):
+            visit(nxt, chain + [node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_the_layer_reader_sees_a_circle_and_an_upward_import(tmp_path):
+    """The checks above can fail: a script importing a tool and a circle are both caught."""
+    assert layer_of("tools.drift") == "tools" and layer_of("utils.core.boxes") == "core"
+    assert layer_of("train") == "scripts" and layer_of("models.darknet") == "model"
+    with pytest.raises(AssertionError, match="utils/ holds only"):
+        layer_of("utils.misc.thing")

@@ -13,8 +13,8 @@ import yaml
 import train
 from tests.helpers import MICRO_CFG, ROOT, comparable, run_train
 from utils import golden
-from utils.errors import InputError
-from utils.repro import PORTABLE_ENVIRONMENT
+from utils.base.errors import InputError
+from utils.base.repro import PORTABLE_ENVIRONMENT
 
 pytestmark = pytest.mark.slow
 # What an AVX2-only or older CPU, or a user's own settings, would put in the environment.
@@ -68,7 +68,7 @@ def test_golden_record_of_this_machine_holds(tmp_path, capsys):
 
 
 def _trace(env):
-    done = subprocess.run([sys.executable, "-m", "utils.golden", "--trace"], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "tools.golden", "--trace"], cwd=ROOT,
                           capture_output=True, text=True,
                           env=dict(os.environ, PYTHONHASHSEED="0", **env))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -2,10 +2,10 @@
 mixed precision (amp). The training rows time train.py's own step (built by the same
 ``training_setup.build_training``: optimizer, EMA, precision, loss, loader workers).
 
-    python -m utils.benchmark                                   # tiny + yolov3 at 256 and 416
-    python -m utils.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
-    python -m utils.benchmark --device 0 --out bench_gpu.json
-    python -m utils.benchmark --roofline --cfgs cfg/yolov3-tiny.cfg --img-sizes 224 --batch-size 8
+    python -m tools.benchmark                                   # tiny + yolov3 at 256 and 416
+    python -m tools.benchmark --cfgs cfg/yolov3-tiny.cfg --img-sizes 256 --epoch
+    python -m tools.benchmark --device 0 --out bench_gpu.json
+    python -m tools.benchmark --roofline --cfgs cfg/yolov3-tiny.cfg --img-sizes 224 --batch-size 8
 
 Per model, size and mode: training images/s (forward, backward, optimizer step, on data from
 the built-in set), the share of a step spent waiting for data, inference ms/image and images/s
@@ -13,7 +13,7 @@ at batch 1 and 16 (in the mode's precision), peak memory, and the model's FLOP r
 fraction of this device's measured matrix-multiply rate in the same precision (fp32, or bf16 /
 fp16 for amp). ``--epoch`` also times one real epoch of train.py in each mode. Prints a table
 and writes JSON. ``--roofline`` instead profiles train.py's step per layer against the floor
-this machine's measured matmul rate and memory bandwidth set (``utils.roofline``; JSON at
+this machine's measured matmul rate and memory bandwidth set (``tools.roofline``; JSON at
 ``--out``, default roofline.json, plot beside it).
 """
 from __future__ import annotations
@@ -35,16 +35,16 @@ import torch
 
 from models import Darknet
 from models.darknet import count_flops
-from utils.data_config import list_images, prepare_data
-from utils.device import device_name, memory_gb, select_device
-from utils.engine import train_one_epoch
-from utils.errors import InputError, report_input_error
-from utils.hyp import DEFAULT_HYP
-from utils.inputs import to_model_input
-from utils.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
-from utils.roofline import Rates, format_roofline, profile_step, roofline_report, write_roofline
-from utils.run_plan import options_parser, resolve_options
-from utils.training_setup import build_training
+from utils.data.data_config import list_images, prepare_data
+from utils.base.device import device_name, memory_gb, select_device
+from utils.engine.loop import train_one_epoch
+from utils.base.errors import InputError, report_input_error
+from utils.data.hyp import DEFAULT_HYP
+from utils.data.inputs import to_model_input
+from utils.engine.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
+from tools.roofline import Rates, format_roofline, profile_step, roofline_report, write_roofline
+from utils.engine.run_plan import options_parser, resolve_options
+from utils.engine.training_setup import build_training
 
 
 def _sync(device: torch.device) -> None:

@@ -2,11 +2,11 @@
 seeds: per metric, each group's mean, spread and range, the difference of the means with a 95%
 interval, and a verdict; or, before training, how many seeds a difference needs.
 
-    python -m scripts.seed_group --seeds 3 --out runs/groups/base                # group A
-    python -m scripts.seed_group --seeds 3 --out runs/groups/adam -- --adam        # group B
-    python -m utils.compare_groups --a runs/groups/base --b runs/groups/adam
-    python -m utils.compare_groups --a runs/x/seed0 runs/x/seed1 --b runs/y/* --json
-    python -m utils.compare_groups --plan --effect 0.01 --a runs/groups/base  # seeds needed
+    python -m tools.seed_group --seeds 3 --out runs/groups/base                # group A
+    python -m tools.seed_group --seeds 3 --out runs/groups/adam -- --adam        # group B
+    python -m tools.compare_groups --a runs/groups/base --b runs/groups/adam
+    python -m tools.compare_groups --a runs/x/seed0 runs/x/seed1 --b runs/y/* --json
+    python -m tools.compare_groups --plan --effect 0.01 --a runs/groups/base  # seeds needed
 
 A group is given as run folders (or results.txt files), or as one folder holding them.
 
@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from utils.drift import METRICS, Run, print_report
-from utils.errors import InputError, report_input_error
-from utils.seed_groups import common_epoch, expand_group, metric_value, twins
-from utils.significance import (
+from tools.drift import METRICS, Run, print_report
+from utils.base.errors import InputError, report_input_error
+from utils.engine.run_folder import common_epoch, expand_group, metric_value, twins
+from utils.core.significance import (
     ALPHA,
     POWER,
     Summary,

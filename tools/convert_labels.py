@@ -1,7 +1,7 @@
 """Convert Pascal VOC or COCO annotations into a YOLO-label project this trainer reads.
 
-    python -m utils.convert_labels voc VOCdevkit/VOC2007 data/voc
-    python -m utils.convert_labels coco annotations/instances_val2017.json val2017 data/coco
+    python -m tools.convert_labels voc VOCdevkit/VOC2007 data/voc
+    python -m tools.convert_labels coco annotations/instances_val2017.json val2017 data/coco
     python train.py --data data/voc/voc.data --cfg cfg/yolov3-tiny.cfg
 
 Writes OUT/images/ (links to the sources; --copy copies), OUT/labels/ (YOLO rows), OUT/lists/
@@ -31,8 +31,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.data_config import read_names
-from utils.errors import InputError, report_input_error
+from utils.data.data_config import read_names
+from utils.base.errors import InputError, report_input_error
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
                "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",

@@ -1,9 +1,9 @@
 """Convert between this trainer's checkpoints and darknet weights files, or cut a backbone.
 
-    python -m utils.convert_weights runs/train/exp/weights/best.pt best.weights
-    python -m utils.convert_weights yolov3.weights yolov3.pt --cfg cfg/yolov3.cfg
-    python -m utils.convert_weights yolov3.weights darknet53.conv.74 --cfg cfg/yolov3.cfg
-    python -m utils.convert_weights best.pt yolov3-tiny.conv.15 --cutoff 15
+    python -m tools.convert_weights runs/train/exp/weights/best.pt best.weights
+    python -m tools.convert_weights yolov3.weights yolov3.pt --cfg cfg/yolov3.cfg
+    python -m tools.convert_weights yolov3.weights darknet53.conv.74 --cfg cfg/yolov3.cfg
+    python -m tools.convert_weights best.pt yolov3-tiny.conv.15 --cutoff 15
 
 The direction follows the input's content. Darknet files are written as darknet's own
 ``save_weights_upto`` writes them (version 0.2.0, int64 images-seen counter, then the conv layers
@@ -25,10 +25,10 @@ from models.darknet_weights import (
     load_darknet_weights,
     save_darknet_weights,
 )
-from utils.atomic_io import atomic_torch_save, atomic_write_text
-from utils.checkpoint import load_checkpoint, model_from_checkpoint, weights_checkpoint
-from utils.data_config import read_names
-from utils.errors import InputError, run_script
+from utils.base.atomic_io import atomic_torch_save, atomic_write_text
+from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_checkpoint
+from utils.data.data_config import read_names
+from utils.base.errors import InputError, run_script
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,9 @@
 """Compare training runs epoch by epoch: where they part, by how much, and what differed.
 
-    python -m utils.drift runs/train/exp runs/train/exp2          # two run folders
-    python -m utils.drift a/results.txt b/results.txt c/ --json   # any number, JSON out
-    python -m utils.drift RUN_A RUN_B --tol 1e-6 --out drift/     # tolerance; where drift.png goes
-    python -m utils.drift RUN_A RUN_B --noise runs/groups/base     # beside a seed group's range
+    python -m tools.drift runs/train/exp runs/train/exp2          # two run folders
+    python -m tools.drift a/results.txt b/results.txt c/ --json   # any number, JSON out
+    python -m tools.drift RUN_A RUN_B --tol 1e-6 --out drift/     # tolerance; where drift.png goes
+    python -m tools.drift RUN_A RUN_B --noise runs/groups/base     # beside a seed group's range
 
 --noise GROUP (run folders of one training under several seeds, or the folder holding them)
 shades the group's per-epoch range (min..max over its seeds) behind the runs in drift.png,
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from utils.errors import InputError, report_input_error
-from utils.results import NOT_COMPARED, EpochResult, read_results
-from utils.seed_groups import expand_group, metric_value
+from utils.base.errors import InputError, report_input_error
+from utils.engine.results import NOT_COMPARED, EpochResult, read_results
+from utils.engine.run_folder import expand_group, metric_value
 
 METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
            "mAP@0.5", "mAP@0.5:0.95")

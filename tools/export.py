@@ -1,7 +1,7 @@
 """ONNX files of a trained model: writing one (with its box decode) and running one back.
 
-    python -m utils.export runs/train/exp/weights/best.pt best.onnx
-    python -m utils.export yolov3.weights yolov3.onnx --cfg cfg/yolov3.cfg --names coco.names
+    python -m tools.export runs/train/exp/weights/best.pt best.onnx
+    python -m tools.export yolov3.weights yolov3.onnx --cfg cfg/yolov3.cfg --names coco.names
     python detect.py --weights best.onnx --source data/shapes/images/val
 
 The file takes ``images``: float32 [B, 3, S, S], RGB, 0..1, letterboxed to S as test.py and
@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.checkpoint import check_img_size, load_inference_model
-from utils.data_config import read_names
-from utils.errors import InputError, WeightsError, report_input_error
+from utils.engine.checkpoint import check_img_size, load_inference_model
+from utils.data.data_config import read_names
+from utils.base.errors import InputError, WeightsError, report_input_error
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -87,7 +87,7 @@ def read_metadata(path: str | Path) -> dict:
     missing = [k for k in ("img_size", "names") if k not in props]
     if missing:
         raise WeightsError(f"no {', '.join(missing)} in the metadata: not written by "
-                           "python -m utils.export", path)
+                           "python -m tools.export", path)
     names = json.loads(props["names"])
     return {"img_size": int(props["img_size"]), "names": names, "num_classes": len(names),
             "source_sha256": props.get("source_sha256")}
@@ -156,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
     digest = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
     metadata = {"img_size": str(img_size), "names": json.dumps(names), "layout": LAYOUT,
                 "input": "images: float32 [B, 3, S, S] RGB 0..1, letterboxed",
-                "source_sha256": digest, "producer": "yolov3-repro utils.export"}
+                "source_sha256": digest, "producer": "yolov3-repro tools.export"}
     tmp = output.with_name(f".{output.name}.tmp")  # never a half-written .onnx under its name
     tmp.write_bytes(onnx_bytes(model, img_size, metadata))
     os.replace(tmp, output)

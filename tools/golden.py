@@ -1,10 +1,10 @@
 """Evidence across machines: a small --portable training's per-epoch fingerprints, recorded
 per machine in tests/golden/portable.json, rerun and compared here.
 
-    python -m utils.golden                 # rerun; compare with this machine's record
-    python -m utils.golden --record        # add (or refresh) this machine's record
-    python -m utils.golden --device cuda --record --file runs/gpu_check/golden.json   # a GPU's
-    python -m utils.golden --trace                 # only the layer trace, as JSON
+    python -m tools.golden                 # rerun; compare with this machine's record
+    python -m tools.golden --record        # add (or refresh) this machine's record
+    python -m tools.golden --device cuda --record --file runs/gpu_check/golden.json   # a GPU's
+    python -m tools.golden --trace                 # only the layer trace, as JSON
 
 A record is keyed by everything that can pick a kernel (vendor, family/model/stepping, kernel
 flags, cache sizes, thread count; the GPU's name and compute capability), not the model name.
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from utils.atomic_io import atomic_write_text
-from utils.errors import InputError, report_input_error
-from utils.machine import machine_key
-from utils.repro import PORTABLE_ENVIRONMENT
-from utils.results import read_results
+from utils.base.atomic_io import atomic_write_text
+from utils.base.errors import InputError, report_input_error
+from utils.base.machine import machine_key
+from utils.base.repro import PORTABLE_ENVIRONMENT
+from utils.engine.results import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "portable.json"
@@ -51,7 +51,7 @@ TRACE_WEIGHTS = ROOT / "tests" / "data" / "run_before_plan" / "weights" / "last.
 
 def small_data(folder: Path) -> Path:
     """The small set (16 + 8 images of 64 px, seed 0) under ``folder``; its .data file."""
-    from utils.shapes import CLASS_NAMES, generate_shapes
+    from utils.data.shapes import CLASS_NAMES, generate_shapes
     data_root = folder / "data"
     generate_shapes(data_root, n_train=16, n_val=8, size=64, seed=0)
     (data_root / "shapes.names").write_text("\n".join(CLASS_NAMES) + "\n")
@@ -79,7 +79,7 @@ def run_small_training(device: str, folder: Path) -> dict:
     # The trace runs under the variables the training ran under (set here, before start).
     env = dict(os.environ, PYTHONHASHSEED="0",
                **(PORTABLE_ENVIRONMENT if mode == "portable" else {}))
-    trace = json.loads(_run([sys.executable, "-m", "utils.golden", "--trace", "--device", device,
+    trace = json.loads(_run([sys.executable, "-m", "tools.golden", "--trace", "--device", device,
                              "--data", str(data)], env).splitlines()[-1])
     run = folder / "runs" / "golden"
     environment = yaml.safe_load((run / "repro.yaml").read_text())["environment"]
@@ -97,8 +97,8 @@ def layer_trace(data: Path, device: str) -> dict:
     and the loss (as a hex float)."""
     import torch
 
-    from utils.checkpoint import load_checkpoint
-    from utils.probe import digest, fixed_batch, run_pass
+    from utils.engine.checkpoint import load_checkpoint
+    from tools.probe import digest, fixed_batch, run_pass
 
     ckpt = load_checkpoint(TRACE_WEIGHTS)
     images, targets = fixed_batch(ckpt, str(data), 4)

@@ -1,8 +1,8 @@
 """The article's experiment on a borrowed GPU, in one command: CPU against GPU, repro against
 ordinary, with the drift reports, the layer probes and the benchmark, and a Markdown summary.
 
-    python -m scripts.gpu_check --budget 540 --bundle "$OUT"  # on the GPU machine (docs/drift.md)
-    python -m scripts.gpu_check --dry-run                     # every step on the CPU, tiny settings
+    python -m tools.gpu_check --budget 540 --bundle "$OUT"  # on the GPU machine (docs/drift.md)
+    python -m tools.gpu_check --dry-run                     # every step on the CPU, tiny settings
 
 Each call writes a new attempt folder, --out/attemptN (one folder per run under runs/, the
 drift and probe reports, benchmark.json, logs/ with each command's output, summary.md), and
@@ -29,11 +29,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from utils.atomic_io import atomic_write_bytes, atomic_write_text
-from utils.golden import GOLDEN
-from utils.gpu_summary import format_summary, machine_versions
-from utils.shapes import generate_shapes
-from utils.step_runner import Step, StepRunner
+from utils.base.atomic_io import atomic_write_bytes, atomic_write_text
+from tools.golden import GOLDEN
+from tools.gpu_summary import format_summary, machine_versions
+from utils.data.shapes import generate_shapes
+from utils.base.step_runner import Step, StepRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,12 +119,12 @@ def build_steps(settings: dict, attempt: Path) -> list[Step]:
 
     def drift(name: str) -> Step:
         _, a, b = next(d for d in DRIFTS if d[0] == name)
-        return Step(f"drift_{name}", (py, "-m", "utils.drift", str(runs / a), str(runs / b),
+        return Step(f"drift_{name}", (py, "-m", "tools.drift", str(runs / a), str(runs / b),
                                       "--out", str(attempt / f"drift_{name}")),
                     limits["drift"], needs=(a, b), ok_codes=(0, 1))
 
     def probe(name: str, *settings_ab: str) -> Step:
-        return Step(name, (py, "-m", "utils.probe", last, *settings_ab, "--out",
+        return Step(name, (py, "-m", "tools.probe", last, *settings_ab, "--out",
                            str(attempt / name), *data),
                     limits["probe"], needs=("gpu_repro_a",), ok_codes=(0, 1))
 
@@ -139,12 +139,12 @@ def build_steps(settings: dict, attempt: Path) -> list[Step]:
             # The GPU's golden record (issue 23): the small training's fingerprints and layer
             # trace, checked against the committed records copied into golden.json and added
             # there, for the next GPU of the same model to match.
-            Step("golden_gpu", (py, "-m", "utils.golden", "--device", settings["golden"],
+            Step("golden_gpu", (py, "-m", "tools.golden", "--device", settings["golden"],
                                 "--record", "--file", str(attempt / "golden.json")),
                  limits["probe"], ok_codes=(0, 1)),
             train("gpu_ordinary_a", *gpu), train("gpu_ordinary_b", *gpu),
             drift("gpu_ordinary"),
-            Step("benchmark", (py, "-m", "utils.benchmark", *settings["bench"], *gpu, "--out",
+            Step("benchmark", (py, "-m", "tools.benchmark", *settings["bench"], *gpu, "--out",
                                str(attempt / "benchmark.json")), limits["benchmark"]),
             Step("pytest_cuda", (py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                  "tests/test_cuda.py"), limits["pytest"], ok_codes=(0, 5))]

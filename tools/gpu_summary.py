@@ -1,4 +1,4 @@
-"""The Markdown summary of one attempt of ``scripts.gpu_check``: every step with its status,
+"""The Markdown summary of one attempt of ``tools.gpu_check``: every step with its status,
 the machine, the runs' last epochs, the drift reports, the probes and the benchmark rows.
 
 Written from whatever exists at the moment it is called (a step may still be running, or
@@ -13,9 +13,9 @@ import platform
 import subprocess
 from pathlib import Path
 
-from utils.drift import build_report
-from utils.results import read_results
-from utils.step_runner import StepRunner
+from tools.drift import build_report
+from utils.engine.results import read_results
+from utils.base.step_runner import StepRunner
 
 PROBES = (("probe_gpu_repeat", "the GPU against itself (--repeat) on the last checkpoint"),
           ("probe_cpu_vs_gpu", "CPU against GPU on the last checkpoint"))

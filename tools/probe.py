@@ -1,10 +1,10 @@
 """Find the first layer where two settings part: one forward and backward pass of one fixed
 batch from a checkpoint, layer by layer.
 
-    python -m utils.probe runs/train/exp/weights/last.pt --a "threads=1" --b "threads=2"
-    python -m utils.probe last.pt --a "device=cpu" --b "device=cuda,tf32=1"
-    python -m utils.probe last.pt --a "upsample=nn" --b "upsample=deterministic"
-    python -m utils.probe last.pt --a "device=cuda,repro=0" --repeat   # A against itself
+    python -m tools.probe runs/train/exp/weights/last.pt --a "threads=1" --b "threads=2"
+    python -m tools.probe last.pt --a "device=cpu" --b "device=cuda,tf32=1"
+    python -m tools.probe last.pt --a "upsample=nn" --b "upsample=deterministic"
+    python -m tools.probe last.pt --a "device=cuda,repro=0" --repeat   # A against itself
 
 Settings (comma separated key=value): device (cpu, cuda, cuda:N), threads (int),
 repro (1: deterministic kernels; 0: fast ones), upsample (nn | deterministic), tf32 (0 | 1),
@@ -28,15 +28,15 @@ from pathlib import Path
 
 import torch
 
-from utils.checkpoint import load_checkpoint, load_state_checked
-from utils.data_config import list_images, prepare_data
-from utils.datasets import YoloDataset, collate
-from utils.errors import InputError, report_input_error
-from utils.hyp import scale_hyp
-from utils.inputs import to_model_input
-from utils.loss import yolo_loss
-from utils.precision import PRECISIONS, autocast_factory, forward_context
-from utils.repro import configure_determinism
+from utils.engine.checkpoint import load_checkpoint, load_state_checked
+from utils.data.data_config import list_images, prepare_data
+from utils.data.datasets import YoloDataset, collate
+from utils.base.errors import InputError, report_input_error
+from utils.data.hyp import scale_hyp
+from utils.data.inputs import to_model_input
+from utils.core.loss import yolo_loss
+from utils.engine.precision import PRECISIONS, autocast_factory, forward_context
+from utils.base.repro import configure_determinism
 
 KEYS = ("device", "threads", "repro", "upsample", "tf32", "channels_last", "perturb",
         "precision", "portable")

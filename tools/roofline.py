@@ -5,7 +5,7 @@ over the measured memory bandwidth. The input conversion, the loss, the optimize
 are rows of their own. The floors summed are the step's limit; limit / measured is the share
 of what the hardware allows that the step achieves. Run through the benchmark:
 
-    python -m utils.benchmark --roofline --cfgs cfg/yolov3-tiny.cfg --img-sizes 224 --batch-size 8
+    python -m tools.benchmark --roofline --cfgs cfg/yolov3-tiny.cfg --img-sizes 224 --batch-size 8
 
 How the time is measured. The step is train.py's own, ``engine.train_one_epoch`` on a
 ``training_setup.build_training``, observed from outside: hooks on the model, its layers and the
@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from models.layers import Route, Shortcut
-from utils.engine import Training, train_one_epoch
+from utils.engine.loop import Training, train_one_epoch
 
 TOP_PARTS = 5
 

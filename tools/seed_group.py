@@ -1,12 +1,12 @@
 """Start a group: the same training under seeds 0..N-1, one run folder each, in one folder.
 
-    python -m scripts.seed_group --seeds 3 --out runs/groups/base
-    python -m scripts.seed_group --seeds 3 --out runs/groups/adam -- --adam --epochs 30
+    python -m tools.seed_group --seeds 3 --out runs/groups/base
+    python -m tools.seed_group --seeds 3 --out runs/groups/adam -- --adam --epochs 30
 
 Everything after ``--`` goes to train.py as it is (not --seed, --project or --name, which this
 script sets). Then compare two groups:
 
-    python -m utils.compare_groups --a runs/groups/base --b runs/groups/adam
+    python -m tools.compare_groups --a runs/groups/base --b runs/groups/adam
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from utils.errors import InputError, run_script
+from utils.base.errors import InputError, run_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SET_HERE = ("--seed", "--project", "--name", "--resume")
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> list[Path]:
             sys.exit(1)
         runs.append(out / f"seed{seed}")
     print(f"group of {len(runs)} runs in {out}; compare with:\n"
-          f"  python -m utils.compare_groups --a {out} --b OTHER_GROUP")
+          f"  python -m tools.compare_groups --a {out} --b OTHER_GROUP")
     return runs
 
 

@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.cfg_parser import parse_cfg, parse_cfg_text
-from utils.errors import CfgError
+from utils.base.errors import CfgError
 
 
 def test_parses_sections_with_line_numbers():

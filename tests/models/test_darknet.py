@@ -9,7 +9,7 @@ from torch import nn
 from models import Darknet, count_parameters, model_summary
 from models.layers import RepeatUpsample
 from tests.helpers import MICRO_CFG
-from utils.errors import CfgError
+from utils.base.errors import CfgError
 
 CFG = Path(__file__).resolve().parents[2] / "cfg"
 MICRO = MICRO_CFG

@@ -11,7 +11,7 @@ from models.darknet_weights import (
     save_darknet_weights,
 )
 from tests.helpers import MICRO_CFG
-from utils.errors import WeightsError
+from utils.base.errors import WeightsError
 
 MICRO = MICRO_CFG
 

@@ -1,4 +1,4 @@
-"""scripts/article_table.sh with a stand-in for python that records each command and makes the
+"""tools/article_table.sh with a stand-in for python that records each command and makes the
 run folder where train.py would: a second call compares its own runs."""
 import os
 import stat
@@ -27,14 +27,14 @@ def test_a_second_call_trains_and_compares_in_its_own_attempt_folder(tmp_path):
     (bin_dir / "python").chmod(stat.S_IRWXU)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", COMMANDS=str(commands))
     for _ in range(2):
-        subprocess.run(["bash", str(ROOT / "scripts" / "article_table.sh"), "1", str(folder)],
+        subprocess.run(["bash", str(ROOT / "tools" / "article_table.sh"), "1", str(folder)],
                        check=True, env=env, capture_output=True)
     second = commands.read_text().splitlines()[len(commands.read_text().splitlines()) // 2:]
     attempt = folder / "attempt2"
     assert sorted(p.name for p in attempt.iterdir()) == [
         "ordinary_a", "ordinary_b", "repro_1thread", "repro_a", "repro_b", "seed1", "seed2"]
-    drifts = [line for line in second if line.startswith("-m utils.drift")]
-    assert drifts[0] == (f"-m utils.drift {attempt}/ordinary_a {attempt}/ordinary_b "
+    drifts = [line for line in second if line.startswith("-m tools.drift")]
+    assert drifts[0] == (f"-m tools.drift {attempt}/ordinary_a {attempt}/ordinary_b "
                          f"--out {attempt}/drift_ordinary_a_ordinary_b")
     assert len(drifts) == 4 and all("attempt1" not in line for line in second)
-    assert second[-1].startswith(f"-m utils.compare_groups --a {attempt}/ordinary_a ")
+    assert second[-1].startswith(f"-m tools.compare_groups --a {attempt}/ordinary_a ")

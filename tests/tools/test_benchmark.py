@@ -4,9 +4,9 @@ import torch
 from models import Darknet
 from models.darknet import count_flops
 from tests.helpers import MICRO_CFG
-from utils.benchmark import bench_inference, bench_training
-from utils.data_config import load_data_config
-from utils.hyp import load_hyp
+from tools.benchmark import bench_inference, bench_training
+from utils.data.data_config import load_data_config
+from utils.data.hyp import load_hyp
 
 
 def test_flops_are_counted_conv_by_conv(tmp_path):
@@ -39,7 +39,7 @@ def test_training_rate_times_train_pys_own_step(tiny_data):
 
 def test_on_a_gpu_every_mode_gets_a_loader_worker_per_core(monkeypatch):
     # train.py's own choice (0 under --repro, up to 8) would time the loader on a fast GPU.
-    from utils.benchmark import default_workers
+    from tools.benchmark import default_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     assert default_workers(None, torch.device("cuda", 0)) == 16
@@ -72,8 +72,8 @@ def test_a_repro_case_gives_the_next_case_the_processs_threads(tiny_data):
 
 
 def test_options_the_table_would_drop_are_refused():
-    from utils.benchmark import get_args_parser, main
-    from utils.errors import InputError
+    from tools.benchmark import get_args_parser, main
+    from utils.base.errors import InputError
     with pytest.raises(InputError, match="--modes chooses --roofline's modes"):
         main(get_args_parser().parse_args(["--modes", "default"]))
     with pytest.raises(InputError, match="--threads 0: must be at least 1"):
@@ -83,7 +83,7 @@ def test_options_the_table_would_drop_are_refused():
 
 
 def test_compile_reaches_every_mode_but_portable():
-    from utils.benchmark import EPOCH_MODES, _train_flags, get_args_parser
+    from tools.benchmark import EPOCH_MODES, _train_flags, get_args_parser
     args = get_args_parser().parse_args(["--compile", "--threads", "1"])
     flags = {name: _train_flags(mode_flags, args) for name, mode_flags in EPOCH_MODES}
     assert all("--compile" in f for name, f in flags.items() if name != "portable fp32")

@@ -1,4 +1,4 @@
-"""utils.convert_labels: hand-made VOC and COCO sets with every odd case; nothing is dropped
+"""tools.convert_labels: hand-made VOC and COCO sets with every odd case; nothing is dropped
 without a line in the report; the COCO route round-trips its ids through test.py --save-json."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 import test as test_script
 from tests.helpers import run_train
 from utils import convert_labels
-from utils.data_config import label_path_for, list_images, load_data_config
-from utils.errors import InputError
-from utils.labels import parse_label_text
+from utils.data.data_config import label_path_for, list_images, load_data_config
+from utils.base.errors import InputError
+from utils.data.labels import parse_label_text
 
 
 def _image(path, width=64, height=48, seed=0):

@@ -5,8 +5,8 @@ import train
 from models.darknet_weights import read_darknet_file
 from tests.helpers import run_train
 from utils import convert_weights
-from utils.checkpoint import load_checkpoint, load_inference_model, model_from_checkpoint
-from utils.errors import InputError
+from utils.engine.checkpoint import load_checkpoint, load_inference_model, model_from_checkpoint
+from utils.base.errors import InputError
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +51,8 @@ def test_a_darknet_source_needs_a_cfg(tmp_path):
 def test_a_converted_model_of_another_class_count_writes_its_cfg_beside(tmp_path):
     from models import Darknet
     from tests.helpers import MICRO_CFG
-    from utils.atomic_io import atomic_torch_save
-    from utils.checkpoint import weights_checkpoint
+    from utils.base.atomic_io import atomic_torch_save
+    from utils.engine.checkpoint import weights_checkpoint
     cfg80 = tmp_path / "micro80.cfg"  # the cfg a 4-class run started from
     cfg80.write_text(MICRO_CFG.read_text().replace("classes=4", "classes=80")
                      .replace("filters=27", "filters=255"))

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import yaml
 
-from utils.drift import get_args_parser, main
-from utils.results import format_line, write_results
+from tools.drift import get_args_parser, main
+from utils.engine.results import format_line, write_results
 
 BASE = {"mem_gb": 1.0, "box": 0.05, "obj": 0.1, "cls": 0.2, "total": 0.35, "targets": 10,
         "img_size": 64, "P": 0.5, "R": 0.6, "mAP@0.5": 0.55, "F1": 0.54, "val_box": 0.04,
@@ -211,7 +211,7 @@ def test_noise_group_without_that_epoch_cannot_hold_it(tmp_path, capsys):
 
 
 def test_noise_verdict_names_an_unevaluated_last_epoch():
-    from utils.drift import noise_verdict
+    from tools.drift import noise_verdict
     nan = {"abs": math.nan}
     pair = {"per_epoch": [{"epoch": 4, "metrics": {"mAP@0.5": nan, "mAP@0.5:0.95": nan}}]}
     ranges = {4: {"mAP@0.5": {"n": 3, "min": 0.1, "max": 0.2},

@@ -1,4 +1,4 @@
-"""utils.export: the ONNX file agrees with the torch model (onnxruntime as the reference),
+"""tools.export: the ONNX file agrees with the torch model (onnxruntime as the reference),
 carries its input size and class names, comes out byte-identical twice, and detect.py runs it
 with the .pt's boxes."""
 from __future__ import annotations
@@ -11,15 +11,15 @@ import torch
 import detect
 from models import Darknet
 from tests.helpers import MICRO_CFG
-from utils.atomic_io import atomic_torch_save
-from utils.checkpoint import weights_checkpoint
-from utils.errors import InputError, WeightsError
-from utils.shapes import CLASS_NAMES
+from utils.base.atomic_io import atomic_torch_save
+from utils.engine.checkpoint import weights_checkpoint
+from utils.base.errors import InputError, WeightsError
+from utils.data.shapes import CLASS_NAMES
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
 onnxruntime = pytest.importorskip("onnxruntime",
                                   reason="onnxruntime is not installed (pip install onnxruntime)")
-export = pytest.importorskip("utils.export")
+export = pytest.importorskip("tools.export")
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_parity_metadata_and_identical_bytes(checkpoint, tmp_path, capsys):
     assert meta["img_size"] == 64 and meta["names"] == list(CLASS_NAMES)
     model = onnx.load(str(first))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 64]
-    from utils.checkpoint import load_inference_model
+    from utils.engine.checkpoint import load_inference_model
     torch_model, _ = load_inference_model(checkpoint)
     box, score = export.largest_difference(torch_model.eval(), first, export.parity_input(64))
     assert box <= 1e-4 and score <= 1e-4

@@ -1,4 +1,4 @@
-from utils.golden import compare, first_difference, first_trace_difference
+from tools.golden import compare, first_difference, first_trace_difference
 
 
 def _record(key, fingerprints, capability="AVX2"):

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-import scripts.gpu_check as gpu_check
-from scripts.gpu_check import get_args_parser, main
+import tools.gpu_check as gpu_check
+from tools.gpu_check import get_args_parser, main
 from tests.helpers import ROOT, process_alive
 
 # The steps in the order of what their figures are worth.
@@ -103,7 +103,7 @@ def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(textwrap.dedent(f"""
         import dataclasses, sys
-        import scripts.gpu_check as gpu_check
+        import tools.gpu_check as gpu_check
         build_steps = gpu_check.build_steps
         sleep = "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); " \\
                 "time.sleep(60)"

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tests.helpers import run_train
-from utils.probe import get_args_parser, main
+from tools.probe import get_args_parser, main
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_the_probe_runs_the_requested_precision(checkpoint, tmp_path, capsys):
 
 
 def test_an_input_that_already_differs_is_named_as_the_cause():
-    from utils.probe import Trace, compare, format_table
+    from tools.probe import Trace, compare, format_table
     x = torch.zeros(1, 3, 2, 2)
     a = Trace(outputs=[x.clone()], loss=1.0, types=["Conv2d"], sources=[[]], model_input=x)
     b = Trace(outputs=[x + 1], loss=1.0, types=["Conv2d"], sources=[[]], model_input=x + 1e-7)

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-import utils.benchmark as benchmark
+import tools.benchmark as benchmark
 from models import Darknet
 from models.darknet import count_flops
 from models.layers import Route
 from tests.helpers import MICRO_CFG
-from utils.roofline import Rates, conv_flops, floor_seconds, layer_costs, optimizer_bytes
+from tools.roofline import Rates, conv_flops, floor_seconds, layer_costs, optimizer_bytes
 
 MATMUL_GFLOPS, BANDWIDTH_GBYTES = 100.0, 10.0
 

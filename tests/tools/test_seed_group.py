@@ -1,10 +1,10 @@
-"""A group started by scripts/seed_group.py, compared with utils.compare_groups."""
+"""A group started by tools/seed_group.py, compared with tools.compare_groups."""
 import pytest
 
-from scripts import seed_group
+from tools import seed_group
 from tests.helpers import MICRO_CFG
 from utils import compare_groups
-from utils.errors import InputError
+from utils.base.errors import InputError
 
 pytestmark = pytest.mark.slow
 

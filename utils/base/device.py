@@ -5,7 +5,7 @@ import platform
 
 import torch
 
-from utils.errors import InputError
+from utils.base.errors import InputError
 
 
 def select_device(spec: str = "") -> torch.device:

@@ -3,7 +3,7 @@ libraries and their versions, the thread count, the variables that steer them, a
 
 PyTorch promises the same bits only on the same platform; oneDNN only on the same CPU at the
 same thread count, with kernels that may read the cache sizes. So a run records all of these,
-and two runs that part can be told apart by them (``utils.drift``, ``utils.golden``).
+and two runs that part can be told apart by them (``tools.drift``, ``tools.golden``).
 """
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
 
 # --portable: what keeps a CPU run's bits the same on any x86-64 CPU with AVX2, Intel or AMD,
 # at one thread count (measured choices in docs/drift.md). Read when the libraries start, so
-# they are set by the restart (utils/restart.py), overriding whatever the user's environment
+# they are set by the restart (utils/engine/restart.py), overriding whatever the user's environment
 # claims. ATen's own kernels are pinned to their AVX2 build; convolutions leave oneDNN (whose
 # kernels follow the CPU's instruction set and cache sizes: other bits at AVX2 and SSE4.1 caps
 # on one machine) for ATen's im2col + MKL GEMM under MKL's conditional numerical

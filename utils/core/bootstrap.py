@@ -5,14 +5,14 @@ resample draws as many images as were evaluated, with replacement, and the 12 nu
 computed again on it; the 2.5% and 97.5% points of those resampled numbers make the 95% interval
 (the percentile bootstrap, Efron and Tibshirani 1993, ch. 13), bias-corrected (ch. 14), since
 an AP of fewer distinct images comes out high. A resample only re-weights the per-image
-matching done once (:class:`utils.metrics.MatchTable`): no box is matched again.
+matching done once (:class:`utils.core.metrics.MatchTable`): no box is matched again.
 
 Two models evaluated on the same images share every resample (the paired bootstrap): what the
 images make easy or hard for both cancels in their difference, which a comparison of two loose
 intervals would count twice.
 
 The resamples are drawn here rather than by ``scipy.stats.bootstrap`` so that the draw is this
-project's own, from :func:`utils.repro.resample_rng`: one seed gives the same interval to the
+project's own, from :func:`utils.base.repro.resample_rng`: one seed gives the same interval to the
 last bit, on any machine and under any scipy version.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from utils.metrics import SUMMARY, MatchTable, accumulate, summarize
-from utils.repro import resample_rng
+from utils.core.metrics import SUMMARY, MatchTable, accumulate, summarize
+from utils.base.repro import resample_rng
 
 COCO_NAMES = tuple(name for name, *_ in SUMMARY)
 

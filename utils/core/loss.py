@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from utils.boxes import paired_iou, wh_ratio_match
+from utils.core.boxes import paired_iou, wh_ratio_match
 
 # The order of the loss parts in yolo_loss's ``parts`` tensor (and in results.txt).
 LOSS_PARTS = ("box", "obj", "cls", "total")

@@ -1,7 +1,7 @@
 """Detection metrics by COCO's rules: the 12 numbers pycocotools' COCOeval prints, per-class AP,
 and precision, recall and F1 at the best-F1 score threshold.
 
-The rules, as COCOeval applies them (and tests/utils/test_metrics.py checks against it):
+The rules, as COCOeval applies them (and tests/utils/core/test_metrics.py checks against it):
 - per image and class, detections in score order (stable), the best 100 kept;
 - each detection takes, among the ground truths not yet matched at that IoU threshold, the one
   of highest IoU at or above it (the last of equal ones), preferring boxes inside the area range
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from utils.boxes import box_iou
+from utils.core.boxes import box_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms
 
-from utils.boxes import xywh_to_xyxy
+from utils.core.boxes import xywh_to_xyxy
 
 
 def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.001,

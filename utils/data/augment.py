@@ -1,7 +1,7 @@
 """Geometric and colour transforms of an image with its boxes.
 
 Boxes here are (N, 5) float arrays ``[class, x1, y1, x2, y2]`` in pixels of the image they go with.
-Every random choice comes from the ``rng`` argument (see utils.repro.sample_rng), never from a
+Every random choice comes from the ``rng`` argument (see utils.base.repro.sample_rng), never from a
 global generator.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ instances file, with matching ids, so pycocotools' COCOeval runs on the pair as 
     ev = COCOeval(gt, gt.loadRes("best.detections.json"), "bbox")
     ev.evaluate(); ev.accumulate(); ev.summarize()
 
-A project written by ``python -m utils.convert_labels coco`` holds ``coco_ids.json``: the source
+A project written by ``python -m tools.convert_labels coco`` holds ``coco_ids.json``: the source
 file's category ids (in class order) and image ids (by image path in the project). Its ids are
 used instead, so detections are scored by pycocotools against the original instances file.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.boxes import xywhn_to_xyxy
+from utils.core.boxes import xywhn_to_xyxy
 
 # The 80 COCO class names in YOLO order, and their ids among COCO's 91 (some ids are unused).
 COCO80_NAMES = (
@@ -35,7 +35,7 @@ COCO80_NAMES = (
     "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush")
 _UNUSED_COCO91 = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
 COCO91_IDS = tuple(i for i in range(1, 91) if i not in _UNUSED_COCO91)
-COCO_IDS_FILE = "coco_ids.json"  # written by utils.convert_labels beside images/ and labels/
+COCO_IDS_FILE = "coco_ids.json"  # written by tools.convert_labels beside images/ and labels/
 
 
 def _project_file(path: Path) -> tuple[Path, str] | None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.errors import DataConfigError
+from utils.base.errors import DataConfigError
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp")
 REQUIRED_KEYS = ("classes", "train", "valid", "names")
@@ -147,6 +147,6 @@ def prepare_data(path: str | Path) -> DataConfig:
         if config.generate != "shapes":
             raise DataConfigError(f"generate={config.generate!r} is not known, expected "
                                   "'shapes'", config.path, config.lines.get("generate"))
-        from utils.shapes import ensure_shapes
+        from utils.data.shapes import ensure_shapes
         ensure_shapes(config.train.parent.parent)
     return load_data_config(path, check_paths=True)

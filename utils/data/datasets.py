@@ -1,7 +1,7 @@
 """The detection dataset, its epoch-aware sampler and the DataLoader that joins them.
 
 A sample is addressed by ``(epoch, index)``: its augmentation is drawn from
-``utils.repro.sample_rng(seed, epoch, index)``, so a sample looks the same whichever worker
+``utils.base.repro.sample_rng(seed, epoch, index)``, so a sample looks the same whichever worker
 loads it and whether or not the run was resumed.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.augment import (
+from utils.data.augment import (
     augment_hsv,
     flip_lr,
     flip_ud,
@@ -24,12 +24,12 @@ from utils.augment import (
     random_affine,
     resize_longest_side,
 )
-from utils.boxes import xywhn_to_xyxy, xyxy_to_xywh
-from utils.data_config import label_path_for
-from utils.errors import ImageError
-from utils.image_io import limit_opencv_threads, load_image
-from utils.labels import LabelReport, read_labels
-from utils.repro import epoch_permutation, sample_rng
+from utils.core.boxes import xywhn_to_xyxy, xyxy_to_xywh
+from utils.data.data_config import label_path_for
+from utils.base.errors import ImageError
+from utils.data.image_io import limit_opencv_threads, load_image
+from utils.data.labels import LabelReport, read_labels
+from utils.base.repro import epoch_permutation, sample_rng
 
 # Images are decoded once at start anyway (to reject bad files early); a set this small in RAM
 # is kept, which spares the PNG/JPEG decode of every sample (measured: 8.8 -> 1.8 ms a mosaic

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from utils.errors import InputError
+from utils.base.errors import InputError
 
 DEFAULT_HYP = Path(__file__).resolve().parent.parent / "data" / "hyp.scratch.yaml"
 STRING_KEYS = {"iou_type": ("giou", "ciou"), "optimizer": ("sgd", "adam")}

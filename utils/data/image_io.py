@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.errors import ImageError
+from utils.base.errors import ImageError
 
 _JPEG_END = b"\xff\xd9"
 _PNG_END = b"IEND\xaeB`\x82"

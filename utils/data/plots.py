@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.boxes import xywh_to_xyxy
+from utils.core.boxes import xywh_to_xyxy
 
 
 def class_color(cls: int) -> tuple[int, int, int]:

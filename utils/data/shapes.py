@@ -4,7 +4,7 @@ Generated on first use by a seeded generator; each image comes from its own gene
 (seed, split, index), so the pixels and labels are the same on every machine. PNG bytes may
 differ between zlib versions, so the digest is taken over decoded pixels and label text.
 
-    python -m utils.shapes data/shapes      # (re)generate the default set and print its digest
+    python -m utils.data.shapes data/shapes      # (re)generate the default set and print its digest
 """
 from __future__ import annotations
 

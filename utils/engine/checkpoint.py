@@ -13,8 +13,8 @@ import torch
 
 from models.darknet import Darknet
 from models.darknet_weights import is_darknet_weights, load_darknet_weights
-from utils.errors import InputError, WeightsError
-from utils.repro import get_rng_state, set_rng_state
+from utils.base.errors import InputError, WeightsError
+from utils.base.repro import get_rng_state, set_rng_state
 
 CHECKPOINT_KIND = "yolov3-repro-checkpoint"
 
@@ -27,7 +27,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if is_darknet_weights(path):
         raise WeightsError("a darknet weights file, not a checkpoint of this trainer: start a new "
                            "run from it with --weights, or convert it with "
-                           "python -m utils.convert_weights", path)
+                           "python -m tools.convert_weights", path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a file that is not its own

@@ -8,16 +8,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from utils.boxes import letterbox_to_original
-from utils.coco_json import category_ids, detection_records, image_ids, labels_to_pixels
-from utils.data_config import list_images
-from utils.datasets import YoloDataset
-from utils.inputs import to_model_input
-from utils.loss import LOSS_PARTS, yolo_loss
-from utils.metrics import SUMMARY, ImageDetections, MatchTable, coco_evaluate
-from utils.nms import non_max_suppression
-from utils.plots import plot_batch
-from utils.precision import forward_context
+from utils.core.boxes import letterbox_to_original
+from utils.data.coco_json import category_ids, detection_records, image_ids, labels_to_pixels
+from utils.data.data_config import list_images
+from utils.data.datasets import YoloDataset
+from utils.data.inputs import to_model_input
+from utils.core.loss import LOSS_PARTS, yolo_loss
+from utils.core.metrics import SUMMARY, ImageDetections, MatchTable, coco_evaluate
+from utils.core.nms import non_max_suppression
+from utils.data.plots import plot_batch
+from utils.engine.precision import forward_context
 
 PLOT_CONF = 0.25
 VAL_LOSS_PARTS = LOSS_PARTS[:3]  # box, obj, cls: results.txt has no validation total

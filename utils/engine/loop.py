@@ -14,16 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from utils.device import memory_gb
-from utils.distributed import DistInfo
-from utils.ema import ModelEMA
-from utils.inputs import to_model_input
-from utils.loss import LOSS_PARTS, yolo_loss
-from utils.plots import labels_to_boxes, plot_batch
-from utils.precision import forward_context
-from utils.repro import derive_seed
-from utils.run_plan import RunPlan
-from utils.schedule import warmup_values
+from utils.base.device import memory_gb
+from utils.engine.distributed import DistInfo
+from utils.engine.ema import ModelEMA
+from utils.data.inputs import to_model_input
+from utils.core.loss import LOSS_PARTS, yolo_loss
+from utils.data.plots import labels_to_boxes, plot_batch
+from utils.engine.precision import forward_context
+from utils.base.repro import derive_seed
+from utils.engine.run_plan import RunPlan
+from utils.core.schedule import warmup_values
 
 
 class NonFiniteLoss(RuntimeError):

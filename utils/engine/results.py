@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.atomic_io import atomic_write_text
-from utils.errors import InputError
+from utils.base.atomic_io import atomic_write_text
+from utils.base.errors import InputError
 
 COLUMNS = ("epoch", "mem_gb", "box", "obj", "cls", "total", "targets", "img_size", "P", "R",
            "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95", "fingerprint")

@@ -1,6 +1,6 @@
 """A group of runs: the same training under several seeds. Its run folders, the epochs its runs
 evaluated, each run's value of a metric there, and the seeds that pair two groups' runs as
-twins. What `utils.compare_groups` and the drift report's `--noise` read.
+twins. What `tools.compare_groups` and the drift report's `--noise` read.
 """
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from utils.errors import InputError
+from utils.base.errors import InputError
 
 if TYPE_CHECKING:
-    from utils.drift import Run
+    from tools.drift import Run
 
 # The columns an evaluation writes; train.py writes NaN in them for an epoch not evaluated.
 EVALUATED = ("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95")

@@ -26,14 +26,14 @@ from typing import Any, Mapping
 import torch
 
 from models.cfg_parser import parse_cfg, parse_cfg_text
-from utils.augment import AUGMENT_KEYS
-from utils.checkpoint import load_checkpoint
-from utils.datasets import AUTO_CACHE_BYTES
-from utils.errors import InputError
-from utils.hyp import DEFAULT_HYP, load_hyp, scale_hyp
-from utils.machine import cpu_info
-from utils.precision import choose_precision
-from utils.repro import PORTABLE_ENVIRONMENT
+from utils.data.augment import AUGMENT_KEYS
+from utils.engine.checkpoint import load_checkpoint
+from utils.data.datasets import AUTO_CACHE_BYTES
+from utils.base.errors import InputError
+from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp
+from utils.base.machine import cpu_info
+from utils.engine.precision import choose_precision
+from utils.base.repro import PORTABLE_ENVIRONMENT
 
 REPRO_THREADS = 2
 # Options a resume takes from its checkpoint: a different value on the command line would make
@@ -415,6 +415,6 @@ def _images_cached(options: RunOptions, data) -> bool:
     An upper bound (each image as a full square), so a set judged cached is cached."""
     if options.cache_images is not None:
         return options.cache_images
-    from utils.data_config import list_images
+    from utils.data.data_config import list_images
     files = list_images(data.train, data.path, data.lines.get("train"))
     return len(files) * options.img_size ** 2 * 3 <= AUTO_CACHE_BYTES

@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 import yaml
 
-from utils.atomic_io import atomic_write_text
-from utils.device import device_name
-from utils.errors import InputError
-from utils.host_memory import allocator_state
-from utils.machine import machine
+from utils.base.atomic_io import atomic_write_text
+from utils.base.device import device_name
+from utils.base.errors import InputError
+from utils.base.host_memory import allocator_state
+from utils.base.machine import machine
 
 
 def next_run_dir(project: str | Path, name: str) -> Path:

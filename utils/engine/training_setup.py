@@ -1,5 +1,5 @@
 """Building a training run from its options: the plan, determinism, model, data loaders and
-optimizer, into one :class:`utils.engine.Training` (:func:`build_training`, what train.py and
+optimizer, into one :class:`utils.engine.loop.Training` (:func:`build_training`, what train.py and
 the benchmark both run). Each step reports what it did through ``log``."""
 from __future__ import annotations
 
@@ -10,21 +10,21 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from models import Darknet, model_summary
-from utils.checkpoint import load_initial_weights, restore_training
-from utils.data_config import list_images, prepare_data
-from utils.datasets import YoloDataset, create_dataloader
-from utils.device import select_device
-from utils.distributed import DistInfo, barrier, broadcast_object, init_distributed
-from utils.ema import ModelEMA
-from utils.engine import LoopSettings, Training, build_optimizer
-from utils.errors import InputError
-from utils.evaluation import make_val_dataset
-from utils.host_memory import retain_freed_memory
-from utils.precision import autocast_factory, make_grad_scaler
-from utils.repro import configure_determinism, seed_everything, state_fingerprint
-from utils.results import write_results
-from utils.run_plan import RunOptions, RunPlan, make_plan
-from utils.run_record import (
+from utils.engine.checkpoint import load_initial_weights, restore_training
+from utils.data.data_config import list_images, prepare_data
+from utils.data.datasets import YoloDataset, create_dataloader
+from utils.base.device import select_device
+from utils.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from utils.engine.ema import ModelEMA
+from utils.engine.loop import LoopSettings, Training, build_optimizer
+from utils.base.errors import InputError
+from utils.engine.evaluation import make_val_dataset
+from utils.base.host_memory import retain_freed_memory
+from utils.engine.precision import autocast_factory, make_grad_scaler
+from utils.base.repro import configure_determinism, seed_everything, state_fingerprint
+from utils.engine.results import write_results
+from utils.engine.run_plan import RunOptions, RunPlan, make_plan
+from utils.engine.run_record import (
     check_inputs_unchanged,
     environment,
     input_digests,
@@ -32,7 +32,7 @@ from utils.run_record import (
     record_resume,
     write_run_records,
 )
-from utils.schedule import cosine_factor
+from utils.core.schedule import cosine_factor
 
 
 def prepare_data_once(path: str, dist: DistInfo):

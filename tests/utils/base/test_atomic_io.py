@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from utils.atomic_io import (
+from utils.base.atomic_io import (
     atomic_same_file,
     atomic_torch_save,
     atomic_write_bytes,

@@ -2,14 +2,14 @@ import subprocess
 import sys
 
 from tests.helpers import ROOT
-from utils.host_memory import retain_freed_memory
+from utils.base.host_memory import retain_freed_memory
 
 # 64 MiB tensors allocated, written and freed, counting the page faults of the last ten of
 # twenty, before and after the settings: glibc maps each afresh (every page faults again);
 # the heap grows for the first few, then reuses what they left.
 FAULTS = """
 import resource, torch
-from utils.host_memory import retain_freed_memory
+from utils.base.host_memory import retain_freed_memory
 def faults():
     for i in range(20):
         if i == 10:
@@ -52,8 +52,8 @@ def test_the_state_is_decided_once():
 STEP = """
 import hashlib, torch
 from models import Darknet
-from utils.host_memory import retain_freed_memory
-from utils.repro import configure_determinism
+from utils.base.host_memory import retain_freed_memory
+from utils.base.repro import configure_determinism
 retain_freed_memory()
 torch.full((64 * 2**20,), float("nan"))
 configure_determinism(True, threads=2)

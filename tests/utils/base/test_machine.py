@@ -1,4 +1,4 @@
-from utils.machine import cpu_info, kernel_variables, machine_key
+from utils.base.machine import cpu_info, kernel_variables, machine_key
 
 CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from models.layers import RepeatUpsample
-from utils.repro import (
+from utils.base.repro import (
     configure_determinism,
     derive_seed,
     epoch_permutation,

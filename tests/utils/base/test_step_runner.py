@@ -1,10 +1,10 @@
 """The step runner with tiny commands: a hang costs its limit, and every step's record says what
-became of it. (A signal sent to the runner: tests/test_gpu_check.py.)"""
+became of it. (A signal sent to the runner: tests/tools/test_gpu_check.py.)"""
 import sys
 import time
 
 from tests.helpers import process_alive
-from utils.step_runner import Step, StepRunner
+from utils.base.step_runner import Step, StepRunner
 
 PY = sys.executable
 HANG = (PY, "-c", "import time; time.sleep(60)")

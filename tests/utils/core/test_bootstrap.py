@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.bootstrap import (
+from utils.core.bootstrap import (
     COCO_NAMES,
     bootstrap,
     coco_bootstrap,
@@ -12,7 +12,7 @@ from utils.bootstrap import (
     percentile_interval,
     resample_counts,
 )
-from utils.metrics import ImageDetections, match_images
+from utils.core.metrics import ImageDetections, match_images
 
 
 def test_counts_draw_each_resample_as_many_items_as_there_are():

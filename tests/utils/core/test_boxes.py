@@ -1,6 +1,6 @@
 import torch
 
-from utils.boxes import box_iou, paired_iou, wh_ratio_match, xywh_to_xyxy, xyxy_to_xywh
+from utils.core.boxes import box_iou, paired_iou, wh_ratio_match, xywh_to_xyxy, xyxy_to_xywh
 
 
 def test_conversions_round_trip():

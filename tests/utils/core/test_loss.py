@@ -1,6 +1,6 @@
 import torch
 
-from utils.loss import _unique_max, build_targets, yolo_loss
+from utils.core.loss import _unique_max, build_targets, yolo_loss
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0,
        "iou_type": "giou"}

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from utils.metrics import (
+from utils.core.metrics import (
     ImageDetections,
     accumulate,
     best_f1_point,

@@ -1,6 +1,6 @@
 import torch
 
-from utils.nms import non_max_suppression
+from utils.core.nms import non_max_suppression
 
 
 def _raw(rows):

@@ -1,6 +1,6 @@
 import pytest
 
-from utils.schedule import cosine_factor, warmup_values
+from utils.core.schedule import cosine_factor, warmup_values
 
 HYP = {"warmup_bias_lr": 0.1, "warmup_momentum": 0.8, "momentum": 0.937}
 

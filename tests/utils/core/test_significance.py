@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.significance import (
+from utils.core.significance import (
     Summary,
     detectable_difference,
     paired_detectable,

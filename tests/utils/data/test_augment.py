@@ -1,6 +1,6 @@
 import numpy as np
 
-from utils.augment import flip_lr, flip_ud, letterbox, mosaic, random_affine
+from utils.data.augment import flip_lr, flip_ud, letterbox, mosaic, random_affine
 
 
 def _image_with_block():

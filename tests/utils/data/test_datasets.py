@@ -1,6 +1,6 @@
 import pytest
 
-from utils.datasets import EpochBatchSampler
+from utils.data.datasets import EpochBatchSampler
 
 
 def _batches(sampler, epoch):
@@ -51,7 +51,7 @@ def _rect_set(tmp_path):
 
 
 def test_rect_batches_share_a_stride_multiple_shape_and_keep_labels_with_images(tmp_path):
-    from utils.datasets import YoloDataset
+    from utils.data.datasets import YoloDataset
     dataset = YoloDataset(_rect_set(tmp_path), 5, 64, rect=True, batch_size=2, stride=32)
     for index in range(len(dataset)):
         image, labels, path, placement = dataset[index]
@@ -71,7 +71,7 @@ def test_a_cpu_run_does_not_pin_its_batches_on_a_machine_with_a_gpu(tiny_data, t
 
     from tests.helpers import MICRO_CFG
     from utils import training_setup
-    from utils.run_plan import options_parser, resolve_options
+    from utils.engine.run_plan import options_parser, resolve_options
 
     build_loaders = training_setup.build_loaders
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from utils.errors import InputError
-from utils.hyp import DEFAULT_HYP, load_hyp
+from utils.base.errors import InputError
+from utils.data.hyp import DEFAULT_HYP, load_hyp
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

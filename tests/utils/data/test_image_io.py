@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.errors import ImageError
-from utils.image_io import load_image
+from utils.base.errors import ImageError
+from utils.data.image_io import load_image
 
 
 def _noise(h, w, channels=3, dtype=np.uint8, top=255):

@@ -1,6 +1,6 @@
 import torch
 
-from utils.inputs import to_model_input
+from utils.data.inputs import to_model_input
 
 
 def test_every_pixel_value_keeps_its_cpu_bits():

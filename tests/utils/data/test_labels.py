@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from utils.labels import parse_label_text, read_labels
+from utils.data.labels import parse_label_text, read_labels
 
 
 def test_good_rows():

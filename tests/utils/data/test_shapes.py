@@ -3,7 +3,7 @@ import hashlib
 import cv2
 import numpy as np
 
-from utils.shapes import generate_shapes, make_image
+from utils.data.shapes import generate_shapes, make_image
 
 
 def test_same_seed_same_pixels_and_labels():
@@ -40,7 +40,7 @@ def test_digest_is_over_decoded_pixels(tmp_path):
 def test_an_interrupted_generation_is_generated_again(tmp_path):
     """A set cut short (no DIGEST, files missing) is never used as it is; the whole default set
     (600 images, about 5 s) comes out with the same pixels as on every machine."""
-    from utils.shapes import DEFAULT_DIGEST, ensure_shapes, is_complete
+    from utils.data.shapes import DEFAULT_DIGEST, ensure_shapes, is_complete
     root = tmp_path / "shapes"
     generate_shapes(root, n_train=3, n_val=1, size=64)  # what a kill after 4 images leaves
     (root / "DIGEST").unlink()

@@ -4,7 +4,7 @@ import torch
 
 from models import Darknet
 from tests.helpers import MICRO_CFG
-from utils.ema import ModelEMA, averaged_names
+from utils.engine.ema import ModelEMA, averaged_names
 
 
 def test_decay_ramps_up_from_zero():

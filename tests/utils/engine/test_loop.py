@@ -4,8 +4,8 @@ from torch import nn
 
 from models import Darknet
 from tests.helpers import MICRO_CFG
-from utils.engine import build_optimizer
-from utils.hyp import load_hyp
+from utils.engine.loop import build_optimizer
+from utils.data.hyp import load_hyp
 
 
 def _group_ids(optimizer):
@@ -64,7 +64,7 @@ def test_fused_optimizer_steps_as_the_per_tensor_one(adam):
 
 
 def test_multi_scale_keeps_a_rect_batchs_aspect_and_spans_half_to_one_and_a_half():
-    from utils.engine import _rescale_batch
+    from utils.engine.loop import _rescale_batch
     sizes = set()
     for batch in range(200):
         out = _rescale_batch(torch.zeros(1, 3, 160, 224), seed=0, epoch=0, batch=batch)

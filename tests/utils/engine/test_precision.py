@@ -2,7 +2,7 @@ import contextlib
 
 import torch
 
-from utils.precision import checkpoint_autocast, forward_context
+from utils.engine.precision import checkpoint_autocast, forward_context
 
 
 def test_a_checkpoint_runs_in_its_recorded_precision():

@@ -5,9 +5,9 @@ import pytest
 
 import train
 from tests.helpers import run_train
-from utils.errors import InputError
-from utils.restart import needs_restart, restart_command
-from utils.run_plan import resolve_options
+from utils.base.errors import InputError
+from utils.engine.restart import needs_restart, restart_command
+from utils.engine.run_plan import resolve_options
 
 
 def _options(*argv):

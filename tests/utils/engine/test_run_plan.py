@@ -6,10 +6,10 @@ import torch
 
 import train
 from tests.helpers import MICRO_CFG, run_train, train_args
-from utils.augment import AUGMENT_KEYS
-from utils.data_config import prepare_data
-from utils.errors import InputError
-from utils.run_plan import REPRO_THREADS, RunOptions, make_plan, resolve_options
+from utils.data.augment import AUGMENT_KEYS
+from utils.data.data_config import prepare_data
+from utils.base.errors import InputError
+from utils.engine.run_plan import REPRO_THREADS, RunOptions, make_plan, resolve_options
 
 CPU = torch.device("cpu")
 
@@ -52,7 +52,7 @@ def test_workers_follow_device_and_cache(tiny_data, tmp_path, monkeypatch):
     # Cached images cost less to augment than workers cost the step in contention.
     assert _plan(tiny_data, tmp_path)[1].workers == 0
     assert _plan(tiny_data, tmp_path, "--workers", "3")[1].workers == 3
-    monkeypatch.setattr("utils.run_plan.AUTO_CACHE_BYTES", 10)
+    monkeypatch.setattr("utils.engine.run_plan.AUTO_CACHE_BYTES", 10)
     assert _plan(tiny_data, tmp_path)[1].workers == min(2, os.cpu_count() or 1)
     assert _plan(tiny_data, tmp_path, device=torch.device("cuda", 0))[1].workers == \
         min(8, os.cpu_count() or 1)
@@ -115,6 +115,6 @@ def test_compile_plans_its_shape_mode_and_refuses_what_it_cannot_do(tiny_data, t
     options, _, _ = resolve_options(args, train.get_args_parser())
     with pytest.raises(InputError, match="under DDP"):
         make_plan(options, None, None, prepare_data(tiny_data), CPU, world_size=2)
-    monkeypatch.setattr("utils.run_plan.shutil.which", lambda _name: None)
+    monkeypatch.setattr("utils.engine.run_plan.shutil.which", lambda _name: None)
     with pytest.raises(InputError, match="needs a C\\+\\+ compiler"):
         _plan(tiny_data, tmp_path, "--compile")

@@ -1,7 +1,7 @@
 import torch
 
-from utils.host_memory import allocator_state
-from utils.run_record import environment, file_digest, files_digest, next_run_dir
+from utils.base.host_memory import allocator_state
+from utils.engine.run_record import environment, file_digest, files_digest, next_run_dir
 
 
 def test_run_folders_are_never_reused(tmp_path):
