@@ -21,17 +21,17 @@ from typing import Callable
 import cv2
 import torch
 
-from utils.data.augment import letterbox, resize_longest_side
-from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
-from utils.engine.checkpoint import check_img_size, load_inference_model
-from utils.data.data_config import IMAGE_SUFFIXES, read_names
+from tools.export import is_onnx_file, load_onnx_model
 from utils.base.device import select_device
 from utils.base.errors import ImageError, InputError, run_script
-from tools.export import is_onnx_file, load_onnx_model
+from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
+from utils.core.nms import non_max_suppression
+from utils.data.augment import letterbox, resize_longest_side
+from utils.data.data_config import IMAGE_SUFFIXES, read_names
 from utils.data.image_io import load_image
 from utils.data.inputs import to_model_input
-from utils.core.nms import non_max_suppression
 from utils.data.plots import draw_box
+from utils.engine.checkpoint import check_img_size, load_inference_model
 from utils.engine.precision import PRECISIONS, autocast_factory, forward_context
 from utils.engine.run_record import next_run_dir
 

@@ -29,18 +29,18 @@ import numpy as np
 import torch
 
 from models.darknet_weights import is_darknet_weights
+from utils.base.device import select_device
+from utils.base.errors import InputError, WeightsError, run_script
+from utils.base.host_memory import retain_freed_memory
+from utils.base.repro import configure_determinism
 from utils.core.bootstrap import coco_bootstrap, paired_coco_bootstrap
-from utils.engine.checkpoint import check_img_size, load_inference_model
+from utils.core.significance import verdict_sentence
 from utils.data.coco_json import empty_detections_message, ground_truth_json
 from utils.data.data_config import prepare_data
 from utils.data.datasets import YoloDataset, create_dataloader
-from utils.base.device import select_device
-from utils.base.errors import InputError, WeightsError, run_script
+from utils.engine.checkpoint import check_img_size, load_inference_model
 from utils.engine.evaluation import EvalResult, evaluate, format_table, make_val_dataset
-from utils.base.host_memory import retain_freed_memory
 from utils.engine.precision import PRECISIONS, autocast_factory, checkpoint_autocast
-from utils.base.repro import configure_determinism
-from utils.core.significance import verdict_sentence
 
 COMPARE_RESAMPLES = 1000
 

@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from utils.base.atomic_io import atomic_same_file, atomic_torch_save, signals_deferred
+from utils.base.errors import run_script
+from utils.base.repro import state_fingerprint
 from utils.engine.checkpoint import training_checkpoint
 from utils.engine.distributed import barrier, shutdown
-from utils.engine.loop import EpochStats, NonFiniteLoss, Training, fitness, train_one_epoch
-from utils.base.errors import run_script
 from utils.engine.evaluation import evaluate
-from utils.base.repro import state_fingerprint
+from utils.engine.loop import EpochStats, NonFiniteLoss, Training, fitness, train_one_epoch
 from utils.engine.restart import restart_if_needed
 from utils.engine.results import format_line, plot_results, write_results
 from utils.engine.run_plan import options_parser, resolve_options

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import train
-from utils.engine.results import NOT_COMPARED, read_results
 from utils.data.shapes import CLASS_NAMES
+from utils.engine.results import NOT_COMPARED, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MICRO_CFG = Path(__file__).resolve().parent / "data" / "micro.cfg"

@@ -11,11 +11,11 @@ import torch
 import train
 from models import Darknet
 from tests.helpers import MICRO_CFG, train_args
-from utils.engine.checkpoint import load_checkpoint, load_inference_model, load_initial_weights
+from utils.base.errors import DataConfigError, ImageError, InputError, WeightsError
 from utils.data.data_config import load_data_config
 from utils.data.datasets import YoloDataset
-from utils.base.errors import DataConfigError, ImageError, InputError, WeightsError
 from utils.data.image_io import load_image
+from utils.engine.checkpoint import load_checkpoint, load_inference_model, load_initial_weights
 
 # .data files ---------------------------------------------------------------------------------
 

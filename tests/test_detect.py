@@ -11,10 +11,10 @@ import detect
 from models import Darknet
 from tests.helpers import MICRO_CFG
 from utils.base.atomic_io import atomic_torch_save
-from utils.engine.checkpoint import weights_checkpoint
 from utils.base.errors import ImageError, InputError
 from utils.data.labels import parse_label_text
 from utils.data.shapes import CLASS_NAMES
+from utils.engine.checkpoint import weights_checkpoint
 
 
 @pytest.fixture(scope="module")

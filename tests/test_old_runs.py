@@ -12,8 +12,8 @@ import test as test_script
 import train
 from tests.helpers import MICRO_CFG, ROOT
 from utils import drift, probe
-from utils.engine.results import read_results
 from utils.data.shapes import CLASS_NAMES, generate_shapes
+from utils.engine.results import read_results
 
 pytestmark = pytest.mark.slow
 FIXTURE = ROOT / "tests" / "data" / "run_before_plan"

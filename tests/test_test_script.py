@@ -16,8 +16,8 @@ from models import Darknet
 from models.darknet_weights import save_darknet_weights
 from tests.helpers import MICRO_CFG
 from utils.base.atomic_io import atomic_torch_save
-from utils.engine.checkpoint import weights_checkpoint
 from utils.base.errors import InputError
+from utils.engine.checkpoint import weights_checkpoint
 
 
 def _checkpoint(path: Path, data: Path, num_classes: int, seed: int = 0, **run_args) -> Path:

@@ -18,11 +18,11 @@ import detect
 import test as test_script
 import train
 from tests.helpers import MICRO_CFG, comparable, run_train
-from utils.data.augment import AUGMENT_KEYS
-from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.base.errors import InputError
-from utils.data.hyp import load_hyp
 from utils.base.repro import configure_determinism
+from utils.data.augment import AUGMENT_KEYS
+from utils.data.hyp import load_hyp
+from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from utils.engine.results import COLUMNS, read_results
 from utils.engine.run_plan import REPRO_THREADS
 

@@ -35,14 +35,19 @@ import torch
 
 from models import Darknet
 from models.darknet import count_flops
-from utils.data.data_config import list_images, prepare_data
+from tools.roofline import Rates, format_roofline, profile_step, roofline_report, write_roofline
 from utils.base.device import device_name, memory_gb, select_device
-from utils.engine.loop import train_one_epoch
 from utils.base.errors import InputError, report_input_error
+from utils.data.data_config import list_images, prepare_data
 from utils.data.hyp import DEFAULT_HYP
 from utils.data.inputs import to_model_input
-from utils.engine.precision import AUTOCAST_DTYPES, autocast_factory, choose_precision, forward_context
-from tools.roofline import Rates, format_roofline, profile_step, roofline_report, write_roofline
+from utils.engine.loop import train_one_epoch
+from utils.engine.precision import (
+    AUTOCAST_DTYPES,
+    autocast_factory,
+    choose_precision,
+    forward_context,
+)
 from utils.engine.run_plan import options_parser, resolve_options
 from utils.engine.training_setup import build_training
 

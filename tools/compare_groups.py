@@ -41,9 +41,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from tools.drift import METRICS, Run, print_report
+from tools.drift import METRICS, print_report
 from utils.base.errors import InputError, report_input_error
-from utils.engine.run_folder import common_epoch, expand_group, metric_value, twins
 from utils.core.significance import (
     ALPHA,
     POWER,
@@ -55,6 +54,7 @@ from utils.core.significance import (
     welch_detectable,
     welch_interval,
 )
+from utils.engine.run_folder import Run, common_epoch, expand_group, metric_value, twins
 
 # Settings that differ between seeds of one training by design.
 PER_SEED = ("options.seed", "options.name", "options.project", "options.resume",

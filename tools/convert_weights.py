@@ -26,9 +26,9 @@ from models.darknet_weights import (
     save_darknet_weights,
 )
 from utils.base.atomic_io import atomic_torch_save, atomic_write_text
-from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_checkpoint
-from utils.data.data_config import read_names
 from utils.base.errors import InputError, run_script
+from utils.data.data_config import read_names
+from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_checkpoint
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -22,66 +22,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from utils.base.errors import InputError, report_input_error
-from utils.engine.results import NOT_COMPARED, EpochResult, read_results
-from utils.engine.run_folder import expand_group, metric_value
+from utils.engine.results import NOT_COMPARED
+from utils.engine.run_folder import Run, expand_group, metric_value
 
 METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
            "mAP@0.5", "mAP@0.5:0.95")
 NOISE_METRICS = ("mAP@0.5", "mAP@0.5:0.95")
-
-
-class Run:
-    """One run: its results.txt rows by epoch and, when found, its recorded settings."""
-
-    def __init__(self, spec: str):
-        path = Path(spec)
-        self.name = spec
-        results = path / "results.txt" if path.is_dir() else path
-        self.rows: dict[int, EpochResult] = {r.epoch: r for r in read_results(results)}
-        self.epochs = next(iter(self.rows.values())).epochs
-        record = results.parent / "repro.yaml"
-        self.settings: dict = {}
-        self.changes_within: list[str] = []  # settings a resume changed part-way through
-        if record.is_file():
-            try:
-                recorded = yaml.safe_load(record.read_text()) or {}
-            except yaml.YAMLError as err:
-                raise InputError(f"not valid yaml ({err})", record) from None
-            resumes = recorded.pop("resumes", None) or []
-            self.settings = _flatten(recorded)
-            self._fold_legs(resumes)
-
-    def _fold_legs(self, resumes: list[dict]) -> None:
-        """Fold resumed legs into the settings: a value that changed reads 'a, then b from
-        epoch K', so it differs from a run that kept one value throughout. Each leg is compared
-        with the value in force before it, not with the first leg's."""
-        history: dict[str, list[tuple[int, object]]] = {}
-        for leg in resumes:
-            legged = {"environment": leg.get("environment") or {}}
-            if leg.get("digests"):  # a leg trained on changed data says so
-                legged["digests"] = leg["digests"]
-            for key, value in _flatten(legged).items():
-                steps = history.get(key, [(0, self.settings.get(key))])
-                if value != steps[-1][1]:
-                    history[key] = steps + [(leg.get("epoch"), value)]
-        for key, steps in history.items():
-            self.settings[key] = f"{steps[0][1]!r}" + "".join(
-                f", then {value!r} from epoch {epoch}" for epoch, value in steps[1:])
-            self.changes_within.append(f"{key}: {self.settings[key]}")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def _differs(a: float, b: float, tol: float) -> bool:

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.engine.checkpoint import check_img_size, load_inference_model
-from utils.data.data_config import read_names
 from utils.base.errors import InputError, WeightsError, report_input_error
+from utils.data.data_config import read_names
+from utils.engine.checkpoint import check_img_size, load_inference_model
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

@@ -97,8 +97,8 @@ def layer_trace(data: Path, device: str) -> dict:
     and the loss (as a hex float)."""
     import torch
 
-    from utils.engine.checkpoint import load_checkpoint
     from tools.probe import digest, fixed_batch, run_pass
+    from utils.engine.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(TRACE_WEIGHTS)
     images, targets = fixed_batch(ckpt, str(data), 4)

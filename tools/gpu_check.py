@@ -29,11 +29,11 @@ import tarfile
 import time
 from pathlib import Path
 
-from utils.base.atomic_io import atomic_write_bytes, atomic_write_text
 from tools.golden import GOLDEN
 from tools.gpu_summary import format_summary, machine_versions
-from utils.data.shapes import generate_shapes
+from utils.base.atomic_io import atomic_write_bytes, atomic_write_text
 from utils.base.step_runner import Step, StepRunner
+from utils.data.shapes import generate_shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 

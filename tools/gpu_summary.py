@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 from tools.drift import build_report
-from utils.engine.results import read_results
 from utils.base.step_runner import StepRunner
+from utils.engine.results import read_results
 
 PROBES = (("probe_gpu_repeat", "the GPU against itself (--repeat) on the last checkpoint"),
           ("probe_cpu_vs_gpu", "CPU against GPU on the last checkpoint"))

@@ -28,15 +28,15 @@ from pathlib import Path
 
 import torch
 
-from utils.engine.checkpoint import load_checkpoint, load_state_checked
+from utils.base.errors import InputError, report_input_error
+from utils.base.repro import configure_determinism
+from utils.core.loss import yolo_loss
 from utils.data.data_config import list_images, prepare_data
 from utils.data.datasets import YoloDataset, collate
-from utils.base.errors import InputError, report_input_error
 from utils.data.hyp import scale_hyp
 from utils.data.inputs import to_model_input
-from utils.core.loss import yolo_loss
+from utils.engine.checkpoint import load_checkpoint, load_state_checked
 from utils.engine.precision import PRECISIONS, autocast_factory, forward_context
-from utils.base.repro import configure_determinism
 
 KEYS = ("device", "threads", "repro", "upsample", "tf32", "channels_last", "perturb",
         "precision", "portable")

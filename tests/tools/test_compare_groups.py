@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from tools.compare_groups import Summary, get_args_parser, main, welch_interval
-from utils.engine.results import format_line, write_results
 from utils.core.significance import welch_detectable
+from utils.engine.results import format_line, write_results
 
 BASE = {"mem_gb": 1.0, "box": 0.05, "obj": 0.1, "cls": 0.2, "total": 0.35, "targets": 10,
         "img_size": 64, "P": 0.5, "R": 0.6, "mAP@0.5": 0.55, "F1": 0.54, "val_box": 0.04,

@@ -12,9 +12,9 @@ import detect
 from models import Darknet
 from tests.helpers import MICRO_CFG
 from utils.base.atomic_io import atomic_torch_save
-from utils.engine.checkpoint import weights_checkpoint
 from utils.base.errors import InputError, WeightsError
 from utils.data.shapes import CLASS_NAMES
+from utils.engine.checkpoint import weights_checkpoint
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
 onnxruntime = pytest.importorskip("onnxruntime",

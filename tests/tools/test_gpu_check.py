@@ -14,8 +14,8 @@ import time
 import pytest
 
 import tools.gpu_check as gpu_check
-from tools.gpu_check import get_args_parser, main
 from tests.helpers import ROOT, process_alive
+from tools.gpu_check import get_args_parser, main
 
 # The steps in the order of what their figures are worth.
 STEPS = ["gpu_repro_a", "gpu_repro_b", "drift_gpu_repro", "probe_gpu_repeat", "cpu_repro",

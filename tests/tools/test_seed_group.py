@@ -1,8 +1,8 @@
 """A group started by tools/seed_group.py, compared with tools.compare_groups."""
 import pytest
 
-from tools import seed_group
 from tests.helpers import MICRO_CFG
+from tools import seed_group
 from utils import compare_groups
 from utils.base.errors import InputError
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from utils.core.metrics import SUMMARY, MatchTable, accumulate, summarize
 from utils.base.repro import resample_rng
+from utils.core.metrics import SUMMARY, MatchTable, accumulate, summarize
 
 COCO_NAMES = tuple(name for name, *_ in SUMMARY)
 

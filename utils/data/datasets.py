@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.base.errors import ImageError
+from utils.base.repro import epoch_permutation, sample_rng
+from utils.core.boxes import xywhn_to_xyxy, xyxy_to_xywh
 from utils.data.augment import (
     augment_hsv,
     flip_lr,
@@ -24,12 +27,9 @@ from utils.data.augment import (
     random_affine,
     resize_longest_side,
 )
-from utils.core.boxes import xywhn_to_xyxy, xyxy_to_xywh
 from utils.data.data_config import label_path_for
-from utils.base.errors import ImageError
 from utils.data.image_io import limit_opencv_threads, load_image
 from utils.data.labels import LabelReport, read_labels
-from utils.base.repro import epoch_permutation, sample_rng
 
 # Images are decoded once at start anyway (to reject bad files early); a set this small in RAM
 # is kept, which spares the PNG/JPEG decode of every sample (measured: 8.8 -> 1.8 ms a mosaic

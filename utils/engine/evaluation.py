@@ -9,13 +9,13 @@ import torch
 from tqdm import tqdm
 
 from utils.core.boxes import letterbox_to_original
+from utils.core.loss import LOSS_PARTS, yolo_loss
+from utils.core.metrics import SUMMARY, ImageDetections, MatchTable, coco_evaluate
+from utils.core.nms import non_max_suppression
 from utils.data.coco_json import category_ids, detection_records, image_ids, labels_to_pixels
 from utils.data.data_config import list_images
 from utils.data.datasets import YoloDataset
 from utils.data.inputs import to_model_input
-from utils.core.loss import LOSS_PARTS, yolo_loss
-from utils.core.metrics import SUMMARY, ImageDetections, MatchTable, coco_evaluate
-from utils.core.nms import non_max_suppression
 from utils.data.plots import plot_batch
 from utils.engine.precision import forward_context
 

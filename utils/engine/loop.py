@@ -15,15 +15,15 @@ from torch import nn
 from tqdm import tqdm
 
 from utils.base.device import memory_gb
+from utils.base.repro import derive_seed
+from utils.core.loss import LOSS_PARTS, yolo_loss
+from utils.core.schedule import warmup_values
+from utils.data.inputs import to_model_input
+from utils.data.plots import labels_to_boxes, plot_batch
 from utils.engine.distributed import DistInfo
 from utils.engine.ema import ModelEMA
-from utils.data.inputs import to_model_input
-from utils.core.loss import LOSS_PARTS, yolo_loss
-from utils.data.plots import labels_to_boxes, plot_batch
 from utils.engine.precision import forward_context
-from utils.base.repro import derive_seed
 from utils.engine.run_plan import RunPlan
-from utils.core.schedule import warmup_values
 
 
 class NonFiniteLoss(RuntimeError):

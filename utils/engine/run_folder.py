@@ -1,17 +1,69 @@
-"""A group of runs: the same training under several seeds. Its run folders, the epochs its runs
+"""The reader of run folders: one run's results.txt rows and recorded settings (`Run`), and a
+group of runs, the same training under several seeds: its run folders, the epochs its runs
 evaluated, each run's value of a metric there, and the seeds that pair two groups' runs as
-twins. What `tools.compare_groups` and the drift report's `--noise` read.
+twins. What `tools.drift`, `tools.compare_groups`, `tools.gpu_summary` and `tools.golden` read.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import yaml
 
 from utils.base.errors import InputError
+from utils.engine.results import EpochResult, read_results
 
-if TYPE_CHECKING:
-    from tools.drift import Run
+
+class Run:
+    """One run: its results.txt rows by epoch and, when found, its recorded settings."""
+
+    def __init__(self, spec: str):
+        path = Path(spec)
+        self.name = spec
+        results = path / "results.txt" if path.is_dir() else path
+        self.rows: dict[int, EpochResult] = {r.epoch: r for r in read_results(results)}
+        self.epochs = next(iter(self.rows.values())).epochs
+        record = results.parent / "repro.yaml"
+        self.settings: dict = {}
+        self.changes_within: list[str] = []  # settings a resume changed part-way through
+        if record.is_file():
+            try:
+                recorded = yaml.safe_load(record.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise InputError(f"not valid yaml ({err})", record) from None
+            resumes = recorded.pop("resumes", None) or []
+            self.settings = flatten(recorded)
+            self._fold_legs(resumes)
+
+    def _fold_legs(self, resumes: list[dict]) -> None:
+        """Fold resumed legs into the settings: a value that changed reads 'a, then b from
+        epoch K', so it differs from a run that kept one value throughout. Each leg is compared
+        with the value in force before it, not with the first leg's."""
+        history: dict[str, list[tuple[int, object]]] = {}
+        for leg in resumes:
+            legged = {"environment": leg.get("environment") or {}}
+            if leg.get("digests"):  # a leg trained on changed data says so
+                legged["digests"] = leg["digests"]
+            for key, value in flatten(legged).items():
+                steps = history.get(key, [(0, self.settings.get(key))])
+                if value != steps[-1][1]:
+                    history[key] = steps + [(leg.get("epoch"), value)]
+        for key, steps in history.items():
+            self.settings[key] = f"{steps[0][1]!r}" + "".join(
+                f", then {value!r} from epoch {epoch}" for epoch, value in steps[1:])
+            self.changes_within.append(f"{key}: {self.settings[key]}")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
 
 # The columns an evaluation writes; train.py writes NaN in them for an epoch not evaluated.
 EVALUATED = ("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95")

@@ -26,14 +26,14 @@ from typing import Any, Mapping
 import torch
 
 from models.cfg_parser import parse_cfg, parse_cfg_text
-from utils.data.augment import AUGMENT_KEYS
-from utils.engine.checkpoint import load_checkpoint
-from utils.data.datasets import AUTO_CACHE_BYTES
 from utils.base.errors import InputError
-from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp
 from utils.base.machine import cpu_info
-from utils.engine.precision import choose_precision
 from utils.base.repro import PORTABLE_ENVIRONMENT
+from utils.data.augment import AUGMENT_KEYS
+from utils.data.datasets import AUTO_CACHE_BYTES
+from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp
+from utils.engine.checkpoint import load_checkpoint
+from utils.engine.precision import choose_precision
 
 REPRO_THREADS = 2
 # Options a resume takes from its checkpoint: a different value on the command line would make

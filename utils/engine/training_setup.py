@@ -10,18 +10,19 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from models import Darknet, model_summary
-from utils.engine.checkpoint import load_initial_weights, restore_training
+from utils.base.device import select_device
+from utils.base.errors import InputError
+from utils.base.host_memory import retain_freed_memory
+from utils.base.repro import configure_determinism, seed_everything, state_fingerprint
+from utils.core.schedule import cosine_factor
 from utils.data.data_config import list_images, prepare_data
 from utils.data.datasets import YoloDataset, create_dataloader
-from utils.base.device import select_device
+from utils.engine.checkpoint import load_initial_weights, restore_training
 from utils.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from utils.engine.ema import ModelEMA
-from utils.engine.loop import LoopSettings, Training, build_optimizer
-from utils.base.errors import InputError
 from utils.engine.evaluation import make_val_dataset
-from utils.base.host_memory import retain_freed_memory
+from utils.engine.loop import LoopSettings, Training, build_optimizer
 from utils.engine.precision import autocast_factory, make_grad_scaler
-from utils.base.repro import configure_determinism, seed_everything, state_fingerprint
 from utils.engine.results import write_results
 from utils.engine.run_plan import RunOptions, RunPlan, make_plan
 from utils.engine.run_record import (
@@ -32,7 +33,6 @@ from utils.engine.run_record import (
     record_resume,
     write_run_records,
 )
-from utils.core.schedule import cosine_factor
 
 
 def prepare_data_once(path: str, dist: DistInfo):

@@ -1,7 +1,7 @@
 import pytest
 
-from utils.data.data_config import list_images
 from utils.base.errors import DataConfigError
+from utils.data.data_config import list_images
 
 
 def test_a_list_naming_one_image_twice_is_refused_with_both_lines(tmp_path):

@@ -4,8 +4,8 @@ from torch import nn
 
 from models import Darknet
 from tests.helpers import MICRO_CFG
-from utils.engine.loop import build_optimizer
 from utils.data.hyp import load_hyp
+from utils.engine.loop import build_optimizer
 
 
 def _group_ids(optimizer):

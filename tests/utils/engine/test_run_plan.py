@@ -6,9 +6,9 @@ import torch
 
 import train
 from tests.helpers import MICRO_CFG, run_train, train_args
+from utils.base.errors import InputError
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.data_config import prepare_data
-from utils.base.errors import InputError
 from utils.engine.run_plan import REPRO_THREADS, RunOptions, make_plan, resolve_options
 
 CPU = torch.device("cpu")
