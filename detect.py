@@ -21,7 +21,7 @@ from typing import Callable
 import cv2
 import torch
 
-from tools.export import is_onnx_file, load_onnx_model
+from models.onnx_model import is_onnx_file, load_onnx_model
 from utils.base.device import select_device
 from utils.base.errors import ImageError, InputError, run_script
 from utils.core.boxes import letterbox_to_original, xyxy_to_xywh

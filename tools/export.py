@@ -22,13 +22,13 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from utils.base.errors import InputError, WeightsError, report_input_error
+from models.onnx_model import is_onnx_file
+from utils.base.errors import InputError, report_input_error
 from utils.data.data_config import read_names
 from utils.engine.checkpoint import check_img_size, load_inference_model
 
@@ -46,10 +46,6 @@ class _Decoded(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)[0]
-
-
-def is_onnx_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() == ".onnx"
 
 
 def onnx_bytes(model: nn.Module, img_size: int, metadata: dict[str, str]) -> bytes:
@@ -72,42 +68,6 @@ def onnx_bytes(model: nn.Module, img_size: int, metadata: dict[str, str]) -> byt
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)
     return proto.SerializeToString(deterministic=True)
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The metadata :func:`onnx_bytes` wrote: img_size (int), names (list), num_classes."""
-    import onnx
-
-    path = Path(path)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as err:  # onnx raises DecodeError and others for a bad file
-        raise WeightsError(f"not an ONNX file onnx can read ({err})", path) from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    missing = [k for k in ("img_size", "names") if k not in props]
-    if missing:
-        raise WeightsError(f"no {', '.join(missing)} in the metadata: not written by "
-                           "python -m tools.export", path)
-    names = json.loads(props["names"])
-    return {"img_size": int(props["img_size"]), "names": names, "num_classes": len(names),
-            "source_sha256": props.get("source_sha256")}
-
-
-def load_onnx_model(path: str | Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
-    """A predictor (uint8 [B, 3, S, S] RGB -> float32 detections [B, N, 5 + C]) running the
-    file in onnxruntime on the CPU, and the file's metadata."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise InputError("an .onnx file needs onnxruntime (pip install onnxruntime)",
-                         path) from None
-    meta = read_metadata(path)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div(255).numpy()
-        return torch.from_numpy(session.run(["detections"], {"images": x})[0])
-    return predict, meta
 
 
 def parity_input(img_size: int, batch: int = 2) -> torch.Tensor:

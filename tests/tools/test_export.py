@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import detect
-from models import Darknet
+from models import Darknet, onnx_model
 from tests.helpers import MICRO_CFG
 from utils.base.atomic_io import atomic_torch_save
 from utils.base.errors import InputError, WeightsError
@@ -49,7 +49,7 @@ def test_parity_metadata_and_identical_bytes(checkpoint, tmp_path, capsys):
     assert "largest difference" in printed and ": ok" in printed
     assert _export(checkpoint, second) == 0
     assert first.read_bytes() == second.read_bytes()
-    meta = export.read_metadata(first)
+    meta = onnx_model.read_metadata(first)
     assert meta["img_size"] == 64 and meta["names"] == list(CLASS_NAMES)
     model = onnx.load(str(first))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 64]
@@ -87,4 +87,4 @@ def test_a_foreign_onnx_file_is_refused(tmp_path):
     path = tmp_path / "x.onnx"
     path.write_bytes(b"garbage")
     with pytest.raises(WeightsError):
-        export.read_metadata(path)
+        onnx_model.read_metadata(path)
