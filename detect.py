@@ -22,7 +22,7 @@ import cv2
 import torch
 
 from models.onnx_model import is_onnx_file, load_onnx_model
-from utils.base.device import select_device
+from utils.base.device import add_device_argument, select_device
 from utils.base.errors import ImageError, InputError, run_script
 from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
 from utils.core.nms import non_max_suppression
@@ -141,7 +141,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--conf-thres", type=float, default=0.3)
     parser.add_argument("--iou-thres", type=float, default=0.6)
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep these only")
-    parser.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
+    add_device_argument(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="arithmetic of the forward pass (default: the checkpoint's)")
     parser.add_argument("--fuse", action="store_true", help="fold batch norm into convolutions")

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from models.darknet_weights import is_darknet_weights
-from utils.base.device import select_device
+from utils.base.device import add_device_argument, select_device
 from utils.base.errors import InputError, WeightsError, run_script
 from utils.base.host_memory import retain_freed_memory
 from utils.base.repro import configure_determinism
@@ -54,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--conf-thres", type=float, default=0.001)
     parser.add_argument("--iou-thres", type=float, default=0.6)
-    parser.add_argument("--device", default="", help="cpu, 0, or empty for automatic")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: the run's own under --repro, else all)")
     parser.add_argument("--single-cls", action="store_true",

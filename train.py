@@ -24,9 +24,9 @@ from utils.engine.checkpoint import training_checkpoint
 from utils.engine.distributed import barrier, shutdown
 from utils.engine.evaluation import evaluate
 from utils.engine.loop import EpochStats, NonFiniteLoss, Training, fitness, train_one_epoch
+from utils.engine.options import options_parser, resolve_options
 from utils.engine.restart import restart_if_needed
 from utils.engine.results import format_line, plot_results, write_results
-from utils.engine.run_plan import options_parser, resolve_options
 from utils.engine.training_setup import build_training
 
 

@@ -11,7 +11,7 @@ import detect
 import test as test_script
 import train
 from tests.helpers import MICRO_CFG, ROOT
-from utils import drift, probe
+from tools import drift, probe
 from utils.data.shapes import CLASS_NAMES, generate_shapes
 from utils.engine.results import read_results
 

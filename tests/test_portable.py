@@ -12,7 +12,7 @@ import yaml
 
 import train
 from tests.helpers import MICRO_CFG, ROOT, comparable, run_train
-from utils import golden
+from tools import golden
 from utils.base.errors import InputError
 from utils.base.repro import PORTABLE_ENVIRONMENT
 

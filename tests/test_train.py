@@ -23,8 +23,8 @@ from utils.base.repro import configure_determinism
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.hyp import load_hyp
 from utils.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from utils.engine.options import REPRO_THREADS
 from utils.engine.results import COLUMNS, read_results
-from utils.engine.run_plan import REPRO_THREADS
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import train
 from models import Darknet
 from models.darknet_weights import read_darknet_file
 from tests.helpers import MICRO_CFG, ROOT, run_train
-from utils import convert_weights
+from tools import convert_weights
 from utils.data.shapes import label_text, make_image
 from utils.engine.checkpoint import load_initial_weights
 

@@ -36,19 +36,19 @@ import torch
 from models import Darknet
 from models.darknet import count_flops
 from tools.roofline import Rates, format_roofline, profile_step, roofline_report, write_roofline
-from utils.base.device import device_name, memory_gb, select_device
+from utils.base.device import add_device_argument, device_name, memory_gb, select_device
 from utils.base.errors import InputError, report_input_error
 from utils.data.data_config import list_images, prepare_data
 from utils.data.hyp import DEFAULT_HYP
 from utils.data.inputs import to_model_input
 from utils.engine.loop import train_one_epoch
+from utils.engine.options import options_parser, resolve_options
 from utils.engine.precision import (
     AUTOCAST_DTYPES,
     autocast_factory,
     choose_precision,
     forward_context,
 )
-from utils.engine.run_plan import options_parser, resolve_options
 from utils.engine.training_setup import build_training
 
 
@@ -267,7 +267,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads, as train.py's --threads (default: the mode's). On "
                              "cores that other jobs share, 1 thread waits for no other thread")
-    parser.add_argument("--device", default="")
+    add_device_argument(parser)
     parser.add_argument("--data", default="data/shapes.data")
     parser.add_argument("--epoch", action="store_true",
                         help="also time one real epoch of train.py in each mode")

@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from utils.base.atomic_io import atomic_write_text
+from utils.base.device import add_device_argument
 from utils.base.errors import InputError, report_input_error
 from utils.base.machine import machine_key
 from utils.base.repro import PORTABLE_ENVIRONMENT
@@ -223,7 +224,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                  "compare its bits with the recorded machines.")
     parser.add_argument("--record", action="store_true", help="add this machine's result")
     parser.add_argument("--file", default=str(GOLDEN), help="the record file")
-    parser.add_argument("--device", default="cpu", help="cpu (--portable) or cuda (--repro)")
+    add_device_argument(parser, default="cpu", help="cpu (--portable) or cuda (--repro)")
     parser.add_argument("--trace", action="store_true",
                         help="print only the layer trace as JSON (run under the record's "
                              "variables; the check runs it itself)")

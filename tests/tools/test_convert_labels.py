@@ -12,7 +12,7 @@ import pytest
 
 import test as test_script
 from tests.helpers import run_train
-from utils import convert_labels
+from tools import convert_labels
 from utils.base.errors import InputError
 from utils.data.data_config import label_path_for, list_images, load_data_config
 from utils.data.labels import parse_label_text

@@ -4,7 +4,7 @@ import torch
 import train
 from models.darknet_weights import read_darknet_file
 from tests.helpers import run_train
-from utils import convert_weights
+from tools import convert_weights
 from utils.base.errors import InputError
 from utils.engine.checkpoint import load_checkpoint, load_inference_model, model_from_checkpoint
 

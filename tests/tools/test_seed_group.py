@@ -2,8 +2,7 @@
 import pytest
 
 from tests.helpers import MICRO_CFG
-from tools import seed_group
-from utils import compare_groups
+from tools import compare_groups, seed_group
 from utils.base.errors import InputError
 
 pytestmark = pytest.mark.slow

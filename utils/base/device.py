@@ -1,11 +1,21 @@
 """Choosing the device and describing it."""
 from __future__ import annotations
 
+import argparse
 import platform
 
 import torch
 
 from utils.base.errors import InputError
+
+DEVICE_HELP = "cpu, a GPU index (0), or empty for the first GPU if there is one, else the CPU"
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str = "",
+                        help: str = DEVICE_HELP) -> None:
+    """``--device``, as train.py, test.py, detect.py and the tools declare it; read with
+    :func:`select_device`."""
+    parser.add_argument("--device", default=default, help=help)
 
 
 def select_device(spec: str = "") -> torch.device:

@@ -7,7 +7,7 @@ import yaml
 
 from utils.base.errors import InputError
 
-DEFAULT_HYP = Path(__file__).resolve().parent.parent / "data" / "hyp.scratch.yaml"
+DEFAULT_HYP = Path(__file__).resolve().parents[2] / "data" / "hyp.scratch.yaml"
 STRING_KEYS = {"iou_type": ("giou", "ciou"), "optimizer": ("sgd", "adam")}
 
 

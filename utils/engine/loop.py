@@ -22,8 +22,8 @@ from utils.data.inputs import to_model_input
 from utils.data.plots import labels_to_boxes, plot_batch
 from utils.engine.distributed import DistInfo
 from utils.engine.ema import ModelEMA
+from utils.engine.plan import RunPlan
 from utils.engine.precision import forward_context
-from utils.engine.run_plan import RunPlan
 
 
 class NonFiniteLoss(RuntimeError):
@@ -84,9 +84,10 @@ class LoopSettings:
 
 @dataclass
 class Training:
-    """Everything the epoch loop works on (train.py's ``start_or_restore`` builds it whole, by
-    keyword), and what a checkpoint saves. The run's decisions are in the frozen ``plan``; the
-    fields after ``run_dir`` are what changes as the run goes on."""
+    """Everything the epoch loop works on (built whole, by keyword, by
+    :func:`utils.engine.training_setup.build_training`), and what a checkpoint saves. The run's
+    decisions are in the frozen ``plan``; the fields after ``run_dir`` are what changes as the
+    run goes on."""
     plan: RunPlan
     dist: DistInfo
     log: Callable[..., None]

@@ -3,7 +3,7 @@
 PYTHONHASHSEED only acts at interpreter start, so it cannot be set from inside a running
 process, nor can the variables that pick the CPU kernels (--portable); CUBLAS_WORKSPACE_CONFIG
 is set in the same step (a user's own value is kept). What a
-run needs is read from its resolved options (``utils.engine.run_plan.RunOptions``), never from the
+run needs is read from its resolved options (``utils.engine.options.RunOptions``), never from the
 command line's text: an abbreviated ``--repr`` and a resumed --repro run restart alike.
 """
 from __future__ import annotations

@@ -10,7 +10,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from models import Darknet, model_summary
-from utils.base.device import select_device
 from utils.base.errors import InputError
 from utils.base.host_memory import retain_freed_memory
 from utils.base.repro import configure_determinism, seed_everything, state_fingerprint
@@ -22,9 +21,10 @@ from utils.engine.distributed import DistInfo, barrier, broadcast_object, init_d
 from utils.engine.ema import ModelEMA
 from utils.engine.evaluation import make_val_dataset
 from utils.engine.loop import LoopSettings, Training, build_optimizer
+from utils.engine.options import RunOptions
+from utils.engine.plan import RunPlan, make_plan
 from utils.engine.precision import autocast_factory, make_grad_scaler
 from utils.engine.results import write_results
-from utils.engine.run_plan import RunOptions, RunPlan, make_plan
 from utils.engine.run_record import (
     check_inputs_unchanged,
     environment,
@@ -104,7 +104,7 @@ def build_loaders(plan: RunPlan, data, dist_info: DistInfo, log):
     if batch_size % dist_info.world_size:
         raise InputError(f"--batch-size {batch_size} is the global batch: it must split "
                          f"evenly over {dist_info.world_size} processes")
-    pin = plan.device.type == "cuda"
+    pin = plan.pin_memory
     train_loader = create_dataloader(train_set, batch_size, plan.workers, shuffle=True,
                                      drop_last=plan.drop_last, seed=options.seed,
                                      rank=dist_info.rank, world_size=dist_info.world_size,
@@ -114,28 +114,28 @@ def build_loaders(plan: RunPlan, data, dist_info: DistInfo, log):
     return train_set, train_loader, val_set, val_loader
 
 
-def build_training(options: RunOptions, ckpt: dict | None, run_dir: Path | None) -> Training:
+def build_training(asked: RunOptions, ckpt: dict | None, run_dir: Path | None) -> Training:
     """The whole Training of a run: plan it, build model, data and optimizer, then either
     restore a checkpoint (--resume) or open a new run folder. The order of the steps that draw
-    random numbers (model init after seeding) is what makes a run repeat."""
+    random numbers (model init after seeding) is what makes a run repeat. Past the plan, only
+    ``plan.options`` is read (it names the hyp file the plan chose)."""
     # Before the first large tensor: each batch then reuses the last one's memory.
     retain_freed_memory()
-    dist = init_distributed(options.device)
+    dist = init_distributed(asked.device)
     log = print if dist.is_main else _silent
-    device = (torch.device(f"cuda:{dist.local_rank}") if dist.backend == "nccl"
-              else select_device(options.device))
-    data = prepare_data_once(options.data, dist)
-    plan = make_plan(options, ckpt, run_dir, data, device, dist.world_size)
+    data = prepare_data_once(asked.data, dist)
+    plan = make_plan(asked, ckpt, run_dir, data, dist)
+    options, device = plan.options, plan.device
     start_determinism(plan)
     for note in plan.notes:
         log(f"repro: {note}" if plan.options.repro else note)
     model, names, initial_fingerprint = build_model(plan, data, ckpt, dist, log)
     train_set, train_loader, val_set, val_loader = build_loaders(plan, data, dist, log)
-    optimizer = build_optimizer(model, plan.hyp, options.adam or plan.hyp["optimizer"] == "adam")
+    optimizer = build_optimizer(model, plan.hyp, adam=plan.optimizer == "adam")
     lr_factor = functools.partial(cosine_factor, epochs=plan.epochs, lrf=plan.hyp["lrf"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lr_factor)
     ema = ModelEMA(model)
-    digests = input_digests(model.cfg_text, plan.options.hyp, train_set, val_set, data)
+    digests = input_digests(model.cfg_text, options.hyp, train_set, val_set, data)
     log(f"precision: {plan.precision} ({plan.precision_reason})")
     if ckpt:
         for note in check_inputs_unchanged(plan, ckpt, digests):
@@ -156,7 +156,7 @@ def build_training(options: RunOptions, ckpt: dict | None, run_dir: Path | None)
         model, device_ids=[device] if device.type == "cuda" else None)
     settings = LoopSettings(
         epochs=plan.epochs, hyp=plan.hyp, accumulate=plan.accumulate,
-        warmup_iterations=round(plan.hyp["warmup_epochs"] * len(train_loader)),
+        warmup_iterations=plan.warmup_iterations(len(train_loader)),
         seed=options.seed, multi_scale=plan.multi_scale, loss_scale=dist.world_size,
         progress=not options.quiet and dist.is_main,
         autocast=autocast_factory(plan.precision, device),

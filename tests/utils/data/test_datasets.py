@@ -70,8 +70,8 @@ def test_a_cpu_run_does_not_pin_its_batches_on_a_machine_with_a_gpu(tiny_data, t
     import torch
 
     from tests.helpers import MICRO_CFG
-    from utils import training_setup
-    from utils.engine.run_plan import options_parser, resolve_options
+    from utils.engine import training_setup
+    from utils.engine.options import options_parser, resolve_options
 
     build_loaders = training_setup.build_loaders
 

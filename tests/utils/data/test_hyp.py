@@ -5,7 +5,7 @@ import pytest
 from utils.base.errors import InputError
 from utils.data.hyp import DEFAULT_HYP, load_hyp
 
-DATA = Path(__file__).resolve().parents[2] / "data"
+DATA = Path(__file__).resolve().parents[3] / "data"
 
 
 def test_shipped_files_load():

@@ -6,8 +6,8 @@ import pytest
 import train
 from tests.helpers import run_train
 from utils.base.errors import InputError
+from utils.engine.options import resolve_options
 from utils.engine.restart import needs_restart, restart_command
-from utils.engine.run_plan import resolve_options
 
 
 def _options(*argv):

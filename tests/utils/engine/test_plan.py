@@ -5,11 +5,13 @@ import pytest
 import torch
 
 import train
-from tests.helpers import MICRO_CFG, run_train, train_args
+from tests.helpers import run_train, train_args
 from utils.base.errors import InputError
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.data_config import prepare_data
-from utils.engine.run_plan import REPRO_THREADS, RunOptions, make_plan, resolve_options
+from utils.engine.distributed import DistInfo
+from utils.engine.options import REPRO_THREADS, resolve_options
+from utils.engine.plan import make_plan
 
 CPU = torch.device("cpu")
 
@@ -17,12 +19,7 @@ CPU = torch.device("cpu")
 def _plan(data_file, project, *extra, device=CPU):
     args = train_args(data_file, project, *extra)
     options, ckpt, run_dir = resolve_options(args, train.get_args_parser())
-    return args, make_plan(options, ckpt, run_dir, prepare_data(data_file), device)
-
-
-def test_options_mirror_the_parser_exactly():
-    parser = train.get_args_parser()
-    assert {f.name for f in dataclasses.fields(RunOptions)} == set(vars(parser.parse_args([])))
+    return args, make_plan(options, ckpt, run_dir, prepare_data(data_file), device=device)
 
 
 def test_repro_plan_pins_and_says_so_without_touching_the_parsed_options(tiny_data, tmp_path):
@@ -52,45 +49,10 @@ def test_workers_follow_device_and_cache(tiny_data, tmp_path, monkeypatch):
     # Cached images cost less to augment than workers cost the step in contention.
     assert _plan(tiny_data, tmp_path)[1].workers == 0
     assert _plan(tiny_data, tmp_path, "--workers", "3")[1].workers == 3
-    monkeypatch.setattr("utils.engine.run_plan.AUTO_CACHE_BYTES", 10)
+    monkeypatch.setattr("utils.engine.plan.AUTO_CACHE_BYTES", 10)
     assert _plan(tiny_data, tmp_path)[1].workers == min(2, os.cpu_count() or 1)
     assert _plan(tiny_data, tmp_path, device=torch.device("cuda", 0))[1].workers == \
         min(8, os.cpu_count() or 1)
-
-
-def test_resume_keeps_the_runs_options_and_honours_the_safe_ones(tiny_data, tmp_path):
-    run = run_train(tiny_data, tmp_path, "--repro", "--epochs", "3", "--stop-after", "1")
-    parser = train.get_args_parser()
-    args = parser.parse_args(["--resume", str(run), "--notest", "--nosave", "--workers", "1"])
-    options, ckpt, run_dir = resolve_options(args, parser)
-    assert options.repro and options.epochs == 3 and options.cfg == str(MICRO_CFG)
-    assert options.notest and options.nosave and options.workers == 1 and run_dir == run
-    for refused in (["--name", "other"], ["--weights", "x.pt"], ["--project", "elsewhere"]):
-        with pytest.raises(InputError, match="differs from the checkpoint's"):
-            resolve_options(parser.parse_args(["--resume", str(run), *refused]), parser)
-
-
-def test_resume_messages_name_the_real_cause(tiny_data, tmp_path):
-    parser = train.get_args_parser()
-
-    def resume(path, *extra):
-        return resolve_options(parser.parse_args(["--resume", str(path), *extra]), parser)
-
-    finished = run_train(tiny_data, tmp_path, "--epochs", "1", "--name", "done")
-    with pytest.raises(InputError, match="already finished all 1 epochs"):
-        resume(finished)
-    started = tmp_path / "started"
-    (started / "weights").mkdir(parents=True)
-    (started / "opt.yaml").write_text("epochs: 2\n")
-    with pytest.raises(InputError, match="has no weights/last.pt yet"):
-        resume(started)
-    cut = tmp_path / "cut" / "weights" / "last.pt"
-    cut.parent.mkdir(parents=True)
-    (cut.parent.parent / "opt.yaml").write_text("epochs: 2\n")
-    cut.write_bytes((finished / "weights" / "last.pt").read_bytes()[:5000])
-    with pytest.raises(InputError) as err:
-        resume(cut)
-    assert "truncated" in str(err.value) and str(err.value).endswith(")")
 
 
 def test_a_changed_class_count_is_named_on_resume(tiny_data, tmp_path):
@@ -100,7 +62,7 @@ def test_a_changed_class_count_is_named_on_resume(tiny_data, tmp_path):
     data = prepare_data(tiny_data)
     data = dataclasses.replace(data, num_classes=3, names=data.names[:3])
     with pytest.raises(InputError, match="classes changed: the .data file now has 3 classes"):
-        make_plan(options, ckpt, run_dir, data, CPU)
+        make_plan(options, ckpt, run_dir, data, device=CPU)
 
 
 def test_compile_plans_its_shape_mode_and_refuses_what_it_cannot_do(tiny_data, tmp_path,
@@ -114,7 +76,7 @@ def test_compile_plans_its_shape_mode_and_refuses_what_it_cannot_do(tiny_data, t
     args = train_args(tiny_data, tmp_path, "--compile")
     options, _, _ = resolve_options(args, train.get_args_parser())
     with pytest.raises(InputError, match="under DDP"):
-        make_plan(options, None, None, prepare_data(tiny_data), CPU, world_size=2)
-    monkeypatch.setattr("utils.engine.run_plan.shutil.which", lambda _name: None)
+        make_plan(options, None, None, prepare_data(tiny_data), DistInfo(world_size=2), device=CPU)
+    monkeypatch.setattr("utils.engine.plan.shutil.which", lambda _name: None)
     with pytest.raises(InputError, match="needs a C\\+\\+ compiler"):
         _plan(tiny_data, tmp_path, "--compile")

@@ -1,0 +1,231 @@
+"""A training run's decisions, made once from its options: everything that follows from them,
+the data and the device, frozen as a :class:`RunPlan` that every part of the trainer reads and
+none rewrites (:func:`make_plan`): the hyperparameters after ``--repro``, the scaled loss
+gains, accumulation and warm-up, the optimizer, precision and why, determinism, the portable
+kernels, upsample kind, augmentation, multi-scale, drop_last, workers and pinned memory,
+threads, and the notes printed about them. The options themselves come from
+:mod:`utils.engine.options`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import torch
+
+from models.cfg_parser import parse_cfg, parse_cfg_text
+from utils.base.device import select_device
+from utils.base.errors import InputError
+from utils.base.repro import PORTABLE_ENVIRONMENT
+from utils.data.augment import AUGMENT_KEYS
+from utils.data.datasets import AUTO_CACHE_BYTES
+from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp
+from utils.engine.distributed import DistInfo
+from utils.engine.options import REPRO_THREADS, RunOptions
+from utils.engine.precision import choose_precision
+
+ONE_PROCESS = DistInfo()
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Every decision of one run. ``options`` is what was asked; the other fields are what the
+    trainer does about it. Mappings are read-only views."""
+    options: RunOptions
+    run_dir: Path | None          # the folder of a resumed run; None for a new one
+    checkpoint: Path | None       # the checkpoint a resume continues from
+    device: torch.device          # under NCCL, the process's own GPU (cuda:LOCAL_RANK)
+    world_size: int
+    base_hyp: Mapping[str, Any]   # the hyp file's values after --repro's changes
+    hyp: Mapping[str, Any]        # base_hyp with the loss gains scaled to model and size
+    accumulate: int               # batches per optimizer step (to the hyp's nominal batch)
+    num_classes: int
+    precision: str                # fp32, bf16 or fp16
+    precision_reason: str
+    deterministic: bool           # strict deterministic kernels, no cuDNN benchmark, no TF32
+    portable: bool                # CPU kernels pinned for the same bits on other CPUs
+    threads: int | None           # torch's CPU threads; None: torch's default (all cores)
+    upsample: str                 # "nearest" or "deterministic"
+    augment: bool                 # online augmentation
+    multi_scale: bool
+    drop_last: bool               # drop the last partial batch
+    workers: int
+    pin_memory: bool              # page-locked batches: only a GPU reads them faster
+    optimizer: str                # "sgd" or "adam" (--adam, else the hyp file's optimizer)
+    compile: str | None = None    # torch.compile's dynamic-shape mode ("static" or
+                                  # "automatic"), None: the model runs eagerly
+    notes: tuple[str, ...] = field(default=())  # what the plan pinned or chose, to print
+
+    @property
+    def epochs(self) -> int:
+        return self.options.epochs
+
+    @property
+    def last_epoch(self) -> int:
+        """The last epoch this invocation trains (--stop-after ends a run early)."""
+        return min(self.options.epochs, self.options.stop_after or self.options.epochs) - 1
+
+    def warmup_iterations(self, batches_per_epoch: int) -> int:
+        """The warm-up's length in batches: the hyp's warm-up epochs of this run's loader."""
+        return round(self.hyp["warmup_epochs"] * batches_per_epoch)
+
+    def record(self) -> dict[str, Any]:
+        """The options as opt.yaml and the checkpoint's ``args`` hold them (the keys and
+        meaning of every earlier version: decided values filled in, precision added)."""
+        record = self.options.as_dict()
+        record.update(workers=self.workers, threads=self.threads, precision=self.precision)
+        return record
+
+
+def choose_device(spec: str, dist: DistInfo) -> torch.device:
+    """``--device`` as asked; under NCCL each process trains on its own GPU (its local rank)."""
+    if dist.backend == "nccl":
+        return torch.device(f"cuda:{dist.local_rank}")
+    return select_device(spec)
+
+
+def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data,
+              dist: DistInfo = ONE_PROCESS, device: torch.device | None = None) -> RunPlan:
+    """Every decision of the run from its options, its checkpoint (on resume), the .data file
+    and its processes. A resumed run keeps what its checkpoint decided (hyp, precision). The
+    device is chosen here (:func:`choose_device`) unless given (the benchmark and tests)."""
+    device = device if device is not None else choose_device(options.device, dist)
+    world_size = dist.world_size
+    hyp_path = options.hyp or str(data.hyp or DEFAULT_HYP)
+    options = dataclasses.replace(options, hyp=hyp_path)
+    base_hyp = dict(ckpt["hyp"]) if ckpt else load_hyp(hyp_path)
+    notes = []
+    repro = options.repro
+    augment = not repro or options.augment
+    if repro and not ckpt:
+        notes += [f"seed {options.seed} for python, numpy, torch (CPU and CUDA)",
+                  "deterministic kernels (strict), cuDNN deterministic, no benchmark, no TF32",
+                  f"batch size pinned at {options.batch_size} (last partial batch dropped)",
+                  "upsample layers -> deterministic expand+reshape"]
+        if options.augment:
+            notes.append("online augmentation kept on (--augment), drawn from (seed, epoch, "
+                         "index)")
+        else:
+            off = [k for k in AUGMENT_KEYS if base_hyp[k]]
+            notes.append(f"online augmentation off: {', '.join(off) or 'nothing was on'}")
+        if options.multi_scale:
+            notes.append("multi-scale off")
+    if repro and not options.augment:
+        base_hyp.update({k: 0.0 for k in AUGMENT_KEYS})
+    threads = options.threads if options.threads is not None else (
+        REPRO_THREADS if repro else None)
+    workers, why_workers = _workers(options, data, device)
+    if repro and not ckpt:
+        if options.workers is None:
+            notes.append("DataLoader workers 0")
+        notes.append(f"CPU threads {threads}")
+    elif why_workers:
+        notes.append(f"DataLoader workers: {workers} ({why_workers}; --workers sets them)")
+    num_classes = 1 if options.single_cls else data.num_classes
+    if ckpt and num_classes != ckpt["num_classes"]:
+        raise InputError(f"classes changed: the .data file now has {num_classes} classes, the "
+                         f"run being resumed trained {ckpt['num_classes']}; restore classes= or "
+                         "start a new run", data.path)
+    accumulate = max(round(base_hyp["nbs"] / options.batch_size), 1)
+    heads = _count_heads(options.cfg, ckpt["cfg_text"] if ckpt else None)
+    hyp = scale_hyp(base_hyp, num_classes, heads, options.img_size,
+                    options.batch_size * accumulate)
+    if ckpt:  # runs from before --amp existed were fp32
+        precision, reason = ckpt["args"].get("precision", "fp32"), "the run's own"
+    else:
+        precision, reason = choose_precision(options.amp, repro, device)
+    compile_mode = _compile_mode(options, device, world_size, notes)
+    if options.portable:
+        notes.append("portable: ATen kernels at AVX2, convolutions through ATen + MKL (oneDNN "
+                     "off), MKL conditional numerical reproducibility at its COMPATIBLE branch")
+        _check_portable_start()
+    return RunPlan(options=options, run_dir=run_dir, portable=options.portable,
+                   checkpoint=Path(options.resume) if ckpt else None, device=device,
+                   world_size=world_size, base_hyp=MappingProxyType(base_hyp),
+                   hyp=MappingProxyType(hyp), accumulate=accumulate, num_classes=num_classes,
+                   precision=precision, precision_reason=reason, deterministic=repro,
+                   threads=threads, upsample="deterministic" if repro else "nearest",
+                   augment=augment, multi_scale=options.multi_scale and not repro,
+                   drop_last=repro, workers=workers, pin_memory=device.type == "cuda",
+                   optimizer="adam" if options.adam else str(hyp["optimizer"]),
+                   compile=compile_mode,
+                   notes=tuple(notes))
+
+
+def _compile_mode(options: RunOptions, device: torch.device, world_size: int, notes: list
+                  ) -> str | None:
+    """--compile's dynamic-shape mode, or None without it. A run at one size compiles each batch
+    shape once ("static": the full batches and the last partial one, two compilations); a run
+    whose batches change size (--multi-scale, --rect) compiles shape-generic code after the
+    second shape ("automatic"), since one compilation per size would pass torch's limit."""
+    if not options.compile:
+        return None
+    if world_size > 1:
+        raise InputError("--compile under DDP (torchrun) is not supported by this trainer yet: "
+                         "drop --compile, or train in one process")
+    if options.portable:
+        raise InputError("--portable pins the CPU kernels to ATen's and MKL's; --compile would "
+                         "generate its own: drop one")
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise InputError("--compile on the CPU needs a C++ compiler on PATH (g++, c++ or "
+                         "clang++) for the kernels torch.compile generates; install one or "
+                         "drop --compile")
+    mode = "automatic" if (options.multi_scale and not options.repro) or options.rect \
+        else "static"
+    notes.append(f"torch.compile ({mode} shapes): compiles on the first batch of each shape, "
+                 "in that epoch's time")
+    return mode
+
+
+def _check_portable_start() -> None:
+    """A --portable run needs its variables set when the interpreter started (train.py's
+    restart sets them); in a process started without them the kernels are already chosen."""
+    missing = {k: v for k, v in PORTABLE_ENVIRONMENT.items() if os.environ.get(k) != v}
+    capability = torch.backends.cpu.get_cpu_capability()
+    if missing or capability != "AVX2":
+        raise InputError("--portable: this process started without its kernel settings "
+                         f"(missing {missing or 'none'}, ATen capability {capability}); run "
+                         "it as `python train.py --portable ...`, which restarts itself with "
+                         "them")
+
+
+def _count_heads(cfg: str, cfg_text: str | None) -> int:
+    sections = parse_cfg_text(cfg_text, cfg) if cfg_text is not None else parse_cfg(cfg)
+    return sum(1 for s in sections if s["type"] == "yolo")
+
+
+def _workers(options: RunOptions, data, device: torch.device) -> tuple[int, str]:
+    """DataLoader workers, and why when they were not given.
+
+    On a GPU the loader must keep up with a fast step: a worker per core, up to 8. On the CPU
+    the workers take cores from the step itself; with the images cached in memory an augmented
+    image (mosaic included) costs about 2.4 ms, less than the contention costs (two epochs of
+    yolov3-tiny at 224 px, batch 16, on 2 cores: 41 s with 0 workers, 45 s with 1, 50 s with
+    2), so the main process loads them. Images read from disk (8.5 ms each) get up to 2.
+    """
+    if options.workers is not None:
+        return options.workers, ""
+    if options.repro:
+        return 0, ""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, cores), "a worker per core on a GPU, up to 8"
+    if _images_cached(options, data):
+        return 0, "the images are cached in memory"
+    return min(2, cores), "images read from disk"
+
+
+def _images_cached(options: RunOptions, data) -> bool:
+    """Whether the training images will be kept in memory: asked for, or (not asked either
+    way) when letterboxed to the training size they fit under the dataset's automatic limit.
+    An upper bound (each image as a full square), so a set judged cached is cached."""
+    if options.cache_images is not None:
+        return options.cache_images
+    from utils.data.data_config import list_images
+    files = list_images(data.train, data.path, data.lines.get("train"))
+    return len(files) * options.img_size ** 2 * 3 <= AUTO_CACHE_BYTES
