@@ -47,3 +47,36 @@ def test_resume_messages_name_the_real_cause(tiny_data, tmp_path):
     with pytest.raises(InputError) as err:
         resume(cut)
     assert "truncated" in str(err.value) and str(err.value).endswith(")")
+
+
+def test_resume_refuses_a_pinned_option_given_at_the_parsers_default(tiny_data, tmp_path):
+    """--epochs 17 is train.py's default: given on --resume of a 3-epoch run it used to be
+    dropped without a word, as if not given; every pinned option given is checked, whatever
+    its value."""
+    run = run_train(tiny_data, tmp_path, "--epochs", "3", "--stop-after", "1", "--img-size", "64",
+                    "--batch-size", "4", "--seed", "5", "--name", "mine")
+    parser = train.get_args_parser()
+    defaults = {"--epochs": "17", "--img-size": "224", "--batch-size": "8", "--seed": "0",
+                "--name": "exp", "--cfg": "cfg/yolov3-tiny.cfg", "--data": "data/shapes.data",
+                "--project": "runs/train"}
+    for flag, value in defaults.items():
+        assert str(parser.get_default(flag[2:].replace("-", "_"))) in (value, "None")
+        with pytest.raises(InputError, match=f"{flag} {value} differs from the checkpoint's"):
+            resolve_options(parser.parse_args(["--resume", str(run), flag, value]), parser)
+    # The checkpoint's own values, given again, are fine.
+    options, _, _ = resolve_options(parser.parse_args(["--resume", str(run), "--epochs", "3",
+                                                       "--seed", "5"]), parser)
+    assert options.epochs == 3 and options.seed == 5
+
+
+def test_a_new_run_gets_the_documented_defaults(tmp_path):
+    parser = train.get_args_parser()
+    options, _, _ = resolve_options(parser.parse_args([]), parser)
+    assert (options.epochs, options.batch_size, options.img_size, options.seed) == (17, 8, 224, 0)
+    assert options.cfg == "cfg/yolov3-tiny.cfg" and options.data == "data/shapes.data"
+    assert options.project == "runs/train" and options.name == "exp" and options.weights == ""
+    text = parser.format_help()
+    options_part = text[text.index("options:"):]
+    for flag in ("--epochs", "--batch-size", "--img-size", "--seed"):
+        entry = options_part[options_part.index(f"  {flag} "):].split("\n  --")[0]
+        assert entry.count("default") == 1, f"{flag}: {entry!r} should say its default once"
