@@ -30,7 +30,7 @@ import torch
 
 from models.darknet_weights import is_darknet_weights
 from utils.base.device import add_device_argument, select_device
-from utils.base.errors import InputError, WeightsError, run_script
+from utils.base.errors import InputError, WeightsError, counted, run_script
 from utils.base.host_memory import retain_freed_memory
 from utils.base.repro import configure_determinism
 from utils.core.bootstrap import coco_bootstrap, paired_coco_bootstrap
@@ -50,10 +50,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", required=True, help="a .pt checkpoint or darknet weights")
     parser.add_argument("--cfg", default=None, help="cfg file (default: the checkpoint's)")
     parser.add_argument("--data", default=None, help=".data file (default: the checkpoint's)")
-    parser.add_argument("--img-size", type=int, default=None, help="default: the training size")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--conf-thres", type=float, default=0.001)
-    parser.add_argument("--iou-thres", type=float, default=0.6)
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="evaluation size in pixels (default: the training size)")
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="images per forward pass; the numbers do not depend on it "
+                             "(default: 16)")
+    parser.add_argument("--conf-thres", type=float, default=0.001,
+                        help="score threshold: low, since COCO's AP integrates over every "
+                             "score (default: 0.001)")
+    parser.add_argument("--iou-thres", type=float, default=0.6,
+                        help="NMS IoU threshold (default: 0.6)")
     add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (default: the run's own under --repro, else all)")
@@ -80,11 +86,24 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "A's files only")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the bootstrap's resamples (the same seed, the same "
-                             "interval)")
+                             "interval) (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Options out of range are refused, never replaced by the run's values."""
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.img_size is not None and (args.img_size <= 0 or args.img_size % 32):
+        raise InputError(f"--img-size {args.img_size}: must be a positive multiple of 32 (the "
+                         "largest stride)")
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads {args.threads}: must be at least 1")
+
+
 def main(args: argparse.Namespace) -> EvalResult:
+    check_args(args)
     if args.pycocotools and not args.save_json:
         raise InputError("--pycocotools compares on the files --save-json writes: add --save-json")
     if args.bootstrap is not None and args.bootstrap < 1:
@@ -131,9 +150,11 @@ def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.devic
     # numbers come out as its results.txt has them.
     run_args = meta.get("args") or {}
     repro = bool(run_args.get("repro"))
-    configure_determinism(repro, args.threads or (run_args.get("threads") if repro else None))
-    img_size = (first.img_size if first else None) or args.img_size or meta.get("img_size") \
-        or 416
+    threads = args.threads if args.threads is not None else (
+        run_args.get("threads") if repro else None)
+    configure_determinism(repro, threads)
+    img_size = first.img_size if first else (
+        args.img_size if args.img_size is not None else meta.get("img_size") or 416)
     if first and meta.get("img_size") not in (None, img_size):
         print(f"B was trained at {meta['img_size']} px; evaluated at A's {img_size} px")
     check_img_size(img_size, model)
@@ -148,7 +169,7 @@ def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.devic
     detections = [] if args.save_json and first is None else None
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,
-                      autocast=autocast, single_cls=single_cls)
+                      autocast=autocast, single_cls=single_cls, progress=not args.quiet)
     if first and first.names != names:
         raise InputError(f"B scores the classes {names} where A scores {first.names}: "
                          "their numbers measure different things", weights)
@@ -235,7 +256,7 @@ def load_model_and_data(args: argparse.Namespace):
             model, meta = load_inference_model(args.weights, args.cfg, num_classes=count)
         except WeightsError as err:
             if count == counts[-1]:
-                raise WeightsError(f"{err} (read with the cfg adapted to {count} classes)"
+                raise WeightsError(f"{err} (read with the cfg adapted to {counted(count, 'class')})"
                                    ) from None
             continue
         for note in model.adaptations:
@@ -254,8 +275,8 @@ def class_setup(args: argparse.Namespace, model, meta: dict, data) -> tuple[bool
         return True, ["object"]
     if model.num_classes != data.num_classes:
         hint = "; add --single-cls to score it as one class" if model.num_classes == 1 else ""
-        raise InputError(f"the model has {model.num_classes} classes but {data.path} has "
-                         f"{data.num_classes}{hint}", args.weights)
+        raise InputError(f"the model has {counted(model.num_classes, 'class')} but {data.path} "
+                         f"has {data.num_classes}{hint}", args.weights)
     return False, meta.get("names") or data.names
 
 

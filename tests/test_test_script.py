@@ -147,3 +147,70 @@ def test_compare_refuses_models_that_score_other_classes(tiny_data, tmp_path):
     one = _checkpoint(tmp_path / "one.pt", tiny_data, 1, single_cls=True)
     with pytest.raises(InputError, match="measure different things"):
         _test("--weights", a, "--compare", one)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "--batch-size 0: must be at least 1"),
+    ("--batch-size", "-1", "--batch-size -1: must be at least 1"),
+    ("--img-size", "0", "--img-size 0: must be a positive multiple of 32"),
+    ("--threads", "0", "--threads 0: must be at least 1"),
+])
+def test_options_out_of_range_are_refused_not_replaced(tiny_data, tmp_path, flag, value, message):
+    weights = _checkpoint(tmp_path / "a.pt", tiny_data, 4)
+    args = test_script.get_args_parser().parse_args(
+        ["--weights", str(weights), "--device", "cpu", flag, value])
+    with pytest.raises(InputError, match=message):
+        test_script.main(args)
+
+
+def test_cfg_with_a_checkpoint_is_refused_not_ignored(tiny_data, tmp_path):
+    weights = _checkpoint(tmp_path / "a.pt", tiny_data, 4)
+    with pytest.raises(InputError, match="--cfg applies to darknet weights files"):
+        _test("--weights", weights, "--cfg", MICRO_CFG)
+
+
+def test_the_numbers_do_not_depend_on_the_batch_size(tiny_data, tmp_path):
+    """ultralytics/yolov3#271: per-class mAP changed with the batch size there. Here each image
+    is letterboxed alone and padded batches are not used, so the 12 numbers are the same."""
+    weights = _checkpoint(tmp_path / "a.pt", tiny_data, 4, seed=3)
+    results = []
+    for batch in ("1", "3", "8"):
+        args = test_script.get_args_parser().parse_args(
+            ["--weights", str(weights), "--device", "cpu", "--conf-thres", "0.0001",
+             "--batch-size", batch, "--quiet"])
+        results.append(test_script.main(args))
+    assert results[0].coco == results[1].coco == results[2].coco
+    assert results[0].precision == results[1].precision == results[2].precision
+
+
+def test_help_shows_the_thresholds_defaults():
+    text = test_script.get_args_parser().format_help()
+    for flag, default in (("--conf-thres", "0.001"), ("--iou-thres", "0.6"),
+                          ("--batch-size", "16")):
+        entry = text[text.index(f"  {flag} "):].split("\n  --")[0]
+        assert f"default: {default}" in entry, entry
+
+
+def test_an_ultralytics_checkpoint_is_named_as_such(tiny_data, tmp_path, monkeypatch):
+    """Such a file pickles the ultralytics package's classes; without the package torch says
+    only 'No module named ultralytics'."""
+    import sys
+    import types
+    package = types.ModuleType("ultralytics")
+    tasks = types.ModuleType("ultralytics.nn.tasks")
+
+    class DetectionModel:
+        pass
+    DetectionModel.__module__ = "ultralytics.nn.tasks"
+    DetectionModel.__qualname__ = "DetectionModel"
+    tasks.DetectionModel = DetectionModel
+    for name, module in (("ultralytics", package), ("ultralytics.nn", types.ModuleType("x")),
+                         ("ultralytics.nn.tasks", tasks)):
+        monkeypatch.setitem(sys.modules, name, module)
+    path = tmp_path / "yolov8n.pt"
+    torch.save({"model": DetectionModel(), "train_args": {}}, path)
+    for name in ("ultralytics", "ultralytics.nn", "ultralytics.nn.tasks"):
+        monkeypatch.delitem(sys.modules, name)
+    with pytest.raises(InputError, match="an ultralytics checkpoint") as err:
+        _test("--weights", path, "--data", tiny_data)
+    assert "this trainer reads" in str(err.value)

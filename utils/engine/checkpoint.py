@@ -19,6 +19,13 @@ from utils.base.repro import get_rng_state, set_rng_state
 CHECKPOINT_KIND = "yolov3-repro-checkpoint"
 
 
+# Packages whose checkpoints pickle their own model classes, so torch.load needs the package.
+FOREIGN = {"ultralytics": "an ultralytics", "yolov5": "a yolov5", "mmdet": "an mmdetection",
+           "detectron2": "a detectron2"}
+READABLE = ("this trainer reads its own checkpoints (train.py's weights/*.pt), darknet .weights "
+            "files with their .cfg, and .onnx files from python -m tools.export")
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load and check a training checkpoint (.pt). Raises WeightsError for any other file."""
     path = Path(path)
@@ -32,6 +39,9 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for a file that is not its own
         first_line = (str(err).splitlines() or [""])[0]
+        if isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in FOREIGN:
+            raise WeightsError(f"{FOREIGN[err.name.split('.')[0]]} checkpoint (it pickles that "
+                               f"package's own classes): {READABLE}", path) from None
         raise WeightsError(f"not a PyTorch checkpoint, or a truncated one "
                            f"({type(err).__name__}: {first_line})", path) from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
@@ -76,6 +86,9 @@ def load_inference_model(weights: str | Path, cfg: str | Path | None = None,
         load_darknet_weights(model, weights)
         return model, {}
     ckpt = load_checkpoint(weights)
+    if cfg is not None:
+        raise InputError(f"--cfg {cfg}: --cfg applies to darknet weights files; a checkpoint "
+                         "carries the cfg it was trained with: drop --cfg", weights)
     model = model_from_checkpoint(ckpt, weights)
     meta = {k: ckpt.get(k) for k in ("names", "args", "epoch", "data", "img_size")}
     return model, meta

@@ -79,8 +79,9 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     records: list[ImageDetections] = []
     loss_sum = torch.zeros(len(VAL_LOSS_PARTS), device=device)
     batches = 0
-    for images, targets, paths, placements in tqdm(loader, desc="evaluating",
-                                                   disable=not progress, leave=False):
+    # disable=None: a bar on a terminal only, none in a log file.
+    bar = tqdm(loader, desc="evaluating", disable=None if progress else True, leave=False)
+    for images, targets, paths, placements in bar:
         images = to_model_input(images, device)
         with forward_context(autocast):
             detections, raw = model(images)
