@@ -23,9 +23,9 @@ import torch
 
 from models.onnx_model import is_onnx_file, load_onnx_model
 from utils.base.device import add_device_argument, select_device
-from utils.base.errors import ImageError, InputError, run_script
+from utils.base.errors import ImageError, InputError, counted, run_script
 from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
-from utils.core.nms import non_max_suppression
+from utils.core.nms import highest_score, non_max_suppression
 from utils.data.augment import letterbox, resize_longest_side
 from utils.data.data_config import IMAGE_SUFFIXES, read_names
 from utils.data.image_io import load_image
@@ -100,17 +100,19 @@ def torch_predictor(model, device: torch.device, autocast=None) -> Predictor:
 
 
 def detect_frame(predict: Predictor, frame, img_size: int, conf_thres: float,
-                 iou_thres: float, classes: list[int] | None) -> torch.Tensor:
-    """Detections [n, 6] (x1, y1, x2, y2 in the frame's pixels, score, class). The frame is
+                 iou_thres: float, classes: list[int] | None) -> tuple[torch.Tensor, float]:
+    """Detections [n, 6] (x1, y1, x2, y2 in the frame's pixels, score, class), and the highest
+    score of any box before the threshold (what to say when nothing passes it). The frame is
     resized and letterboxed exactly as test.py and training see an image."""
     resized = resize_longest_side(frame, img_size)
     img, _, pad = letterbox(resized, (img_size, img_size), scaleup=False)
     tensor = torch.from_numpy(img[:, :, ::-1].transpose(2, 0, 1).copy())[None]
-    det = non_max_suppression(predict(tensor), conf_thres, iou_thres, classes,
+    prediction = predict(tensor)
+    det = non_max_suppression(prediction, conf_thres, iou_thres, classes,
                               multi_label=False)[0].cpu()
     det[:, :4] = letterbox_to_original(det[:, :4], resized.shape[1] / frame.shape[1], pad,
                                        frame.shape[:2])
-    return det
+    return det, highest_score(prediction[0])
 
 
 def label_text(det: torch.Tensor, shape: tuple[int, int], with_scores: bool) -> str:
@@ -137,9 +139,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "carry (checked against the class count)")
     parser.add_argument("--source", default="data/shapes/images/val",
                         help="image, video, folder or glob")
-    parser.add_argument("--img-size", type=int, default=None, help="default: the training size")
-    parser.add_argument("--conf-thres", type=float, default=0.3)
-    parser.add_argument("--iou-thres", type=float, default=0.6)
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="inference size in pixels (default: the training size)")
+    parser.add_argument("--conf-thres", type=float, default=0.3,
+                        help="score threshold (default: 0.3)")
+    parser.add_argument("--iou-thres", type=float, default=0.6,
+                        help="NMS IoU threshold (default: 0.6)")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep these only")
     add_device_argument(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -150,8 +155,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-conf", action="store_true",
                         help="with --save-txt: add the score as a 6th column (such files are "
                              "results, not training labels)")
-    parser.add_argument("--project", default="runs/detect")
-    parser.add_argument("--name", default="exp")
+    parser.add_argument("--project", default="runs/detect",
+                        help="folder of result folders (default: runs/detect)")
+    parser.add_argument("--name", default="exp",
+                        help="result folder name, exp2, exp3, ... if taken (default: exp)")
     return parser
 
 
@@ -162,8 +169,8 @@ def class_names(args: argparse.Namespace, carried: list[str] | None, num_classes
     if args.names:
         names = read_names(Path(args.names))
         if len(names) != num_classes:
-            raise InputError(f"--names lists {len(names)} names but the model has "
-                             f"{num_classes} classes", args.names)
+            raise InputError(f"--names lists {counted(len(names), 'name')} but the model has "
+                             f"{counted(num_classes, 'class')}", args.names)
         if carried and carried != names:
             print(f"class names from {args.names}, not the weights' own ({', '.join(carried)})")
         return names
@@ -174,7 +181,8 @@ def load_predictor(args: argparse.Namespace) -> tuple[Predictor, dict, int]:
     """(predictor, metadata, class count) for a checkpoint, darknet or ONNX file."""
     if is_onnx_file(args.weights):
         for given, option in ((args.cfg, "--cfg"), (args.fuse, "--fuse"),
-                              (args.precision, "--precision"), (args.device, "--device")):
+                              (args.precision, "--precision"),
+                              (args.device not in ("", "cpu") and args.device, "--device")):
             if given:
                 raise InputError(f"{option} does not apply to an ONNX file (onnxruntime runs "
                                  "it on the CPU, in the precision it was exported in)",
@@ -188,9 +196,14 @@ def load_predictor(args: argparse.Namespace) -> tuple[Predictor, dict, int]:
     model.to(device, memory_format=torch.channels_last).eval()
     precision = args.precision or (meta.get("args") or {}).get("precision", "fp32")
     print(f"precision {precision}" + ("" if args.precision else " (the checkpoint's)"))
-    check_img_size(args.img_size or meta.get("img_size") or 416, model)
+    check_img_size(inference_size(args, meta), model)
     return torch_predictor(model, device, autocast_factory(precision, device)), meta, \
         model.num_classes
+
+
+def inference_size(args: argparse.Namespace, meta: dict) -> int:
+    """--img-size as given (0 is refused, not replaced), else the training size."""
+    return args.img_size if args.img_size is not None else meta.get("img_size") or 416
 
 
 def main(args: argparse.Namespace) -> Path:
@@ -199,7 +212,10 @@ def main(args: argparse.Namespace) -> Path:
                          "--save-txt")
     predict, meta, num_classes = load_predictor(args)
     names = class_names(args, meta.get("names"), num_classes)
-    img_size = args.img_size or meta.get("img_size") or 416
+    img_size = inference_size(args, meta)
+    if img_size <= 0 or img_size % 32:
+        raise InputError(f"--img-size {img_size}: must be a positive multiple of 32 (the "
+                         "largest stride)")
     if is_onnx_file(args.weights) and img_size != meta["img_size"]:
         raise InputError(f"--img-size {img_size}: this ONNX file takes {meta['img_size']} px "
                          "only (export again with --img-size)", args.weights)
@@ -209,9 +225,9 @@ def main(args: argparse.Namespace) -> Path:
     for path, stem in output_stems(sources).items():
         try:
             for name, frame in frames(path, stem):
-                det = detect_frame(predict, frame, img_size, args.conf_thres, args.iou_thres,
-                                   args.classes)
-                save_results(out_dir, name, frame, det, names, args)
+                det, best = detect_frame(predict, frame, img_size, args.conf_thres,
+                                         args.iou_thres, args.classes)
+                save_results(out_dir, name, frame, det, names, args, best)
         except ImageError as err:
             skipped.append(str(err))
             print(f"skipped {err}")
@@ -226,15 +242,19 @@ def main(args: argparse.Namespace) -> Path:
 
 
 def save_results(out_dir: Path, name: str, frame, det: torch.Tensor, names: list[str],
-                 args: argparse.Namespace) -> None:
-    """The annotated image, the label file if asked, and one line of counts."""
+                 args: argparse.Namespace, best: float) -> None:
+    """The annotated image, the label file if asked (in labels/, as the ultralytics tools write
+    them), and one line of counts; when nothing passed the threshold, the highest score."""
     for x1, y1, x2, y2, score, cls in det.tolist():
         draw_box(frame, (x1, y1, x2, y2), int(cls), f"{names[int(cls)]} {score:.2f}")
     cv2.imwrite(str(out_dir / f"{name}.jpg"), frame)
     if args.save_txt:
-        (out_dir / f"{name}.txt").write_text(label_text(det, frame.shape[:2], args.save_conf))
+        label = out_dir / "labels" / f"{name}.txt"
+        label.parent.mkdir(exist_ok=True)
+        label.write_text(label_text(det, frame.shape[:2], args.save_conf))
     counts = Counter(names[c] for c in det[:, 5].int().tolist())
-    found = ", ".join(f"{n} {k}" for k, n in counts.items()) or "nothing"
+    found = ", ".join(f"{n} {k}" for k, n in counts.items()) or (
+        f"nothing above --conf-thres {args.conf_thres} (highest score {best:.3g})")
     print(f"{name}: {found}")
 
 

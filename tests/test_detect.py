@@ -70,12 +70,13 @@ def test_an_unreadable_image_is_skipped_and_the_run_fails_at_the_end(weights, tm
 def test_save_txt_writes_labels_the_label_reader_accepts(weights, tmp_path, capsys):
     _image(tmp_path / "a.png")
     out = _run(weights, tmp_path / "a.png", tmp_path, "--save-txt")
-    text = (out / "a.txt").read_text()
+    text = (out / "labels" / "a.txt").read_text()
     rows, warnings = parse_label_text(text, len(CLASS_NAMES), "a.txt")
     assert text and warnings == [] and rows.shape[1] == 5
     assert "labels: class x y w h (normalized)\n" in capsys.readouterr().out
     scored = _run(weights, tmp_path / "a.png", tmp_path, "--save-txt", "--save-conf")
-    assert {len(line.split()) for line in (scored / "a.txt").read_text().splitlines()} == {6}
+    assert {len(line.split()) for line in (scored / "labels" / "a.txt").read_text().splitlines()} \
+        == {6}
 
 
 def test_save_conf_without_save_txt_is_refused(weights, tmp_path):
@@ -112,3 +113,50 @@ def test_precision_option_overrides_the_checkpoints(weights, tmp_path, capsys):
     assert "precision fp32 (the checkpoint's)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         detect.get_args_parser().parse_args(["--weights", "w", "--precision", "fp8"])
+
+
+def test_save_txt_writes_a_labels_folder_as_the_peers_do(weights, tmp_path):
+    _image(tmp_path / "a.png")
+    out = _run(weights, tmp_path / "a.png", tmp_path, "--save-txt")
+    assert (out / "labels" / "a.txt").is_file() and not (out / "a.txt").exists()
+    assert (out / "a.jpg").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--img-size", "0"], "--img-size 0: must be a positive multiple of 32"),
+    (["--cfg", str(MICRO_CFG)], "--cfg applies to darknet weights files"),
+])
+def test_options_are_used_or_refused_never_replaced(weights, tmp_path, extra, message):
+    _image(tmp_path / "a.png")
+    args = detect.get_args_parser().parse_args(
+        ["--weights", str(weights), "--source", str(tmp_path / "a.png"),
+         "--project", str(tmp_path / "out"), *extra])
+    with pytest.raises(InputError, match=message):
+        detect.main(args)
+
+
+def test_help_shows_the_thresholds_defaults():
+    text = detect.get_args_parser().format_help()
+    for flag, default in (("--conf-thres", "0.3"), ("--iou-thres", "0.6")):
+        entry = text[text.index(f"  {flag} "):].split("\n  --")[0]
+        assert f"default: {default}" in entry, entry
+
+
+def test_nothing_found_says_the_highest_score_and_the_threshold(weights, tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    _run(weights, tmp_path / "a.png", tmp_path, "--conf-thres", "0.99")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("a: "))
+    assert "nothing above --conf-thres 0.99" in line and "highest score" in line
+
+
+def test_an_onnx_file_runs_with_device_cpu_where_it_runs_anyway(weights, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from tools import export
+    onnx_file = tmp_path / "m.onnx"
+    export.main(export.get_args_parser().parse_args([str(weights), str(onnx_file),
+                                                     "--img-size", "64"]))
+    _image(tmp_path / "a.png")
+    out = _run(onnx_file, tmp_path / "a.png", tmp_path, "--device", "cpu")
+    assert (out / "a.jpg").is_file()
+    with pytest.raises(InputError, match="--device does not apply to an ONNX file"):
+        _run(onnx_file, tmp_path / "a.png", tmp_path, "--device", "0")

@@ -7,6 +7,20 @@ from torchvision.ops import batched_nms
 from utils.core.boxes import xywh_to_xyxy
 
 
+def detection_scores(prediction: torch.Tensor) -> torch.Tensor:
+    """Each box's score per class, [N, C] (one class: [N, 1]), from one image's [N, 5 + C]
+    decoded outputs. One class: the class output is never trained (the loss has no class
+    term), so the score is the objectness alone."""
+    return prediction[:, 5:] * prediction[:, 4:5] if prediction.shape[1] > 6 \
+        else prediction[:, 4:5]
+
+
+def highest_score(prediction: torch.Tensor) -> float:
+    """The best score of any box of one image's [N, 5 + C] outputs, before any threshold:
+    what to tell a user whose threshold nothing passed. 0.0 for no boxes."""
+    return float(detection_scores(prediction).max()) if len(prediction) else 0.0
+
+
 def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.001,
                         iou_thres: float = 0.6, classes: list[int] | None = None,
                         multi_label: bool = True, agnostic: bool = False,
@@ -24,9 +38,7 @@ def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.001,
         if not len(x):
             out.append(torch.zeros((0, 6), device=prediction.device))
             continue
-        # One class: the class output is never trained (the loss has no class term), so the
-        # score is the objectness alone.
-        scores = x[:, 5:] * x[:, 4:5] if x.shape[1] > 6 else x[:, 4:5]
+        scores = detection_scores(x)
         boxes = xywh_to_xyxy(x[:, :4])
         if multi_label:
             i, j = (scores > conf_thres).nonzero(as_tuple=True)
