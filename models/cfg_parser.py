@@ -110,3 +110,30 @@ def get_int_list(section: dict, key: str, path) -> list[int]:
 def get_float_list(section: dict, key: str, path) -> list[float]:
     """A comma separated list of numbers (``anchors``: k-means anchors are fractional)."""
     return _get_list(section, key, path, float, "numbers")
+
+
+def source_layer(index: int, current: int, section: dict, key: str, path) -> int:
+    """The absolute layer a route's or shortcut's ``index`` (relative when negative) names,
+    which must come before layer ``current``."""
+    absolute = index + current if index < 0 else index
+    if not 0 <= absolute < current:
+        raise CfgError(f"{key}={index} points at layer {absolute}, but only layers 0..{current - 1}"
+                       " come before this one", path, section["key_lines"][key])
+    return absolute
+
+
+def count_yolo_layers(sections: list[dict], path) -> int:
+    """The number of [yolo] layers, after checking that every route and shortcut reads layers
+    before it and that there is at least one: what must hold before anything (the loss gains'
+    scaling, the model) relies on the cfg's structure."""
+    layers = sections[1:]
+    for i, s in enumerate(layers):
+        if s["type"] == "route":
+            for index in get_int_list(s, "layers", path):
+                source_layer(index, i, s, "layers", path)
+        elif s["type"] == "shortcut":
+            source_layer(get_int(s, "from", path), i, s, "from", path)
+    heads = sum(1 for s in layers if s["type"] == "yolo")
+    if not heads:
+        raise CfgError("the cfg has no [yolo] layer", path, sections[-1]["line"])
+    return heads

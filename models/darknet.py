@@ -19,23 +19,12 @@ from models.cfg_parser import (
     get_int_list,
     parse_cfg,
     parse_cfg_text,
+    source_layer,
 )
 from models.layers import RepeatUpsample, Route, Shortcut, YOLOLayer
-from utils.base.errors import CfgError
+from utils.base.errors import CfgError, counted
 
 UPSAMPLE_MODES = ("nearest", "deterministic")
-
-
-def _absolute(index: int, current: int) -> int:
-    return index + current if index < 0 else index
-
-
-def _check_source(index: int, current: int, section: dict, key: str, path) -> int:
-    absolute = _absolute(index, current)
-    if not 0 <= absolute < current:
-        raise CfgError(f"{key}={index} points at layer {absolute}, but only layers 0..{current - 1}"
-                       " come before this one", path, section["key_lines"][key])
-    return absolute
 
 
 def _adapt_classes(sections: list[dict], num_classes: int | None, path) -> list[str]:
@@ -195,7 +184,7 @@ class Darknet(nn.Module):
                 out_channels.append(in_ch)
                 out_strides.append(max(stride_in // factor, 1))
             elif kind == "route":
-                sources = [_check_source(v, i, s, "layers", path)
+                sources = [source_layer(v, i, s, "layers", path)
                            for v in get_int_list(s, "layers", path)]
                 if not sources:
                     raise CfgError("[route] needs at least one layer", path, s["line"])
@@ -207,7 +196,7 @@ class Darknet(nn.Module):
                     raise CfgError(f"[route] joins layers {sources} of different resolutions",
                                    path, s["line"])
             elif kind == "shortcut":
-                source = _check_source(get_int(s, "from", path), i, s, "from", path)
+                source = source_layer(get_int(s, "from", path), i, s, "from", path)
                 if out_channels[source] != in_ch:
                     raise CfgError(f"[shortcut] adds layer {source} ({out_channels[source]} "
                                    f"channels) to layer {i - 1} ({in_ch} channels)",
@@ -327,4 +316,4 @@ def model_summary(model: Darknet, img_size: int) -> str:
                      "(expand+reshape)" if ups else "no upsample layers")
     return (f"Model summary: {len(model.module_list)} layers, {count_parameters(model):,} "
             f"parameters, {count_flops(model, img_size) / 1e9:.3g} GFLOPs at {img_size} px, "
-            f"{model.num_classes} classes, {upsample_note}")
+            f"{counted(model.num_classes, 'class')}, {upsample_note}")

@@ -190,3 +190,18 @@ def test_test_script_refuses_an_image_size_off_the_stride(tiny_data, tmp_path):
         ["--weights", str(run / "weights" / "last.pt"), "--img-size", "100"])
     with pytest.raises(InputError, match="--img-size 100: must be a positive multiple of 32"):
         test_script.main(args)
+
+
+def test_a_cfg_with_a_route_before_the_first_layer_and_no_yolo_layer_is_named(tiny_data, tmp_path):
+    """This exact file once ended in ZeroDivisionError (the loss gains scaled by the yolo-layer
+    count before the cfg was checked)."""
+    from tests.helpers import ROOT
+    cfg = ROOT / "tests" / "data" / "bad_cfgs" / "route_before_first_layer.cfg"
+    args = train_args(tiny_data, tmp_path, "--cfg", str(cfg))
+    with pytest.raises(InputError, match=r"layers=-7 points at layer -6") as err:
+        train.main(args)
+    assert err.value.path == str(cfg) and err.value.line == 15
+    no_yolo = tmp_path / "no_yolo.cfg"
+    no_yolo.write_text(cfg.read_text().replace("layers=-7", "layers=-1"))
+    with pytest.raises(InputError, match="the cfg has no \\[yolo\\] layer"):
+        train.main(train_args(tiny_data, tmp_path, "--cfg", str(no_yolo)))

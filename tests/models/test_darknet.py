@@ -164,3 +164,10 @@ def test_stride_one_max_pool_ignores_the_border_as_darknet_does():
     expected = torch.stack([torch.stack([x[0, :, i:i + 2, j:j + 2].amax((1, 2))
                                          for j in range(3)], -1) for i in range(3)], -2)
     torch.testing.assert_close(pool(x)[0], expected)
+
+
+def test_summary_of_a_one_class_model_says_1_class():
+    from models import Darknet, model_summary
+    from tests.helpers import MICRO_CFG
+    text = model_summary(Darknet(MICRO_CFG, num_classes=1), 64)
+    assert "1 class," in text and "1 classes" not in text

@@ -39,6 +39,13 @@ class WeightsError(InputError):
     """A weights or checkpoint file that does not fit the model."""
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """'1 class', '3 classes': a count with its noun in the right number."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {plural or noun + ('es' if noun.endswith('s') else 's')}"
+
+
 def report_input_error(err: InputError) -> int:
     """Print a bad-input message the way every command does; returns exit status 2."""
     print(f"error: {err}", file=sys.stderr)

@@ -18,9 +18,9 @@ from typing import Any, Mapping
 
 import torch
 
-from models.cfg_parser import parse_cfg, parse_cfg_text
+from models.cfg_parser import count_yolo_layers, parse_cfg, parse_cfg_text
 from utils.base.device import select_device
-from utils.base.errors import InputError
+from utils.base.errors import InputError, counted
 from utils.base.repro import PORTABLE_ENVIRONMENT
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.datasets import AUTO_CACHE_BYTES
@@ -128,9 +128,10 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
         notes.append(f"DataLoader workers: {workers} ({why_workers}; --workers sets them)")
     num_classes = 1 if options.single_cls else data.num_classes
     if ckpt and num_classes != ckpt["num_classes"]:
-        raise InputError(f"classes changed: the .data file now has {num_classes} classes, the "
-                         f"run being resumed trained {ckpt['num_classes']}; restore classes= or "
-                         "start a new run", data.path)
+        raise InputError(f"classes changed: the .data file now has "
+                         f"{counted(num_classes, 'class')}, the run being resumed trained "
+                         f"{ckpt['num_classes']}; restore classes= or start a new run",
+                         data.path)
     accumulate = max(round(base_hyp["nbs"] / options.batch_size), 1)
     heads = _count_heads(options.cfg, ckpt["cfg_text"] if ckpt else None)
     hyp = scale_hyp(base_hyp, num_classes, heads, options.img_size,
@@ -196,7 +197,7 @@ def _check_portable_start() -> None:
 
 def _count_heads(cfg: str, cfg_text: str | None) -> int:
     sections = parse_cfg_text(cfg_text, cfg) if cfg_text is not None else parse_cfg(cfg)
-    return sum(1 for s in sections if s["type"] == "yolo")
+    return count_yolo_layers(sections, cfg)
 
 
 def _workers(options: RunOptions, data, device: torch.device) -> tuple[int, str]:
