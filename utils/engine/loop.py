@@ -134,7 +134,9 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
     batches = len(loader)
     anchors, strides = net.anchors(), net.strides()
     loss_sum = torch.zeros(len(LOSS_PARTS), device=device)
-    bar = tqdm(enumerate(loader), total=batches, disable=not settings.progress,
+    # disable=None: drawn on a terminal only; a log file gets the epoch's line, not 1,300
+    # redrawn bars.
+    bar = tqdm(enumerate(loader), total=batches, disable=None if settings.progress else True,
                desc=f"epoch {epoch}/{settings.epochs - 1}", leave=False)
     optimizer.zero_grad(set_to_none=True)
     targets = torch.zeros(0, 6)

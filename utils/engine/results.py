@@ -78,6 +78,23 @@ def read_results(path: str | Path) -> list[EpochResult]:
     return rows
 
 
+PLOTTED = ("box", "obj", "cls", "P", "R", "val_box", "val_obj", "val_cls", "mAP@0.5",
+           "mAP@0.5:0.95")
+
+
+def plot_panels(rows: list[EpochResult]) -> list[tuple[str, list[float], str | None]]:
+    """(column, its values by epoch, a note drawn instead of a curve). A class loss that is 0
+    at every epoch is a one-class model's (the loss has no class term then): a flat line at 0
+    would read as a perfect classifier, so the panel says why it is empty."""
+    panels = []
+    for name in PLOTTED:
+        values = [r.values.get(name, float("nan")) for r in rows]
+        note = "one class: no class loss" if name in ("cls", "val_cls") and values and \
+            all(v == 0.0 for v in values) else None
+        panels.append((name, values, note))
+    return panels
+
+
 def plot_results(path: str | Path, out: str | Path) -> None:
     """Plot each metric of a results.txt against the epoch into ``out`` (results.png)."""
     import matplotlib
@@ -85,14 +102,17 @@ def plot_results(path: str | Path, out: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = read_results(path)
-    names = ("box", "obj", "cls", "P", "R", "val_box", "val_obj", "val_cls", "mAP@0.5",
-             "mAP@0.5:0.95")
     fig, axes = plt.subplots(2, 5, figsize=(15, 6), tight_layout=True)
     epochs = [r.epoch for r in rows]
-    for ax, name in zip(axes.ravel(), names):
-        values = [r.values.get(name, float("nan")) for r in rows]
-        ax.plot(epochs, values, marker=".")
+    for ax, (name, values, note) in zip(axes.ravel(), plot_panels(rows)):
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        if note:
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        ax.plot(epochs, values, marker=".")
     fig.savefig(out, dpi=120)
     plt.close(fig)
