@@ -1,18 +1,28 @@
-"""Convert Pascal VOC or COCO annotations into a YOLO-label project this trainer reads.
+"""Convert Pascal VOC, labelImg or COCO annotations into a YOLO-label project this trainer reads.
 
     python -m tools.convert_labels voc VOCdevkit/VOC2007 data/voc
+    python -m tools.convert_labels voc my_set data/mine --val-fraction 0.2   # labelImg folders
     python -m tools.convert_labels coco annotations/instances_val2017.json val2017 data/coco
     python train.py --data data/voc/voc.data --cfg cfg/yolov3-tiny.cfg
 
-Writes OUT/images/ (links to the sources; --copy copies), OUT/labels/ (YOLO rows), OUT/lists/
-(one list file per split: VOC's ImageSets/Main/*.txt when present, else "all"; COCO: the
---split name), OUT/<OUT name>.names (VOC: the 20 VOC classes in VOC's order when the names are
-VOC's, else sorted; COCO: by category id), OUT/<OUT name>.data (train= the train split, valid=
-the val or test split), and OUT/conversion_report.json (a COCO split's:
+Writes OUT/images/ (links to the sources; --copy copies; a COCO split in images/<split>/ with
+the file_name's sub-folders), OUT/labels/ (YOLO rows, the same paths), OUT/<split>.txt (one list
+file per split, lines './images/...' relative to OUT, as this trainer and ultralytics' both read
+them: VOC's ImageSets/Main/*.txt when present, else train and val by --val-fraction, else
+"all"; COCO: the --split name), OUT/<OUT name>.names (VOC: the 20 VOC classes in VOC's order
+when the names are VOC's, else sorted; COCO: by category id), OUT/<OUT name>.data (train= the
+train split, valid= the val or test split), and OUT/conversion_report.json (a COCO split's:
 OUT/conversion_report_<split>.json): counts, every box clipped, dropped or refused with its file
-and reason, and the SHA-256 of the sources. COCO conversions also write
-OUT/coco_ids.json (source image and category ids), so test.py --save-json writes detections with
-the source file's own ids and pycocotools scores them against the original instances file.
+and reason, and the SHA-256 of the sources. COCO conversions also write OUT/coco_ids.json (source
+image and category ids), so test.py --save-json writes detections with the source file's own ids
+and pycocotools scores them against the original instances file.
+
+A project is written whole or not at all: into a staging folder beside OUT (OUT.partial-<pid>;
+for a second COCO split, a hard-linked copy of the existing project), then swapped with OUT in
+one step (Linux renameat2 RENAME_EXCHANGE; elsewhere two renames, OUT.replaced-<pid> between
+them).
+A kill at any moment leaves the old project or the new one; the next run removes what a killed
+one left beside OUT (or puts the old project back) and says so.
 
 Converting, not reading VOC / COCO at training time: the trainer keeps one label reader (with its
 checks, caching and input digests), the conversion's decisions are made once and recorded, and the
@@ -21,23 +31,29 @@ result is a folder a user can inspect and edit.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
-import sys
-import xml.etree.ElementTree as ET
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from utils.base.errors import InputError, report_input_error
-from utils.data.data_config import read_names
+from utils.base.errors import InputError, run_script
+from utils.data.voc_coco import (
+    Conversion,
+    convert_coco,
+    convert_voc,
+    find_voc_source,
+    split_problem,
+)
 
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-               "sheep", "sofa", "train", "tvmonitor")
 REPORT_FILE = "conversion_report.json"  # a VOC root's, all its splits at once
+COCO_IDS_FILE = "coco_ids.json"
+PRINTED_EVENTS = 50
+LEFTOVER = re.compile(r"\.(partial|replaced)-(\d+)")  # OUT.partial-<pid>, OUT.replaced-<pid>
 
 
 def report_file(options: dict) -> str:
@@ -45,213 +61,6 @@ def report_file(options: dict) -> str:
     each, and a later call must not overwrite an earlier one's events), one for a VOC root."""
     return f"conversion_report_{options['split']}.json" if options["format"] == "coco" \
         else REPORT_FILE
-COCO_IDS_FILE = "coco_ids.json"
-PRINTED_EVENTS = 50
-
-
-@dataclass
-class Conversion:
-    """What a conversion did: labels per image, and every change or refusal with its reason."""
-    names: list[str]
-    labels: dict[str, list[str]] = field(default_factory=dict)  # image rel path -> YOLO rows
-    sources: dict[str, Path] = field(default_factory=dict)  # image rel path -> source image
-    splits: dict[str, list[str]] = field(default_factory=dict)  # split -> image rel paths
-    events: list[str] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    per_class: Counter = field(default_factory=Counter)
-
-    def note(self, where: str, kind: str, reason: str) -> None:
-        self.counts[kind] += 1
-        self.events.append(f"{where}: {kind}: {reason}")
-
-
-def yolo_row(cls: int, box: tuple[float, float, float, float], size: tuple[int, int],
-             where: str, conv: Conversion) -> str | None:
-    """A YOLO row for an xyxy pixel box in an image of ``size`` (width, height), clipped to the
-    image (said), or None for a box refused (xmin > xmax) or dropped (no area left)."""
-    x1, y1, x2, y2 = box
-    width, height = size
-    if not all(v == v and abs(v) != float("inf") for v in box):
-        conv.note(where, "refused", f"non-finite coordinates {box}")
-        return None
-    if x1 > x2 or y1 > y2:
-        conv.note(where, "refused", f"xmin > xmax or ymin > ymax: {box}")
-        return None
-    clipped = (min(max(x1, 0), width), min(max(y1, 0), height),
-               min(max(x2, 0), width), min(max(y2, 0), height))
-    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        reason = "zero area" if x2 == x1 or y2 == y1 else "outside the image"
-        conv.note(where, "dropped", f"{reason}: {box} in {width}x{height}")
-        return None
-    if clipped != tuple(box):
-        conv.note(where, "clipped", f"{box} -> {clipped}: outside the {width}x{height} image")
-    x1, y1, x2, y2 = clipped
-    conv.per_class[conv.names[cls]] += 1
-    conv.counts["boxes"] += 1
-    return (f"{cls} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-            f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}")
-
-
-def _text(node, tag: str, xml: Path) -> str:
-    found = node.find(tag)
-    if found is None or found.text is None:
-        raise InputError(f"no <{tag}> in <{node.tag}>", xml)
-    return found.text.strip()
-
-
-def voc_objects(xml: Path) -> tuple[tuple[int, int] | None, list[tuple[str, tuple, bool]]]:
-    """(width, height) from <size> (None when absent or zero) and (name, xyxy, difficult) of
-    each <object>. VOC pixels are 1-based and inclusive: xmin=1..xmax=W covers [0, W]."""
-    try:
-        root = ET.parse(xml).getroot()
-    except ET.ParseError as err:
-        raise InputError(f"not valid XML ({err})", xml) from None
-    size = root.find("size")
-    wh = None
-    if size is not None:
-        wh = (int(float(_text(size, "width", xml))), int(float(_text(size, "height", xml))))
-        wh = wh if min(wh) > 0 else None
-    objects = []
-    for obj in root.findall("object"):
-        bnd = obj.find("bndbox")
-        if bnd is None:
-            raise InputError("an <object> without <bndbox>", xml)
-        x1, y1, x2, y2 = (float(_text(bnd, t, xml)) for t in ("xmin", "ymin", "xmax", "ymax"))
-        difficult = obj.find("difficult")
-        objects.append((_text(obj, "name", xml), (x1 - 1, y1 - 1, x2, y2),
-                        difficult is not None and (difficult.text or "0").strip() == "1"))
-    return wh, objects
-
-
-def voc_splits(root: Path) -> dict[str, list[str]]:
-    """Image ids per split from ImageSets/Main/<split>.txt (not the per-class files), else every
-    annotation as split 'all'."""
-    main = root / "ImageSets" / "Main"
-    splits = {}
-    if main.is_dir():
-        for path in sorted(main.glob("*.txt")):
-            if "_" not in path.stem:
-                splits[path.stem] = [line.split()[0] for line in path.read_text().splitlines()
-                                     if line.strip()]
-    if not splits:
-        splits["all"] = sorted(p.stem for p in (root / "Annotations").glob("*.xml"))
-    return splits
-
-
-def class_order(found: set[str], names_file: str | None) -> list[str]:
-    if names_file:
-        return read_names(Path(names_file))
-    if found <= set(VOC_CLASSES):
-        return list(VOC_CLASSES)
-    return sorted(found)
-
-
-def convert_voc(root: Path, names_file: str | None, keep_difficult: bool) -> Conversion:
-    if not (root / "Annotations").is_dir():
-        raise InputError("no Annotations/ folder (expected a VOC root such as VOC2007)", root)
-    splits = voc_splits(root)
-    ids = sorted({i for members in splits.values() for i in members})
-    parsed = {}
-    for image_id in ids:
-        xml = root / "Annotations" / f"{image_id}.xml"
-        parsed[image_id] = voc_objects(xml) if xml.is_file() else None
-    found = {name for p in parsed.values() if p for name, _, _ in p[1]}
-    conv = Conversion(class_order(found, names_file))
-    index = {name: i for i, name in enumerate(conv.names)}
-    converted = {}  # image id -> rel path of the images kept
-    for image_id, item in parsed.items():
-        xml = root / "Annotations" / f"{image_id}.xml"
-        image = next((p for p in sorted((root / "JPEGImages").glob(f"{image_id}.*"))), None)
-        if item is None or image is None:
-            conv.note(str(xml if item is None else root / "JPEGImages" / image_id),
-                      "image left out", "no annotation file" if item is None else
-                      "image file missing")
-            continue
-        size, objects = item
-        size = size or _image_size(image, conv)
-        if size is None:
-            continue
-        rel = f"images/{image.name}"
-        rows = []
-        for number, (name, box, difficult) in enumerate(objects, start=1):
-            where = f"{xml}: object {number} ({name})"
-            if name not in index:
-                conv.note(where, "refused", "unknown class (not in the names file)")
-            elif difficult and not keep_difficult:
-                conv.note(where, "left out", "difficult (--keep-difficult keeps it)")
-            else:
-                row = yolo_row(index[name], box, size, where, conv)
-                rows += [row] if row else []
-        conv.labels[rel], conv.sources[rel], converted[image_id] = rows, image, rel
-    for split, members in splits.items():
-        conv.splits[split] = [converted[i] for i in members if i in converted]
-    return conv
-
-
-def _image_size(image: Path, conv: Conversion) -> tuple[int, int] | None:
-    import cv2
-    img = cv2.imread(str(image))
-    if img is None:
-        conv.note(str(image), "image left out", "no <size> and OpenCV cannot read the image")
-        return None
-    return img.shape[1], img.shape[0]
-
-
-def coco_class_order(categories: list[dict], path: Path) -> tuple[list[str], list[int]]:
-    """(names, source ids) by category id: a stable order whatever the file's order."""
-    cats = sorted(categories, key=lambda c: c["id"])
-    names = [str(c["name"]).strip() for c in cats]
-    repeated = [n for n, k in Counter(names).items() if k > 1]
-    if repeated:
-        raise InputError(f"category names repeated: {', '.join(repeated)}", path)
-    return names, [int(c["id"]) for c in cats]
-
-
-def convert_coco(instances: Path, images: Path, split: str, keep_crowd: bool
-                 ) -> tuple[Conversion, dict]:
-    """The conversion and the id map (source category ids in class order, and each kept image's
-    source id by its path in the project)."""
-    try:
-        data = json.loads(instances.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise InputError(f"not a COCO instances file ({err})", instances) from None
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise InputError(f"no {key!r} list: not a COCO instances file", instances)
-    names, cat_ids = coco_class_order(data["categories"], instances)
-    conv = Conversion(names)
-    index = {cid: i for i, cid in enumerate(cat_ids)}
-    by_image: dict[int, list[dict]] = {}
-    for ann in data["annotations"]:
-        by_image.setdefault(ann.get("image_id"), []).append(ann)
-    known = {img["id"] for img in data["images"]}
-    for image_id in sorted(set(by_image) - known, key=str):
-        conv.note(f"{instances}: annotations of image_id {image_id}", "refused",
-                  f"{len(by_image[image_id])} boxes of an image not in 'images'")
-    ids = {}
-    for img in sorted(data["images"], key=lambda i: i["id"]):
-        source = images / img["file_name"]
-        if not source.is_file():
-            conv.note(str(source), "image left out", "image file missing")
-            continue
-        rel = f"images/{split}/{Path(img['file_name']).name}"
-        rows = []
-        for ann in by_image.get(img["id"], []):
-            where = f"{instances}: annotation {ann.get('id')} (image {img['file_name']})"
-            if ann.get("category_id") not in index:
-                conv.note(where, "refused", f"unknown category_id {ann.get('category_id')}")
-                continue
-            if ann.get("iscrowd") and not keep_crowd:
-                conv.note(where, "left out", "iscrowd (--keep-crowd keeps it)")
-                continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            row = yolo_row(index[ann["category_id"]], (x, y, x + w, y + h),
-                           (int(img["width"]), int(img["height"])), where, conv)
-            rows += [row] if row else []
-        conv.labels[rel], conv.sources[rel], ids[rel] = rows, source, img["id"]
-    conv.splits[split] = list(conv.labels)
-    return conv, {"categories": [{"id": c, "name": n} for c, n in zip(cat_ids, names)],
-                  "images": ids}
 
 
 def sha256_of(paths: list[Path]) -> str:
@@ -260,6 +69,163 @@ def sha256_of(paths: list[Path]) -> str:
     for path in paths:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+# --- the folder OUT: what may be replaced, what a killed run left -----------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(out: Path) -> list[str]:
+    """Remove what a killed conversion left beside OUT (a staging folder, or the old project
+    of the fallback swap, OUT.replaced-<pid>, which is put back when OUT is missing);
+    returns the notes to print. A folder of a live process is another conversion at work."""
+    found, notes = [], []
+    for path in out.parent.iterdir() if out.parent.is_dir() else []:
+        match = path.name.startswith(out.name) and LEFTOVER.fullmatch(path.name[len(out.name):])
+        if not match or not path.is_dir() or path.is_symlink():
+            continue
+        kind, pid = match[1], int(match[2])
+        if kind == "replaced" and not _reports(path):  # not ours (a user's backup?): kept
+            notes.append(f"note: left {path} alone: it holds no conversion report")
+            continue
+        if pid != os.getpid() and _alive(pid):
+            raise InputError(f"another conversion (process {pid}) is writing this project "
+                             f"(its folder {path} exists): wait for it, or delete {path} if no "
+                             "such process runs", out)
+        found.append((kind, path))
+    for kind, path in sorted(found, key=lambda f: f[0] != "replaced"):  # the old project first
+        if kind == "replaced" and not out.exists():
+            os.rename(path, out)
+            notes.append(f"note: put back {out} from {path}, left by a conversion that did not "
+                         "finish")
+        else:
+            shutil.rmtree(path)
+            notes.append(f"note: removed {path}, left by a conversion that did not finish")
+    return notes
+
+
+def _reports(out: Path) -> list[dict]:
+    reports = []
+    for path in sorted(out.glob("conversion_report*.json")):
+        try:
+            reports.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            reports.append({})
+    return reports
+
+
+def check_out(out: Path, fmt: str, categories: list | None) -> bool:
+    """Whether OUT holds a project to build on, after checking that replacing it loses
+    nothing: OUT is absent, empty, or a project this converter wrote holding nothing else (VOC,
+    replaced whole); a COCO split goes into a COCO project with the same categories."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise InputError("exists and is not a folder", out)
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return False
+    reports = _reports(out)
+    if not reports:
+        raise InputError("exists and is not a project this converter wrote (no "
+                         "conversion_report*.json in it): convert into a new or empty folder", out)
+    ids = out / COCO_IDS_FILE
+    if fmt == "coco":
+        if not ids.is_file():
+            raise InputError("holds a conversion that is not COCO's (no coco_ids.json): convert "
+                             "COCO into another folder", out)
+        try:
+            theirs = json.loads(ids.read_text())["categories"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(f"cannot read the categories of an earlier split ({err!r})",
+                             ids) from None
+        if theirs != categories:
+            raise InputError(f"its categories differ from those {ids} holds from an earlier "
+                             "split: convert into another folder", out)
+        return True
+    owned = {"images", "labels", "lists", COCO_IDS_FILE, f"{out.name}.names",
+             f"{out.name}.data"} | {f"{s}.txt" for r in reports for s in r.get("splits", {})}
+    foreign = [e for e in entries if e not in owned and not e.startswith("conversion_report")]
+    if foreign:
+        raise InputError(f"holds files the converter did not write, which replacing the project "
+                         f"would lose: {', '.join(foreign)}; move them out or convert into "
+                         "another folder", out)
+    return True
+
+
+# --- staging and the swap ---------------------------------------------------------------------
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two paths in one step (Linux renameat2 with RENAME_EXCHANGE); OSError where the
+    system or the file system has no such call."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        raise OSError(errno.ENOSYS, "renameat2 is not available") from None
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def swap_in(staging: Path, out: Path) -> None:
+    """Put the finished staging folder at OUT; the old project is deleted after. With the
+    exchange there is no moment without a whole project at OUT; without it, OUT is briefly
+    absent with the old project whole at OUT.replaced-<pid> (put back by the next run)."""
+    if not out.exists():
+        os.rename(staging, out)
+        return
+    try:
+        _exchange(staging, out)
+    except OSError:
+        old = out.with_name(f"{out.name}.replaced-{os.getpid()}")
+        os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old)
+        return
+    shutil.rmtree(staging)  # the old project, now under the staging name
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # the old project's bytes, not a second copy of a big set
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def start_staging(out: Path, base: bool, split: str | None) -> Path:
+    """An empty staging folder beside OUT, or (base) a hard-linked copy of the project at OUT
+    without what this COCO split will write anew."""
+    staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not base:
+        staging.mkdir()
+        return staging
+    redone = {out / "images": {split}, out / "labels": {split}, out / "lists": {f"{split}.txt"},
+              out: {f"{split}.txt", f"conversion_report_{split}.json"}}
+    shutil.copytree(out, staging, symlinks=True, copy_function=_link_or_copy,
+                    ignore=lambda folder, names: redone.get(Path(folder), set()) & set(names))
+    return staging
+
+
+def _write_file(path: Path, text: str) -> None:
+    """A new file: one hard-linked from the old project is replaced, never written through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.write_text(text)
 
 
 def _place(source: Path, target: Path, copy: bool) -> None:
@@ -272,29 +238,20 @@ def _place(source: Path, target: Path, copy: bool) -> None:
         target.symlink_to(source.resolve())
 
 
-def write_project(conv: Conversion, out: Path, copy: bool) -> Path:
-    """Images, labels, lists, names and the .data file; returns the .data file."""
-    for rel, rows in conv.labels.items():
-        _place(conv.sources[rel], out / rel, copy)
-        label = out / ("labels" + rel[len("images"):])
-        label = label.with_suffix(".txt")
-        label.parent.mkdir(parents=True, exist_ok=True)
-        label.write_text("".join(row + "\n" for row in rows))
-    (out / "lists").mkdir(exist_ok=True)
-    for split, members in conv.splits.items():
-        (out / "lists" / f"{split}.txt").write_text("".join(f"../{m}\n" for m in members))
-    names = out / f"{out.name}.names"
-    names.write_text("".join(n + "\n" for n in conv.names))
-    splits = sorted(p.stem for p in (out / "lists").glob("*.txt"))
-    train = _pick(splits, ("train", "trainval", "train2017", "all"), "train") or splits[0]
-    valid = _pick(splits, ("val", "test", "val2017"), "val") or train
-    data = out / f"{out.name}.data"
-    data.write_text(f"classes={len(conv.names)}\ntrain=lists/{train}.txt\n"
-                    f"valid=lists/{valid}.txt\nnames={names.name}\n")
-    if valid == train:
-        print(f"note: no validation split, so {data.name} validates on {train} (its training "
-              "images): give valid= another list for an honest score")
-    return data
+# --- the project ------------------------------------------------------------------------------
+
+def _migrate_lists(stage: Path) -> set[str]:
+    """Lists of an older project (lists/<split>.txt, lines '../images/...') become
+    <split>.txt at the root with './images/...' lines; returns their splits."""
+    folder, moved = stage / "lists", set()
+    for path in sorted(folder.glob("*.txt")) if folder.is_dir() else []:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        _write_file(stage / path.name, "".join(("./" + line[3:] if line.startswith("../")
+                                                else line) + "\n" for line in lines))
+        moved.add(path.stem)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    return moved
 
 
 def _pick(splits: list[str], preferred: tuple[str, ...], prefix: str) -> str | None:
@@ -304,16 +261,47 @@ def _pick(splits: list[str], preferred: tuple[str, ...], prefix: str) -> str | N
     return next((s for s in splits if s.startswith(prefix)), None)
 
 
-def write_report(conv: Conversion, out: Path, sources: dict[str, str], options: dict) -> dict:
-    report = {"sources_sha256": sources, "options": options,
-              "images": len(conv.labels), "boxes": conv.counts["boxes"],
-              "classes": len(conv.names),
-              "boxes_per_class": {n: conv.per_class[n] for n in conv.names},
-              "splits": {k: len(v) for k, v in conv.splits.items()},
-              "counts": {k: v for k, v in sorted(conv.counts.items()) if k != "boxes"},
-              "events": conv.events}
-    (out / report_file(options)).write_text(json.dumps(report, indent=1) + "\n")
-    return report
+def write_project(conv: Conversion, stage: Path, name: str, copy: bool) -> tuple[str, str]:
+    """Images, labels, list files, names and the .data file (``name`` is OUT's: the staging
+    folder is renamed); returns the (train, valid) splits the .data file names."""
+    for rel, rows in conv.labels.items():
+        _place(conv.sources[rel], stage / rel, copy)
+        _write_file((stage / ("labels" + rel[len("images"):])).with_suffix(".txt"),
+                    "".join(row + "\n" for row in rows))
+    for split, members in conv.splits.items():
+        _write_file(stage / f"{split}.txt", "".join(f"./{m}\n" for m in members))
+    known = set(conv.splits) | _migrate_lists(stage) | \
+        {s for r in _reports(stage) for s in r.get("splits", {})}
+    filled = sorted(s for s in known if (stage / f"{s}.txt").is_file()
+                    and (stage / f"{s}.txt").read_text().strip())
+    _write_file(stage / f"{name}.names", "".join(n + "\n" for n in conv.names))
+    train = _pick(filled, ("train", "trainval", "train2017", "all"), "train") or filled[0]
+    valid = _pick(filled, ("val", "test", "val2017"), "val") or train
+    _write_file(stage / f"{name}.data", f"classes={len(conv.names)}\ntrain={train}.txt\n"
+                f"valid={valid}.txt\nnames={name}.names\n")
+    return train, valid
+
+
+def merge_coco_ids(stage: Path, ids: dict, split: str) -> None:
+    """This split's image ids into coco_ids.json, replacing those of an earlier conversion of
+    the same split (the categories were checked against it before staging)."""
+    path = stage / COCO_IDS_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())["images"]
+        ids = {"categories": ids["categories"],
+               "images": {**{k: v for k, v in old.items() if not k.startswith(f"images/{split}/")},
+                          **ids["images"]}}
+    _write_file(path, json.dumps(ids, indent=1) + "\n")
+
+
+def report_of(conv: Conversion, sources: dict[str, str], options: dict) -> dict:
+    return {"sources_sha256": sources, "options": options,
+            "images": len(conv.labels), "boxes": conv.counts["boxes"],
+            "classes": len(conv.names),
+            "boxes_per_class": {n: conv.per_class[n] for n in conv.names},
+            "splits": {k: len(v) for k, v in conv.splits.items()},
+            "counts": {k: v for k, v in sorted(conv.counts.items()) if k != "boxes"},
+            "events": conv.events}
 
 
 def summary(report: dict, out: Path) -> str:
@@ -331,15 +319,31 @@ def summary(report: dict, out: Path) -> str:
     return "\n".join(lines)
 
 
+# --- the command ------------------------------------------------------------------------------
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="VOC or COCO annotations -> YOLO labels.")
+    parser = argparse.ArgumentParser(description="VOC, labelImg or COCO annotations -> YOLO "
+                                                 "labels.")
     sub = parser.add_subparsers(dest="format", required=True)
-    voc = sub.add_parser("voc", help="a VOC root: Annotations/, JPEGImages/, ImageSets/Main/")
-    voc.add_argument("root")
+    voc = sub.add_parser("voc", help="a VOC root (Annotations/, JPEGImages/, ImageSets/Main/) "
+                         "or a labelImg set (annotations/ beside images/, or one folder of both)")
+    voc.add_argument("root", nargs="?", default=None,
+                     help="the set's folder (optional with --annotations and --images)")
+    voc.add_argument("--annotations", default=None, help="the folder of the .xml files")
+    voc.add_argument("--images", default=None, help="the folder of the images (an image is "
+                     "named as its .xml, with an image suffix)")
     voc.add_argument("--names", default=None, help="class names file: this order, others "
                                                    "refused (default: VOC's 20, else sorted)")
     voc.add_argument("--keep-difficult", action="store_true",
                      help="keep <difficult>1 boxes (default: left out, as VOC's scoring does)")
+    voc.add_argument("--drop-degenerate", action="store_true",
+                     help="drop boxes with xmin = xmax or ymin = ymax (default: kept as the "
+                          "1-pixel boxes VOC's inclusive reading makes them, and reported)")
+    voc.add_argument("--val-fraction", type=float, default=None,
+                     help="without image sets: put this fraction of the images (0 < F < 1) in a "
+                          "val split, chosen from a hash of (seed, image id), so adding images "
+                          "moves none (default: no split, validate on the training images)")
+    voc.add_argument("--seed", type=int, default=0, help="the seed of --val-fraction")
     coco = sub.add_parser("coco", help="a COCO instances json and its image folder")
     coco.add_argument("instances")
     coco.add_argument("images")
@@ -348,53 +352,96 @@ def get_args_parser() -> argparse.ArgumentParser:
     coco.add_argument("--keep-crowd", action="store_true",
                       help="keep iscrowd boxes as objects (default: left out)")
     for p in (voc, coco):
-        p.add_argument("out", help="the project folder to write")
+        p.add_argument("out", help="the project folder to write (replaced whole: a new folder "
+                                   "or one this converter wrote)")
         p.add_argument("--copy", action="store_true", help="copy images instead of linking")
     return parser
 
 
+def read_voc(args: argparse.Namespace) -> tuple[Conversion, dict, dict]:
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        raise InputError(f"--val-fraction must be between 0 and 1 (both excluded), got "
+                         f"{args.val_fraction}")
+    source = find_voc_source(*(Path(p) if p else None
+                               for p in (args.root, args.annotations, args.images)))
+    conv = convert_voc(source, args.names, args.keep_difficult, args.drop_degenerate,
+                       args.val_fraction, args.seed)
+    xmls = sorted(source.annotations.glob("*.xml"))
+    sources = {"annotations": sha256_of(xmls), "images": sha256_of(list(conv.sources.values()))}
+    options = {"format": "voc", "root": args.root, "annotations": str(source.annotations),
+               "images": str(source.images), "layout": source.layout,
+               "keep_difficult": args.keep_difficult, "drop_degenerate": args.drop_degenerate,
+               "val_fraction": args.val_fraction,
+               "seed": None if args.val_fraction is None else args.seed}
+    return conv, sources, options
+
+
+def read_coco(args: argparse.Namespace) -> tuple[Conversion, dict, dict, dict]:
+    instances, images = Path(args.instances), Path(args.images)
+    split = args.split if args.split is not None else instances.stem.removeprefix("instances_")
+    if problem := split_problem(split):
+        given = "" if args.split is not None else " (from the file name: give --split)"
+        raise InputError(f"--split {split!r}{given}: {problem}")
+    conv, ids = convert_coco(instances, images, split, args.keep_crowd)
+    sources = {"instances": sha256_of([instances]),
+               "images": sha256_of(list(conv.sources.values()))}
+    options = {"format": "coco", "instances": str(instances), "images": str(images),
+               "split": split, "keep_crowd": args.keep_crowd}
+    return conv, ids, sources, options
+
+
+def sources_of(options: dict) -> list[Path]:
+    """The folders (or file) a conversion reads."""
+    keys = ("annotations", "images") if options["format"] == "voc" else ("instances", "images")
+    return [Path(options[k]) for k in keys]
+
+
+def write_staged(conv: Conversion, ids: dict | None, report: dict, real: Path, base: bool,
+                 copy: bool) -> tuple[str, str]:
+    """The whole project written beside OUT, then swapped in (the report last, so a staging
+    folder with a report is complete); returns the (train, valid) splits of the .data file."""
+    options = report["options"]
+    staging = start_staging(real, base, options.get("split"))
+    try:
+        train, valid = write_project(conv, staging, real.name, copy)
+        if ids is not None:
+            merge_coco_ids(staging, ids, options["split"])
+        _write_file(staging / report_file(options), json.dumps(report, indent=1) + "\n")
+        swap_in(staging, real)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the old project stays as it was
+        raise
+    return train, valid
+
+
 def main(args: argparse.Namespace) -> Path:
     out = Path(args.out)
+    ids = None
     if args.format == "voc":
-        root = Path(args.root)
-        conv = convert_voc(root, args.names, args.keep_difficult)
-        xmls = sorted((root / "Annotations").glob("*.xml"))
-        sources = {"annotations": sha256_of(xmls), "images": sha256_of(list(conv.sources.values()))}
-        options = {"format": "voc", "root": str(root), "keep_difficult": args.keep_difficult}
+        conv, sources, options = read_voc(args)
     else:
-        instances, images = Path(args.instances), Path(args.images)
-        split = args.split or instances.stem.removeprefix("instances_")
-        conv, ids = convert_coco(instances, images, split, args.keep_crowd)
-        merge_coco_ids(out, ids, instances)
-        sources = {"instances": sha256_of([instances]),
-                   "images": sha256_of(list(conv.sources.values()))}
-        options = {"format": "coco", "instances": str(instances), "images": str(images),
-                   "split": split, "keep_crowd": args.keep_crowd}
-    out.mkdir(parents=True, exist_ok=True)
-    data = write_project(conv, out, args.copy)
-    print(summary(write_report(conv, out, sources, options), out))
-    print(f"train with: python train.py --data {data}")
+        conv, ids, sources, options = read_coco(args)
+    real = Path(os.path.realpath(out))  # a linked project is replaced where it is; "." has a name
+    for folder in sources_of(options):
+        if folder.resolve().is_relative_to(real):
+            raise InputError(f"the sources ({folder}) are inside the project folder, which the "
+                             "conversion replaces: convert into another folder", out)
+    notes = clean_leftovers(real)
+    base = check_out(real, args.format, ids and ids["categories"]) and args.format == "coco"
+    report = report_of(conv, sources, options)
+    train, valid = write_staged(conv, ids, report, real, base, args.copy)
+    print("\n".join([*notes, summary(report, out)]))
+    for split, members in conv.splits.items():
+        if not members:
+            print(f"warning: split {split} holds no image (see the events above)")
+    data = out / f"{real.name}.data"
+    if valid == train:
+        other = "a COCO split of other images" if args.format == "coco" else "--val-fraction"
+        print(f"note: no validation split, so {data.name} validates on {train} (its training "
+              f"images): give valid= another list, or convert with {other}, for an honest score")
+    print(f"train with: python train.py --data {shlex.quote(str(data))}")
     return data
 
 
-def merge_coco_ids(out: Path, ids: dict, instances: Path) -> None:
-    """Add this split's image ids to OUT/coco_ids.json; a second split must have the same
-    categories (the class order and names file are shared)."""
-    path = out / COCO_IDS_FILE
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old["categories"] != ids["categories"]:
-            raise InputError(f"its categories differ from those {path} holds from an earlier "
-                             "split: convert into another folder", instances)
-        ids = {"categories": ids["categories"], "images": {**old["images"], **ids["images"]}}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(ids, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except InputError as err:
-        sys.exit(report_input_error(err))
+    run_script(main, get_args_parser())
