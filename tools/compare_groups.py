@@ -8,6 +8,9 @@ interval, and a verdict; or, before training, how many seeds a difference needs.
     python -m tools.compare_groups --a runs/x/seed0 runs/x/seed1 --b runs/y/* --json
     python -m tools.compare_groups --plan --effect 0.01 --a runs/groups/base  # seeds needed
 
+--plan's t test count is searched up to 100,000 seeds per group; past that the output says
+"more than 100000 seeds per group" and gives the normal approximation's figure instead.
+
 A group is given as run folders (or results.txt files), or as one folder holding them.
 
 The groups are compared at the last epoch every run evaluated: each run's last epoch when they
@@ -50,34 +53,40 @@ from utils.core.significance import (
     paired_detectable,
     paired_interval,
     seeds_needed,
+    t_test_power,
     verdict_sentence,
     welch_detectable,
     welch_interval,
 )
-from utils.engine.run_folder import Run, common_epoch, expand_group, metric_value, twins
+from utils.engine.run_folder import (
+    Run,
+    common_epoch,
+    expand_group,
+    metric_value,
+    setting_keys,
+    setting_values,
+    settings_between,
+    twins,
+)
 
-# Settings that differ between seeds of one training by design.
-PER_SEED = ("options.seed", "options.name", "options.project", "options.resume",
-            "options.quiet", "initial_fingerprint")
 HIGHER_IS_BETTER = {"P", "R", "F1", "mAP@0.5", "mAP@0.5:0.95"}
 POWER_WORDS = f"at {POWER:.0%} power and a two-sided {ALPHA:.0%} level"
+# Where --plan's search for the t test's seed count stops; past it the output says so and gives
+# the normal approximation's figure.
+SEED_SEARCH_LIMIT = 100_000
 
 
 def settings_report(group_a: list[Run], group_b: list[Run]) -> tuple[list[dict], list[str]]:
     """Settings whose values differ between the groups, and warnings for runs within a group
     that differ in anything but the seed."""
-    def values(group, key):
-        return sorted({repr(run.settings.get(key)) for run in group})
-
-    keys = sorted({k for run in group_a + group_b for k in run.settings} - set(PER_SEED))
-    between = [{"setting": k, "a": values(group_a, k), "b": values(group_b, k)}
-               for k in keys if values(group_a, k) != values(group_b, k)]
+    between = settings_between(group_a, group_b)
     warnings = []
     for label, group in (("A", group_a), ("B", group_b)):
-        for k in keys:
-            if len(values(group, k)) > 1:
-                warnings.append(f"group {label}: runs differ in {k} ({', '.join(values(group, k))})"
-                                ", not only in the seed")
+        for k in setting_keys(group_a + group_b):
+            values = setting_values(group, k)
+            if len(values) > 1:
+                warnings.append(f"group {label}: runs differ in {k} ({', '.join(values)}), "
+                                "not only in the seed")
         lengths = sorted({len(run.rows) for run in group})
         if len(lengths) > 1:
             warnings.append(f"group {label}: runs have different numbers of epochs {lengths}")
@@ -234,6 +243,26 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def t_test_seeds(effect: float, std: float) -> tuple[int | None, float]:
+    """Seeds per group by the t test (None past :data:`SEED_SEARCH_LIMIT`, where the search
+    stops) and by the normal approximation, for ``effect`` at spread ``std``."""
+    try:
+        with np.errstate(over="ignore"):  # said below, not as a numpy warning
+            t_based, normal = seeds_needed(effect, std, limit=SEED_SEARCH_LIMIT)
+    except OverflowError:  # (std / effect)^2 beyond floats: far past the search as well
+        return None, math.inf
+    # The search returns where it stopped, short of the power asked for, or, starting past
+    # the limit, the normal figure less one: neither is the t test's count.
+    searched = t_based < SEED_SEARCH_LIMIT or (
+        t_based == SEED_SEARCH_LIMIT
+        and t_test_power(effect, std * math.sqrt(2 / t_based), 2 * t_based - 2) >= POWER)
+    return (t_based if searched else None), normal
+
+
+def _seeds_text(seeds: int | None) -> str:
+    return str(seeds) if seeds is not None else f"more than {SEED_SEARCH_LIMIT}"
+
+
 def plan(specs: list[str], metrics: list[str], effects: list[float]) -> dict:
     """Seeds per group needed to show each of ``effects`` at the group's measured spread; the
     spread of a few seeds is itself uncertain, so also at the ends of its 95% interval."""
@@ -252,10 +281,11 @@ def plan(specs: list[str], metrics: list[str], effects: list[float]) -> dict:
             chi = stats.chi2.ppf([0.975, 0.025], s.n - 1)
             entry["std_interval"] = (s.std * np.sqrt((s.n - 1) / chi)).tolist()
             for effect in effects:
-                t_based, normal = seeds_needed(effect, s.std)
+                t_based, normal = t_test_seeds(effect, s.std)
                 entry["effects"].append({
                     "effect": effect, "seeds": t_based, "seeds_normal": normal,
-                    "seeds_range": [seeds_needed(effect, bound)[0]
+                    "seeds_more_than": SEED_SEARCH_LIMIT if t_based is None else None,
+                    "seeds_range": [t_test_seeds(effect, bound)[0]
                                     for bound in entry["std_interval"]]})
         report["metrics"].append(entry)
     return report
@@ -274,9 +304,14 @@ def format_plan(report: dict) -> str:
         lines.append(f"  {entry['metric']}: spread (std) {entry['std']:.3g} over {entry['n']} "
                      f"seeds (95% interval {low:.3g} to {high:.3g})")
         for e in entry["effects"]:
-            lines.append(f"    a difference of {e['effect']:g}: {e['seeds']} seeds per group "
-                         f"(normal approximation {e['seeds_normal']}); {e['seeds_range'][0]} "
-                         f"to {e['seeds_range'][1]} across the spread's interval")
+            count = (f"{e['seeds']} seeds per group (normal approximation {e['seeds_normal']})"
+                     if e["seeds"] is not None else
+                     f"more than {SEED_SEARCH_LIMIT} seeds per group; the normal approximation "
+                     + (f"says about {e['seeds_normal']}" if math.isfinite(e["seeds_normal"])
+                        else "overflows a float"))
+            low, high = map(_seeds_text, e["seeds_range"])
+            lines.append(f"    a difference of {e['effect']:g}: {count}; {low} to {high} across "
+                         "the spread's interval")
     return "\n".join(lines)
 
 
@@ -334,9 +369,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     metrics = args.metric or ["mAP@0.5", "mAP@0.5:0.95"]
+    bad = [e for e in args.effect or [] if not (math.isfinite(e) and e > 0)]
     problem = (("--plan needs --effect (e.g. --effect 0.01)" if not args.effect else
                 "--plan reads group A only: leave out --b" if args.b else
-                "--effect must be above 0" if min(args.effect) <= 0 else None) if args.plan
+                f"--effect must be a finite number above 0, got {bad[0]:g}" if bad else None)
+               if args.plan
                else "--effect goes with --plan" if args.effect
                else "give group B (--b), or --plan for the seeds a difference needs"
                if not args.b else None)

@@ -8,7 +8,12 @@
 --noise GROUP (run folders of one training under several seeds, or the folder holding them)
 shades the group's per-epoch range (min..max over its seeds) behind the runs in drift.png,
 and each headline adds whether the runs' last-epoch difference in mAP@0.5 and mAP@0.5:0.95 is
-inside that range's width, i.e. no larger than seeds alone have made it.
+inside that range's width, i.e. no larger than seeds alone have made it. The group must be the
+compared runs' training under other seeds: a group of another schedule (epochs), data, model,
+image size, batch size, hyperparameters or optimizer, by the settings each run recorded
+(repro.yaml; a file by its digest where both recorded one), is refused (exit 2) with the
+setting and both values; lesser differences (precision, a file that moved, the machine) are
+named as warnings beside the verdict.
 
 Exit status: 0 the runs agree within --tol (default 0: to the last bit, fingerprints included),
 1 they differ, 2 an input could not be read.
@@ -25,7 +30,7 @@ import numpy as np
 
 from utils.base.errors import InputError, report_input_error
 from utils.engine.results import NOT_COMPARED
-from utils.engine.run_folder import Run, expand_group, metric_value
+from utils.engine.run_folder import PER_SEED, Run, expand_group, metric_value, setting_values
 
 METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
            "mAP@0.5", "mAP@0.5:0.95")
@@ -183,6 +188,97 @@ def seed_range(group: list[Run]) -> dict[int, dict]:
     return out
 
 
+# What makes another training, for --noise, and what each records: a seed range of another
+# schedule, data, model, image size, batch size or hyperparameters is that training's noise,
+# not the compared runs'. "epochs" is the schedule results.txt records (options.epochs repeats
+# it); the digests record the files' contents.
+ANOTHER_TRAINING = {"epochs": "the schedule", "digests.cfg": "the model",
+                    "digests.train": "the data", "digests.val": "the data",
+                    "options.single_cls": "the data's classes",
+                    "options.img_size": "the image size", "options.batch_size": "the batch size",
+                    "digests.hyp": "the hyperparameters", "options.adam": "the optimizer"}
+# The file options whose contents those digests record: where every run recorded the digests,
+# a path that differs is the same file moved (a warning); without them, the path decides.
+FILE_OPTIONS = {"options.cfg": ("digests.cfg", "the model"),
+                "options.data": ("digests.train", "the data"),
+                "options.hyp": ("digests.hyp", "the hyperparameters")}
+NOT_COMPARED_WITH_NOISE = PER_SEED + ("options.epochs",)
+
+
+def _values(runs: list[Run], key: str) -> list[str]:
+    if key == "epochs":
+        return sorted({repr(r.epochs) for r in runs})
+    return setting_values(runs, key)
+
+
+def _recorded(runs: list[Run], key: str) -> bool:
+    return key == "epochs" or all(key in r.settings for r in runs)
+
+
+def _another_training(key: str, runs: list[Run]) -> str | None:
+    """What a difference in ``key`` between these runs changes when it makes another training
+    (the schedule, the data, ...); None for a lesser difference or one not recorded by all."""
+    if key in FILE_OPTIONS:
+        digest, what = FILE_OPTIONS[key]
+        return None if _recorded(runs, digest) or not _recorded(runs, key) else what
+    return ANOTHER_TRAINING.get(key) if _recorded(runs, key) else None
+
+
+def _why_lesser(key: str, runs: list[Run]) -> str:
+    if key in FILE_OPTIONS and _recorded(runs, FILE_OPTIONS[key][0]):
+        return " (the same contents by their digests: a file that moved)"
+    if not _recorded(runs, key):
+        return " (not recorded by every run: not checked)"
+    return ""
+
+
+def noise_group_differences(run: Run, group: list[Run]) -> tuple[list[str], list[str]]:
+    """How ``group`` was trained otherwise than ``run``, by what each recorded: (differences
+    that make another training, lesser ones), each naming the setting and both values. The
+    machine's settings (environment.*) are one lesser difference together."""
+    unrecorded = [r.name for r in [run, *group] if not r.settings]
+    keys = sorted({k for r in [run, *group] for k in r.settings}
+                  - set(NOT_COMPARED_WITH_NOISE)) + ["epochs"]
+    another, lesser, machine = [], [], []
+    if unrecorded:  # one line for them, not one per setting the others recorded
+        keys = ["epochs"]
+        lesser.append(f"no settings recorded (repro.yaml) by {', '.join(unrecorded)}: only "
+                      "the schedule (epochs) was checked")
+    for key in keys:
+        ours, theirs = _values([run], key), _values(group, key)
+        if ours == theirs:
+            continue
+        if key.startswith("environment."):
+            machine.append(key)
+            continue
+        text = f"{key} {', '.join(theirs)} in the group, {', '.join(ours)} in {run.name}"
+        what = _another_training(key, [run, *group])
+        if what:
+            another.append(f"{text} ({what})")
+        else:
+            lesser.append(text + _why_lesser(key, [run, *group]))
+    if machine:
+        lesser.append(f"the group ran on another machine or software than {run.name} "
+                      f"({', '.join(machine)} differ)")
+    return another, lesser
+
+
+def check_noise_group(runs: list[Run], group: list[Run], name: str) -> list[str]:
+    """Refuse a group that is not the compared runs' training under other seeds; returns the
+    lesser differences, for the report's warnings."""
+    another, lesser = [], []
+    for run in runs:
+        refused, warned = noise_group_differences(run, group)
+        another += refused
+        lesser += [w for w in warned if w not in lesser]
+    if another:
+        raise InputError(f"--noise {name}: not a seed range of the compared runs' training: "
+                         + "; ".join(another) + ". Give a group trained like them (the same "
+                         "schedule, data, model, image size, batch size, hyperparameters and "
+                         "optimizer), under other seeds")
+    return lesser
+
+
 def noise_verdict(pair: dict, ranges: dict[int, dict], group: str) -> dict:
     """Whether the pair's last-epoch difference of each of NOISE_METRICS is inside the
     group's seed range there (no larger than its max - min), with the sentence for it."""
@@ -279,6 +375,7 @@ def format_report(report: dict) -> str:
         else:
             lines.append("recorded settings: no difference")
         lines.append("")
+    lines += [f"WARNING: --noise: {w}" for w in report.get("noise", {}).get("warnings", [])]
     if report.get("spread"):
         lines.append("spread over all runs (max - min; std) per epoch:")
         for entry in report["spread"]:
@@ -297,9 +394,11 @@ def build_report(specs: list[str], tol: float, noise: list[str] | None = None
         report["spread"] = spread(runs)
     if noise:
         group = [Run(s) for s in expand_group(noise)]
+        warnings = check_noise_group(runs, group, " ".join(noise))
         ranges = seed_range(group)
         name = noise[0] if len(noise) == 1 else f"the {len(group)} --noise runs"
-        report["noise"] = {"group": [r.name for r in group], "per_epoch": ranges}
+        report["noise"] = {"group": [r.name for r in group], "per_epoch": ranges,
+                           "warnings": warnings}
         for pair in pairs:
             pair["noise"] = noise_verdict(pair, ranges, name)
     return report, runs

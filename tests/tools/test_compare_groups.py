@@ -234,3 +234,32 @@ def test_plan_and_compare_options_that_do_not_fit(tmp_path, capsys, argv, messag
 def test_help_names_the_power_method():
     text = get_args_parser().format_help()
     assert "noncentral t" in text and "normal" in text and "80% power" in text
+
+
+@pytest.mark.parametrize("effect", ["nan", "inf", "-inf", "0", "-0.01"])
+def test_plan_refuses_an_effect_that_is_not_a_positive_number(tmp_path, capsys, effect):
+    """Issue 13: --effect nan raised a traceback; inf planned 2 seeds."""
+    a = _group(tmp_path / "a", [0.50, 0.52, 0.48])
+    code = main(get_args_parser().parse_args(["--plan", "--a", *a, "--effect", "0.01",
+                                              f"--effect={effect}"]))
+    assert code == 2
+    assert f"--effect must be a finite number above 0, got {effect}" in capsys.readouterr().err
+
+
+def test_plan_says_when_the_seed_search_hits_its_limit(tmp_path, capsys):
+    """Issue 13: --effect 0.0001 at a spread of 0.02 needs ~628,000 seeds per group by the
+    normal approximation; the t test's search stops at 100,000 and printed the normal figure
+    minus one as if it were the t test's count."""
+    a = _group(tmp_path / "a", [0.50, 0.52, 0.48])
+    code = main(get_args_parser().parse_args(["--plan", "--a", *a, "--effect", "0.0001",
+                                              "--metric", "mAP@0.5"]))
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("a difference of 0.0001: more than 100000 seeds per group; the normal "
+            "approximation says about 627") in out
+    assert "more than 100000 to more than 100000 across the spread's interval" in out
+    main(get_args_parser().parse_args(["--plan", "--a", *a, "--effect", "0.0001", "--metric",
+                                       "mAP@0.5", "--json"]))
+    effect = json.loads(capsys.readouterr().out)["metrics"][0]["effects"][0]
+    assert effect["seeds"] is None and effect["seeds_more_than"] == 100000
+    assert 627000 < effect["seeds_normal"] < 629000

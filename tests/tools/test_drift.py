@@ -13,10 +13,12 @@ BASE = {"mem_gb": 1.0, "box": 0.05, "obj": 0.1, "cls": 0.2, "total": 0.35, "targ
         "val_obj": 0.09, "val_cls": 0.19, "mAP@0.5:0.95": 0.3}
 
 
-def _run(folder, epochs=4, change_from=None, delta=1e-7, settings=None, ultralytics=False):
+def _run(folder, epochs=4, change_from=None, delta=1e-7, settings=None, ultralytics=False,
+         stop=None):
+    """``stop``: the epochs written, of a schedule of ``epochs`` (a run still training)."""
     folder.mkdir(parents=True)
     lines = []
-    for e in range(epochs):
+    for e in range(epochs if stop is None else stop):
         values = dict(BASE, total=BASE["total"] - 0.01 * e, **{"mAP@0.5": 0.5 + 0.05 * e})
         fingerprint = f"{e:016x}"
         if change_from is not None and e >= change_from:
@@ -201,8 +203,9 @@ def test_noise_group_says_whether_the_last_difference_is_inside_its_seed_range(t
 
 
 def test_noise_group_without_that_epoch_cannot_hold_it(tmp_path, capsys):
+    # The runs' schedule, still training: at epoch 1 of 4 (a group of 2 epochs is refused).
     for i in range(2):
-        _run(tmp_path / "group" / f"seed{i}", epochs=2, settings={"options": {"seed": i}})
+        _run(tmp_path / "group" / f"seed{i}", stop=2, settings={"options": {"seed": i}})
     a, b = _run(tmp_path / "a"), _run(tmp_path / "b", change_from=3, delta=0.03)
     code, out = _main(capsys, str(a), str(b), "--noise", str(tmp_path / "group"),
                       "--out", str(tmp_path))
@@ -219,3 +222,88 @@ def test_noise_verdict_names_an_unevaluated_last_epoch():
     verdict = noise_verdict(pair, ranges, "g")
     assert verdict["inside"] == {"mAP@0.5": None, "mAP@0.5:0.95": None}
     assert "mAP@0.5: not evaluated at the runs' last epoch 4" in verdict["sentence"]
+
+
+def _trained(seed=0, **changes):
+    """The settings repro.yaml records of one training (``changes``: dotted keys replaced)."""
+    settings = {"options": {"seed": seed, "epochs": 4, "cfg": "cfg/micro.cfg",
+                            "data": "data/tiny.data", "hyp": "hyp.scratch.yaml", "img_size": 64,
+                            "batch_size": 4, "adam": False},
+                "precision": "fp32",
+                "digests": {"cfg": "c0", "train": "t0", "val": "v0", "hyp": "h0"}}
+    for key, value in changes.items():
+        *section, name = key.split(".")
+        (settings[section[0]] if section else settings)[name] = value
+    return settings
+
+
+def _noise_case(root, epochs=4, group_epochs=4, **group_changes):
+    """Runs a and b (b 0.01 above a at its last epoch) and a three-seed group trained with
+    ``group_changes``, whose seeds spread 0.04."""
+    for i, d in enumerate([0.0, 0.02, 0.04]):
+        _run(root / "group" / f"seed{i}", epochs=group_epochs, change_from=0, delta=d,
+             settings=_trained(i, **{"options.epochs": group_epochs}, **group_changes))
+    a = _run(root / "a", epochs=epochs, settings=_trained(**{"options.epochs": epochs}))
+    b = _run(root / "b", epochs=epochs, change_from=epochs - 1, delta=0.01,
+             settings=_trained(**{"options.epochs": epochs}))
+    return [str(a), str(b), "--noise", str(root / "group"), "--out", str(root)]
+
+
+def test_noise_group_of_another_schedule_is_refused(tmp_path, capsys):
+    """Issue 7: runs of 2 epochs against a group trained 10: 'inside the seed range', read
+    at epoch 1 of a 10-epoch schedule, was another training's noise."""
+    code, out = _main(capsys, *_noise_case(tmp_path, epochs=2, group_epochs=10))
+    assert code == 2 and "inside the seed range" not in out.out
+    assert f"--noise {tmp_path / 'group'}: not a seed range of the compared runs' training" \
+        in out.err
+    assert f"epochs 10 in the group, 2 in {tmp_path / 'a'} (the schedule)" in out.err
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"digests.train": "t1"}, "digests.train 't1' in the group, 't0' in"),
+    ({"digests.cfg": "c1", "options.cfg": "cfg/other.cfg"}, "digests.cfg 'c1' in the group"),
+    ({"options.img_size": 96}, "options.img_size 96 in the group, 64 in"),
+    ({"options.batch_size": 8}, "options.batch_size 8 in the group, 4 in"),
+    ({"digests.hyp": "h1"}, "digests.hyp 'h1' in the group, 'h0' in"),
+    ({"options.adam": True}, "options.adam True in the group, False in"),
+], ids=["data", "model", "img-size", "batch-size", "hyp", "optimizer"])
+def test_noise_group_of_another_training_is_refused(tmp_path, capsys, change, named):
+    code, out = _main(capsys, *_noise_case(tmp_path, **change))
+    assert code == 2 and named in out.err, out.err
+
+
+def test_noise_group_without_digests_is_compared_by_file_option(tmp_path, capsys):
+    """Runs recorded before the digests: the file options decide."""
+    argv = _noise_case(tmp_path, **{"options.data": "data/other.data"})
+    for run in (tmp_path / "group").iterdir():
+        settings = yaml.safe_load((run / "repro.yaml").read_text())
+        del settings["digests"]
+        (run / "repro.yaml").write_text(yaml.safe_dump(settings))
+    code, out = _main(capsys, *argv)
+    assert code == 2
+    assert "options.data 'data/other.data' in the group, 'data/tiny.data' in" in out.err
+
+
+def test_noise_group_with_lesser_differences_warns(tmp_path, capsys):
+    """The same training elsewhere: a data file that moved (its digests the same) and another
+    precision are named, and the verdict is still given."""
+    argv = _noise_case(tmp_path, **{"options.data": "/elsewhere/tiny.data",
+                                    "precision": "bf16"})
+    code, out = _main(capsys, *argv)
+    assert code == 1 and "inside the seed range" in out.out
+    assert ("WARNING: --noise: precision 'bf16' in the group, 'fp32' in "
+            f"{tmp_path / 'a'}") in out.out
+    assert "WARNING: --noise: options.data '/elsewhere/tiny.data' in the group" in out.out
+    code, out = _main(capsys, *argv, "--json")
+    warnings = json.loads(out.out)["noise"]["warnings"]
+    assert any(w.startswith("precision 'bf16' in the group") for w in warnings)
+
+
+def test_noise_group_without_recorded_settings_is_checked_by_its_schedule(tmp_path, capsys):
+    argv = _noise_case(tmp_path)
+    for run in (tmp_path / "group").iterdir():
+        (run / "repro.yaml").unlink()
+    code, out = _main(capsys, *argv)
+    assert code == 1 and "inside the seed range" in out.out
+    assert out.out.count("WARNING: --noise: no settings recorded (repro.yaml) by") == 1
+    assert "only the schedule (epochs) was checked" in out.out

@@ -1,7 +1,8 @@
 """The reader of run folders: one run's results.txt rows and recorded settings (`Run`), and a
 group of runs, the same training under several seeds: its run folders, the epochs its runs
-evaluated, each run's value of a metric there, and the seeds that pair two groups' runs as
-twins. What `tools.drift`, `tools.compare_groups`, `tools.gpu_summary` and `tools.golden` read.
+evaluated, each run's value of a metric there, the settings that differ between groups, and the
+seeds that pair two groups' runs as twins. What `tools.drift`, `tools.compare_groups`,
+`tools.gpu_summary` and `tools.golden` read.
 """
 from __future__ import annotations
 
@@ -63,6 +64,34 @@ def flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[key] = v
     return out
+
+
+# Settings that differ between seeds of one training by design.
+PER_SEED = ("options.seed", "options.name", "options.project", "options.resume",
+            "options.quiet", "initial_fingerprint")
+
+
+def setting_values(group: list[Run], key: str) -> list[str]:
+    """The distinct values (reprs, sorted) the runs of ``group`` recorded for one setting; a run
+    that recorded none counts as None."""
+    return sorted({repr(run.settings.get(key)) for run in group})
+
+
+def setting_keys(runs: list[Run], ignore: tuple[str, ...] = PER_SEED) -> list[str]:
+    """Every setting any of ``runs`` recorded, but those in ``ignore``."""
+    return sorted({k for run in runs for k in run.settings} - set(ignore))
+
+
+def settings_between(group_a: list[Run], group_b: list[Run],
+                     ignore: tuple[str, ...] = PER_SEED) -> list[dict]:
+    """The settings whose recorded values differ between two groups of runs: each as
+    {"setting", "a", "b"} with each group's distinct values (:func:`setting_values`)."""
+    between = []
+    for key in setting_keys(group_a + group_b, ignore):
+        a, b = setting_values(group_a, key), setting_values(group_b, key)
+        if a != b:
+            between.append({"setting": key, "a": a, "b": b})
+    return between
 
 
 # The columns an evaluation writes; train.py writes NaN in them for an epoch not evaluated.
