@@ -13,9 +13,18 @@ with the CPU-vs-GPU drift and probe, the ordinary GPU runs and their drift, the 
 the CUDA tests. Each step runs under a time limit (then SIGTERM, then SIGKILL to its process
 group); one that fails is recorded and the others still run, those that need it are skipped
 and say so; all of them share --budget seconds. summary.md is rewritten (atomically) whenever a
-step starts or ends, and once more on SIGTERM, so whatever stops this script leaves a summary
-that lists every step with its status. Only the repository and what the GPU machine has
-installed are needed (no pycocotools).
+step starts or ends, and once more on SIGTERM (caught from before the setup: the golden copy,
+the dry run's data), so whatever stops this script leaves a summary that lists every step with
+its status. Only the repository and what the GPU machine has installed are needed (no
+pycocotools).
+
+--dry-run replaces the GPU, the data and the model with the CPU, a 16-image set and a micro
+model, and trains 2 epochs unless --epochs says otherwise; every option given is honoured.
+
+Exit status: 0 when every step that ran succeeded and at least one ran; 1 otherwise (the
+summary's headline and the last line printed say "N of M steps succeeded (F failed, K timed
+out, S skipped)"); 2 an option out of range (--budget not above 0, --epochs under 1);
+128 + the signal's number when a signal stopped it.
 """
 from __future__ import annotations
 
@@ -30,8 +39,9 @@ import time
 from pathlib import Path
 
 from tools.golden import GOLDEN
-from tools.gpu_summary import format_summary, machine_versions
+from tools.gpu_summary import format_summary, machine_versions, outcome
 from utils.base.atomic_io import atomic_write_bytes, atomic_write_text
+from utils.base.errors import InputError, report_input_error
 from utils.base.step_runner import Step, StepRunner
 from utils.data.shapes import generate_shapes
 
@@ -44,11 +54,17 @@ LIMITS = {"gpu": {"train": 150, "cpu_train": 240, "drift": 60, "probe": 120, "be
           "dry": {"train": 300, "cpu_train": 300, "drift": 120, "probe": 180, "benchmark": 300,
                   "pytest": 300}}
 
+# Epochs of each training when --epochs is not given: the GPU's, and the dry run's (enough for
+# a drift report to compare two epochs).
+EPOCHS = {"gpu": 5, "dry": 2}
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="CPU vs GPU, repro vs ordinary, on one GPU.")
     parser.add_argument("--out", default="runs/gpu_check", help="folder of attempt folders")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs of each training")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"epochs of each training (default {EPOCHS['gpu']}; "
+                             f"{EPOCHS['dry']} with --dry-run)")
     parser.add_argument("--budget", type=float, default=540,
                         help="seconds all steps share: a step is cut to what is left, and "
                              "skipped under 5 s; the script ends within the budget plus a "
@@ -76,29 +92,51 @@ def new_attempt(out: Path) -> Path:
             number += 1
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse what would run nothing useful: a budget that starts no step, no epoch."""
+    if not args.budget > 0:  # NaN too: no comparison holds for it
+        raise InputError(f"--budget must be a number of seconds above 0, got {args.budget:g}")
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError(f"--epochs must be 1 or more, got {args.epochs}")
+
+
 def plan(args, attempt: Path) -> dict:
-    """The commands' shared settings: the default training on a GPU, or a tiny one on the CPU."""
+    """The commands' shared settings: the default training on a GPU, or a tiny one on the CPU
+    (its data made by :func:`prepare`). --epochs is honoured in both."""
+    mode = "dry" if args.dry_run else "gpu"
+    epochs = str(EPOCHS[mode] if args.epochs is None else args.epochs)
     if not args.dry_run:
         # 50 timed steps a case (the benchmark's GPU default): 6 would be tens of ms.
-        return {"gpu": "0", "train": ["--epochs", str(args.epochs)], "data": None,
+        return {"gpu": "0", "train": ["--epochs", epochs], "data": None,
                 "bench": ["--cfgs", "cfg/yolov3-tiny.cfg", "cfg/yolov3.cfg", "--img-sizes",
                           "416", "--repeats", "3"],
                 "cpu_threads": str(min(16, os.cpu_count() or 1)), "probe_gpu": "device=cuda",
                 "golden": "cuda",
                 "limits": LIMITS["gpu"]}
     data = attempt / "tiny"
-    generate_shapes(data, n_train=16, n_val=8, size=64, seed=0)
-    (data / "tiny.names").write_text("circle\nrectangle\ntriangle\nstar\n")
-    (data / "tiny.data").write_text("classes=4\ntrain=images/train\nvalid=images/val\n"
-                                    "names=tiny.names\n")
     micro = str(ROOT / "tests" / "data" / "micro.cfg")
     return {"gpu": "cpu", "data": str(data / "tiny.data"),
-            "train": ["--epochs", "2", "--cfg", micro, "--img-size", "64", "--batch-size", "4",
+            "train": ["--epochs", epochs, "--cfg", micro, "--img-size", "64", "--batch-size", "4",
                       "--data", str(data / "tiny.data")],
             "bench": ["--cfgs", micro, "--img-sizes", "64", "--batch-size", "4", "--steps", "2",
                       "--repeats", "1", "--data", str(data / "tiny.data")],
             "cpu_threads": "2", "probe_gpu": "device=cpu", "golden": "cpu",
             "limits": LIMITS["dry"]}
+
+
+def prepare(settings: dict, attempt: Path) -> None:
+    """What the steps read before the first starts: the golden records' copy, and the dry
+    run's data set."""
+    # The golden step compares with the committed records and adds the GPU's to this copy, so
+    # that a same-model GPU's earlier record is checked and the file can replace the committed
+    # one.
+    shutil.copyfile(GOLDEN, attempt / "golden.json")
+    if settings["data"]:
+        data = Path(settings["data"]).parent
+        generate_shapes(data, n_train=16, n_val=8, size=64, seed=0)
+        (data / "tiny.names").write_text("circle\nrectangle\ntriangle\nstar\n")
+        (data / "tiny.data").write_text("classes=4\ntrain=images/train\nvalid=images/val\n"
+                                        "names=tiny.names\n")
 
 
 # Drift steps: (name, run a, run b). The summary reads them too.
@@ -168,14 +206,16 @@ def write_bundle(attempt: Path, folder: Path) -> None:
     atomic_write_text(folder / "summary.md", (attempt / "summary.md").read_text())
 
 
-def main(args: argparse.Namespace) -> Path:
+def main(args: argparse.Namespace) -> int:
+    """The exit status (see the module's docstring); the summary is the attempt's summary.md."""
+    try:
+        check_args(args)
+    except InputError as err:
+        return report_input_error(err)
     started = time.monotonic()
     out = Path(args.out) if Path(args.out).is_absolute() else (ROOT / args.out).resolve()
     attempt = new_attempt(out)
     (attempt / "logs").mkdir()
-    # The golden step compares with the committed records and adds the GPU's to this copy, so
-    # that a same-model GPU's earlier record is checked and the file can replace the committed one.
-    shutil.copyfile(GOLDEN, attempt / "golden.json")
     settings = plan(args, attempt)
     versions: dict = {}
     printed: set[str] = set()
@@ -197,12 +237,15 @@ def main(args: argparse.Namespace) -> Path:
     runner = StepRunner(build_steps(settings, attempt), attempt / "logs", args.budget,
                         cwd=ROOT, on_change=report, started=started)
     print(f"{attempt}: {len(runner.records)} steps, {args.budget:.0f} s budget", flush=True)
-    finished = runner.run_all()
+    # The setup runs inside: a SIGTERM while the data is made still leaves a summary.
+    finished = runner.run_all(setup=lambda: prepare(settings, attempt))
     print(f"summary: {summary}")
     if not finished:
-        sys.exit(128 + runner.stopped_by)
-    return summary
+        return 128 + runner.stopped_by
+    code, counts = outcome(runner)
+    print(counts)
+    return code
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    sys.exit(main(get_args_parser().parse_args()))

@@ -74,16 +74,37 @@ def format_summary(attempt: Path, runner: StepRunner, versions: dict, dry_run: b
     return "\n".join(lines) + "\n"
 
 
+def outcome(runner: StepRunner) -> tuple[int, str]:
+    """The exit status of a finished attempt and the sentence that says it: 0 only when every
+    step that ran succeeded and at least one ran (a skipped step checked nothing; a timed-out
+    one is no success), else 1 with how many succeeded and what became of the others."""
+    states = [r.state for r in runner.records]
+    ok, total = states.count("ok"), len(states)
+    ran = ok + states.count("failed") + states.count("timed out")
+    if ok == total:
+        return 0, f"{ok} of {total} steps succeeded"
+    counts = (f"{ok} of {total} steps succeeded ({states.count('failed')} failed, "
+              f"{states.count('timed out')} timed out, {states.count('skipped')} skipped)")
+    return (0 if ran and ok == ran else 1), counts
+
+
 def _state(runner: StepRunner) -> str:
     elapsed = f"{runner.elapsed():.0f} s of the {runner.budget:.0f} s budget"
     if runner.stopped_by is not None:
+        if not any(r.started for r in runner.records):
+            return (f"Stopped by a signal before any step started (while setting up), after "
+                    f"{elapsed}: no step ran.")
         return f"Stopped by a signal after {elapsed}: the steps below say where."
     running = [r.step.name for r in runner.records if r.state == "running"]
     if running:
         return f"In progress: {running[0]} running, {elapsed} gone."
     if any(r.state == "pending" for r in runner.records):
         return f"In progress: {elapsed} gone."
-    return f"Complete: {elapsed} used."
+    code, counts = outcome(runner)
+    if all(r.ok for r in runner.records):
+        return f"Complete: {counts}, {elapsed} used."
+    return (f"Incomplete: {counts}, {elapsed} used"
+            + ("; every step that ran succeeded." if code == 0 else "."))
 
 
 def _last_line(run: Path) -> str:

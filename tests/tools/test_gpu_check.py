@@ -41,6 +41,13 @@ def _args(out, *extra):
     return get_args_parser().parse_args(["--dry-run", "--out", str(out), *extra])
 
 
+def _check(out, *extra) -> tuple[int, str]:
+    """gpu_check's exit status and the summary.md of its attempt (the latest under ``out``)."""
+    code = main(_args(out, *extra))
+    latest = max(out.glob("attempt*"), key=lambda p: int(p.name[len("attempt"):]))
+    return code, (latest / "summary.md").read_text()
+
+
 def _status(text: str, step: str) -> str:
     row = next(line for line in text.splitlines() if line.startswith(f"| {step} |"))
     return row.split(" | ")[1]
@@ -48,14 +55,13 @@ def _status(text: str, step: str) -> str:
 
 @pytest.mark.slow
 def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
-    summary = main(_args(tmp_path))
-    assert summary == tmp_path / "attempt1" / "summary.md"
-    text = summary.read_text()
+    code, text = _check(tmp_path)
+    assert code == 0
     for step in STEPS:
         assert f"| {step} | ok |" in text, step
     table = text.split("## Steps")[1].split("## Machine")[0]
     assert [line.split(" | ")[0][2:] for line in table.splitlines()[4:] if line] == STEPS
-    assert "Complete:" in text
+    assert "Complete: 13 of 13 steps succeeded" in text
     assert "- **gpu_repro** (gpu_repro_a vs gpu_repro_b): identical to the last bit " \
            "through epoch 1" in text
     assert "- **cpu_vs_gpu** (cpu_repro vs gpu_repro_a):" in text
@@ -76,7 +82,7 @@ def test_a_hung_step_is_stopped_and_the_next_ones_run_or_say_why(tmp_path, monke
         step, command=HANG, limit=1) if step.name == "gpu_repro_a" else
         dataclasses.replace(step, command=PASS))
     start = time.monotonic()
-    text = main(_args(tmp_path)).read_text()
+    code, text = _check(tmp_path)
     assert time.monotonic() - start < 60
     assert _status(text, "gpu_repro_a") == "timed out: limit 1 s; stopped with SIGTERM"
     for step in ("drift_gpu_repro", "probe_gpu_repeat", "drift_cpu_vs_gpu", "probe_cpu_vs_gpu"):
@@ -84,18 +90,75 @@ def test_a_hung_step_is_stopped_and_the_next_ones_run_or_say_why(tmp_path, monke
     for step in ("gpu_repro_b", "cpu_repro", "gpu_ordinary_a", "gpu_ordinary_b",
                  "drift_gpu_ordinary", "benchmark", "pytest_cuda"):
         assert _status(text, step) == "ok", step
-    assert "Complete:" in text
+    # Issue 8: a step that timed out is no "Complete", nor exit status 0.
+    assert code == 1 and "Complete" not in text
+    assert "8 of 13 steps succeeded (0 failed, 1 timed out, 4 skipped)" in text
 
 
 def test_a_spent_budget_skips_the_remaining_steps_with_the_reason(tmp_path, monkeypatch):
     _with_commands(monkeypatch, lambda step: dataclasses.replace(
         step, command=HANG) if step.name == "gpu_repro_a" else
         dataclasses.replace(step, command=PASS))
-    text = main(_args(tmp_path, "--budget", "8")).read_text()
+    code, text = _check(tmp_path, "--budget", "8")
     assert _status(text, "gpu_repro_a").startswith("timed out: limit ")
     assert "(what was left of the budget)" in _status(text, "gpu_repro_a")
     for step in ("gpu_repro_b", "cpu_repro", "benchmark", "pytest_cuda"):
         assert _status(text, step).startswith("skipped: budget spent ("), step
+    # Issue 8: its one step timed out, the rest skipped: exit 0 and "Complete" before.
+    assert code == 1 and "Complete" not in text
+    assert "0 of 13 steps succeeded (0 failed, 1 timed out, 12 skipped)" in text
+
+
+def test_every_step_succeeding_is_complete_and_exits_0(tmp_path, monkeypatch, capsys):
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(step, command=PASS))
+    code, text = _check(tmp_path)
+    assert code == 0 and "Complete: 13 of 13 steps succeeded" in text
+    assert "13 of 13 steps succeeded" in capsys.readouterr().out
+
+
+def test_no_step_run_is_no_success(tmp_path, monkeypatch):
+    """A budget too short to start any step: nothing failed, and nothing was checked."""
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(step, command=PASS))
+    code, text = _check(tmp_path, "--budget", "1")
+    assert code == 1 and "0 of 13 steps succeeded (0 failed, 0 timed out, 13 skipped)" in text
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "-5"], "--budget must be a number of seconds above 0, got -5"),
+    (["--budget", "0"], "--budget must be a number of seconds above 0, got 0"),
+    (["--budget", "nan"], "--budget must be a number of seconds above 0, got nan"),
+    (["--epochs", "0"], "--epochs must be 1 or more, got 0"),
+])
+def test_options_out_of_range_are_refused(tmp_path, monkeypatch, capsys, argv, message):
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(step, command=PASS))
+    assert main(_args(tmp_path, *argv)) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("attempt*")), "nothing is run for a refused option"
+
+
+def _train_commands(monkeypatch) -> list[tuple[str, ...]]:
+    """The training commands gpu_check builds (run as PASS)."""
+    seen = []
+
+    def keep(step):
+        if step.command[1] == "train.py":
+            seen.append(step.command)
+        return dataclasses.replace(step, command=PASS)
+
+    _with_commands(monkeypatch, keep)
+    return seen
+
+
+@pytest.mark.parametrize("argv, epochs", [([], "2"), (["--epochs", "7"], "7")],
+                         ids=["default", "given"])
+def test_dry_run_honours_epochs(tmp_path, monkeypatch, argv, epochs):
+    """Issue 18: --dry-run --epochs 7 trained 2, the option silently replaced."""
+    commands = _train_commands(monkeypatch)
+    assert _check(tmp_path, *argv)[0] == 0
+    assert len(commands) == 5
+    for command in commands:
+        flags = [command[i + 1] for i, c in enumerate(command) if c == "--epochs"]
+        assert flags == [epochs], command
 
 
 def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
@@ -110,7 +173,7 @@ def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
         gpu_check.build_steps = lambda settings, attempt: [
             dataclasses.replace(s, command=(sys.executable, "-c", sleep), limit=120)
             for s in build_steps(settings, attempt)]
-        gpu_check.main(gpu_check.get_args_parser().parse_args(sys.argv[1:]))
+        sys.exit(gpu_check.main(gpu_check.get_args_parser().parse_args(sys.argv[1:])))
         """))
     out, bundle = tmp_path / "out", tmp_path / "bundle"
     proc = subprocess.Popen([PY, str(driver), "--dry-run", "--out", str(out), "--bundle",
@@ -144,6 +207,43 @@ def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
     assert not process_alive(child), "the running step outlived the script"
 
 
+def test_sigterm_while_setting_up_leaves_a_summary(tmp_path):
+    """Issue 18: a SIGTERM before the first step (the dry run's data being made) left no
+    summary.md: the signal handlers came after the setup."""
+    marker = tmp_path / "setting_up"
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent(f"""
+        import pathlib, sys, time
+        import tools.gpu_check as gpu_check
+
+        def slow_setup(*args, **kwargs):
+            pathlib.Path({str(marker)!r}).write_text("now")
+            time.sleep(60)
+
+        gpu_check.generate_shapes = slow_setup
+        sys.exit(gpu_check.main(gpu_check.get_args_parser().parse_args(sys.argv[1:])))
+        """))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([PY, str(driver), "--dry-run", "--out", str(out)], cwd=ROOT,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.is_file():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the setup never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    text = (out / "attempt1" / "summary.md").read_text()
+    assert "Stopped by a signal before any step started (while setting up)" in text
+    for step in STEPS:
+        assert _status(text, step) == "not run: SIGTERM to the runner", step
+
+
 def _fake_training(step, fail: tuple[str, ...] = ()):
     """A training step that leaves a finished run where train.py would (``--project``,
     ``--name``, the next free name when taken), or fails when named in ``fail``."""
@@ -168,11 +268,11 @@ def _fake_training(step, fail: tuple[str, ...] = ()):
 def test_a_second_attempt_into_the_same_out_compares_its_own_runs(tmp_path, monkeypatch):
     # The first attempt loses gpu_repro_b; the second has both, and its drift reads them.
     _with_commands(monkeypatch, lambda step: _fake_training(step, fail=("gpu_repro_b",)))
-    first = main(_args(tmp_path))
+    assert main(_args(tmp_path)) == 1
+    first = tmp_path / "attempt1" / "summary.md"
     _with_commands(monkeypatch, _fake_training)
-    second = main(_args(tmp_path))
-    assert second == tmp_path / "attempt2" / "summary.md"
-    text = second.read_text()
+    code, text = _check(tmp_path)
+    assert code == 0
     assert _status(text, "drift_gpu_repro") == "ok"
     assert "- **gpu_repro** (gpu_repro_a vs gpu_repro_b): identical to the last bit" in text
     assert sorted(p.name for p in (tmp_path / "attempt2" / "runs").iterdir()) == \

@@ -5,9 +5,10 @@ A step that outlives its limit gets SIGTERM, then SIGKILL after a grace period, 
 whole process group (a training's DataLoader workers die with it): a hung step costs its
 limit, not the budget. A step starts only while the budget lasts and only when the steps it
 needs succeeded; otherwise it is skipped, and its record says why. SIGTERM or SIGINT sent to
-the runner stops the running step the same way and marks the others, so the caller can still
-write its report: ``on_change`` is called when the run starts, whenever a step changes state,
-and once more after such a stop.
+the runner (from the moment ``run_all`` starts, the caller's setup included) stops the running
+step the same way and marks the others, so the caller can still write its report:
+``on_change`` is called when the run starts, whenever a step changes state, and once more after
+such a stop.
 """
 from __future__ import annotations
 
@@ -94,13 +95,17 @@ class StepRunner:
     def record(self, name: str) -> Record:
         return next(r for r in self.records if r.step.name == name)
 
-    def run_all(self) -> bool:
+    def run_all(self, setup: Callable[[], None] | None = None) -> bool:
         """Every step in order. True when each was run or skipped, False when a signal
         stopped the run (``stopped_by`` holds it; the running step was killed, the steps
-        after it are marked "not run")."""
+        after it are marked "not run"). ``setup``: what the steps need made first (their data,
+        say), run once the signals are caught and the first report is written, so that a stop
+        while it runs is reported like one during a step."""
         previous = self._catch_signals()
         try:
             self._changed()
+            if setup is not None:
+                setup()
             for record in self.records:
                 self._run_step(record)
         except Stopped as stop:

@@ -66,3 +66,24 @@ def test_failures_and_the_budget_skip_with_their_reason(tmp_path):
     assert cut.state == "timed out" and "(what was left of the budget)" in cut.detail
     assert late.status().startswith("skipped: budget spent (")
     assert runner.elapsed() < 10
+
+
+def test_a_signal_during_the_setup_stops_the_run_with_a_report(tmp_path):
+    """Issue 18: the caller's setup runs with the signals caught, after the first report."""
+    import os
+    import signal
+
+    seen = []
+
+    def setup():
+        seen.append("setup")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal's handler ends this
+
+    runner = StepRunner([Step("a", PASS, limit=30), Step("b", PASS, limit=30)], tmp_path,
+                        budget=60, on_change=lambda r: seen.append([x.state for x in r.records]))
+    assert not runner.run_all(setup=setup)
+    assert runner.stopped_by == signal.SIGTERM
+    assert seen == [["pending", "pending"], "setup", ["not run", "not run"]]
+    assert runner.records[0].status() == "not run: SIGTERM to the runner"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handed back
