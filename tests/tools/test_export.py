@@ -3,6 +3,8 @@ carries its input size and class names, comes out byte-identical twice, and dete
 with the .pt's boxes."""
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 import pytest
@@ -20,22 +22,44 @@ onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install on
 onnxruntime = pytest.importorskip("onnxruntime",
                                   reason="onnxruntime is not installed (pip install onnxruntime)")
 export = pytest.importorskip("tools.export")
+MICRO_CONVS = 11  # the conv layers of tests/data/micro.cfg
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def _model(bn_gain: float = 1.0) -> Darknet:
+    """The micro model with trained-looking batch-norm statistics, so the decode sees varied
+    values; ``bn_gain`` scales the batch-norm weights: at 3 its activations grow layer by layer
+    as a trained model's do, and torch and onnxruntime part by ~1e-4 px, as they do on the
+    default run's bf16-trained best.pt (issue 27)."""
     torch.manual_seed(0)
     model = Darknet(MICRO_CFG)
-    with torch.no_grad():  # trained-looking statistics, so the decode sees varied values
+    with torch.no_grad():
         for block in model.module_list:
             if hasattr(block, "BatchNorm2d"):
                 block.BatchNorm2d.running_mean.uniform_(-0.2, 0.2)
                 block.BatchNorm2d.running_var.uniform_(0.5, 2.0)
+                block.BatchNorm2d.weight.mul_(bn_gain)
+    return model.eval()
+
+
+def _save(model, path):
     ckpt = weights_checkpoint(model, list(CLASS_NAMES))
     ckpt["img_size"] = 64
-    path = tmp_path_factory.mktemp("export") / "micro.pt"
     atomic_torch_save(ckpt, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return _save(_model(), tmp_path_factory.mktemp("export") / "micro.pt")
+
+
+@pytest.fixture(scope="module")
+def trained_looking(tmp_path_factory):
+    """A checkpoint whose outputs carry a trained model's rounding (see ``_model``), its model
+    and its ONNX file."""
+    model, folder = _model(bn_gain=3.0), tmp_path_factory.mktemp("export")
+    (folder / "trained.onnx").write_bytes(export.onnx_bytes(model, 64, {}))
+    return _save(model, folder / "trained.pt"), model, folder / "trained.onnx"
 
 
 def _export(checkpoint, out, *extra):
@@ -55,8 +79,55 @@ def test_parity_metadata_and_identical_bytes(checkpoint, tmp_path, capsys):
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 64]
     from utils.engine.checkpoint import load_inference_model
     torch_model, _ = load_inference_model(checkpoint)
-    box, score = export.largest_difference(torch_model.eval(), first, export.parity_input(64))
-    assert box <= 1e-4 and score <= 1e-4
+    result = export.parity(torch_model.eval(), first, export.parity_input(64))
+    assert result["ok"] and result["box"] <= 1e-4 and result["score"] <= 1e-4
+
+
+def test_a_missing_output_folder_is_made(checkpoint, tmp_path, capsys):
+    """Issue 12: export to missing_dir/m.onnx raised FileNotFoundError."""
+    out = tmp_path / "missing" / "deeper" / "m.onnx"
+    assert _export(checkpoint, out) == 0
+    assert out.is_file() and f"made folder {out.parent}" in capsys.readouterr().out
+
+
+def test_a_trained_looking_model_passes_its_parity_check(trained_looking, tmp_path, capsys):
+    """Issue 27: the default run's bf16-trained best.pt failed its own check, "largest
+    difference 0.00061 in box coordinates (pixels) ... tolerance 0.0001: EXCEEDED": two fp32
+    implementations of the same convolutions part by more than 1e-4 px on boxes of hundreds
+    of pixels. Measured here, on this model: ~2e-4 px."""
+    path, model, _ = trained_looking
+    assert len([b for b in model.module_list if hasattr(b, "Conv2d")]) == MICRO_CONVS
+    assert _export(path, tmp_path / "m.onnx") == 0
+    printed = capsys.readouterr().out
+    assert "<= 1e-05 x max(|value|, 64 px) for boxes" in printed
+    assert printed.rstrip().endswith(": ok")
+
+
+def _perturb_conv(index: int):
+    def perturb(model):
+        conv = [b.Conv2d for b in model.module_list if hasattr(b, "Conv2d")][index]
+        conv.weight.view(-1)[0] += 1e-3
+    return perturb
+
+
+def _swap_anchors(model):
+    head = model.heads[0]
+    head.anchors.copy_(head.anchors.flip(0))
+
+
+@pytest.mark.parametrize("divergence", [*map(_perturb_conv, range(MICRO_CONVS)), _swap_anchors],
+                         ids=[*(f"conv{i}+1e-3" for i in range(MICRO_CONVS)), "anchors-swapped"])
+def test_a_real_divergence_fails_the_parity_check(trained_looking, divergence):
+    """The tolerance stays tight enough for a wrong layer or a wrong decode: one weight of any
+    conv off by 1e-3 (the weakest, conv 3's, moves the outputs by 1.5e-5 of the scale), or the
+    anchors in another order, between the ONNX file and the torch model."""
+    _, model, onnx_file = trained_looking
+    assert export.parity(model, onnx_file, export.parity_input(64))["ok"]
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        divergence(changed)
+    result = export.parity(changed, onnx_file, export.parity_input(64))
+    assert not result["ok"], result
 
 
 def test_detect_on_onnx_gives_the_boxes_of_the_checkpoint(checkpoint, tmp_path):
@@ -69,7 +140,7 @@ def test_detect_on_onnx_gives_the_boxes_of_the_checkpoint(checkpoint, tmp_path):
         out = detect.main(detect.get_args_parser().parse_args(
             ["--weights", str(weights), "--source", str(tmp_path / "img.png"), "--save-txt",
              "--save-conf", "--conf-thres", "0.001", "--project", str(tmp_path / weights.suffix)]))
-        rows[weights.suffix] = np.loadtxt(out / "img.txt", ndmin=2)
+        rows[weights.suffix] = np.loadtxt(out / "labels" / "img.txt", ndmin=2)
     assert len(rows[".pt"]) > 0
     np.testing.assert_allclose(rows[".onnx"], rows[".pt"], rtol=0, atol=2e-5)
 
