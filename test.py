@@ -6,12 +6,18 @@ numbers (equal to pycocotools' COCOeval), then P, R, mAP@0.5 and mAP@0.5:0.95 pe
     python test.py --weights yolov3.weights --cfg cfg/yolov3.cfg --data my.data
     python test.py --weights best.pt --bootstrap 1000     # + a 95% interval over the images
     python test.py --weights a/best.pt --compare b/best.pt  # B - A on the same images
+    python test.py --weights yolov3.weights --cfg cfg/yolov3.cfg --data my.data --plots-dir out
 
 --bootstrap N resamples the evaluated images with replacement N times (seeded by --seed) and
 prints a bias-corrected percentile 95% interval of each COCO number beside it: the validation
 set's own sampling noise. --compare evaluates a second model on the same images and gives
 B - A of each number with a paired-bootstrap interval (one resample of the images for both)
 and a verdict.
+
+Plots (on by default for weights in a run folder, RUN/weights/*.pt, written into RUN/; else
+--plots writes them beside the weights, --plots-dir DIR into DIR): PR_curve.png (with the
+--bootstrap band), F1_curve.png, P_curve.png, R_curve.png, confusion_matrix.png,
+confusion_matrix_normalized.png and confusion_matrix.csv; with --compare, A's.
 
 train.py evaluates with the same function and loader settings, so both give the same numbers
 for the same weights; a --repro run is evaluated under its own determinism settings.
@@ -32,13 +38,20 @@ from models.darknet_weights import is_darknet_weights
 from utils.base.device import add_device_argument, select_device
 from utils.base.errors import InputError, WeightsError, counted, run_script
 from utils.base.host_memory import retain_freed_memory
-from utils.base.repro import configure_determinism
+from utils.base.repro import configure_determinism, state_fingerprint
 from utils.core.bootstrap import coco_bootstrap, paired_coco_bootstrap
 from utils.core.significance import verdict_sentence
 from utils.data.coco_json import empty_detections_message, ground_truth_json
 from utils.data.data_config import prepare_data
 from utils.data.datasets import YoloDataset, create_dataloader
 from utils.engine.checkpoint import check_img_size, load_inference_model
+from utils.engine.eval_plots import (
+    footer_text,
+    plots_folder,
+    run_folder_of,
+    run_record,
+    write_eval_plots,
+)
 from utils.engine.evaluation import EvalResult, evaluate, format_table, make_val_dataset
 from utils.engine.precision import PRECISIONS, autocast_factory, checkpoint_autocast
 
@@ -87,6 +100,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the bootstrap's resamples (the same seed, the same "
                              "interval) (default: 0)")
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=None,
+                        help="write the PR, F1/P/R-confidence and confusion-matrix plots "
+                             "(default: on for weights in a run folder, RUN/weights/*.pt, "
+                             "written into RUN/; else off, and --plots writes them beside the "
+                             "weights)")
+    parser.add_argument("--plots-dir", default=None, metavar="DIR",
+                        help="write the plots into DIR (implies --plots)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -125,7 +145,20 @@ def main(args: argparse.Namespace) -> EvalResult:
         differences = paired_coco_bootstrap(a.result.matches, b.result.matches, resamples,
                                             args.seed)
         print(format_comparison(differences, resamples, args.seed))
+    folder = plots_folder(args.weights, args.plots, args.plots_dir)
+    if folder is not None:
+        write_plots(args, a, folder)
     return a.result
+
+
+def write_plots(args: argparse.Namespace, a: Evaluated, folder: Path) -> None:
+    """A's evaluation plots into ``folder``, each with the weights' fingerprint, the run's seed
+    and commit (from its run folder) at its foot."""
+    commit = run_record(run_folder_of(args.weights)).get("commit")
+    footer = footer_text(a.fingerprint, a.seed, commit, Path(args.weights).name)
+    written = write_eval_plots(a.result, folder, footer,
+                               bootstrap=(args.bootstrap, args.seed) if args.bootstrap else None)
+    print(f"plots of {args.weights} in {folder}: {', '.join(p.name for p in written)}")
 
 
 @dataclass
@@ -137,6 +170,8 @@ class Evaluated:
     data_path: str
     img_size: int
     detections: list | None  # COCO result records, with --save-json
+    fingerprint: str = ""  # of the weights evaluated (before --fuse)
+    seed: int | None = None  # the training's, when the checkpoint records it
 
 
 def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.device,
@@ -160,6 +195,7 @@ def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.devic
     check_img_size(img_size, model)
     single_cls, names = class_setup(setup, model, meta, data)
     autocast = precision_setup(args, meta, device)
+    fingerprint = state_fingerprint(model.state_dict())
     if args.fuse:
         model.fuse()
     model.to(device, memory_format=torch.channels_last)  # as in training: the same bits
@@ -177,7 +213,8 @@ def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.devic
         raise InputError("B was evaluated on other images than A (its checkpoint names other "
                          "data, or --data differs): a paired comparison needs the same images",
                          weights)
-    return Evaluated(result, dataset, names, str(data.path), img_size, detections)
+    return Evaluated(result, dataset, names, str(data.path), img_size, detections, fingerprint,
+                     run_args.get("seed"))
 
 
 def save_json(args: argparse.Namespace, a: Evaluated) -> None:

@@ -1,5 +1,5 @@
 """test.py: the class setup (--single-cls, the checkpoint's own), --precision, darknet files,
---bootstrap and --compare.
+--bootstrap, --compare and the plots (--plots, --plots-dir, a run folder's by default).
 
 Checkpoints here are untrained micro models written as weights checkpoints with the run
 metadata test.py reads, so no test trains."""
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import test as test_script
 from models import Darknet
@@ -17,6 +18,7 @@ from models.darknet_weights import save_darknet_weights
 from tests.helpers import MICRO_CFG
 from utils.base.atomic_io import atomic_torch_save
 from utils.base.errors import InputError
+from utils.base.repro import state_fingerprint
 from utils.engine.checkpoint import weights_checkpoint
 
 
@@ -214,3 +216,49 @@ def test_an_ultralytics_checkpoint_is_named_as_such(tiny_data, tmp_path, monkeyp
     with pytest.raises(InputError, match="an ultralytics checkpoint") as err:
         _test("--weights", path, "--data", tiny_data)
     assert "this trainer reads" in str(err.value)
+
+
+def _run_folder(tmp_path: Path, data: Path) -> Path:
+    """RUN/weights/best.pt as train.py leaves it, with RUN/repro.yaml (seed 5, a commit)."""
+    run = tmp_path / "exp"
+    (run / "weights").mkdir(parents=True)
+    (run / "repro.yaml").write_text(yaml.safe_dump(
+        {"options": {"seed": 5}, "environment": {"git_commit": "0123456789abcdef"}}))
+    weights = _checkpoint(run / "weights" / "best.pt", data, 4)
+    ckpt = torch.load(weights, weights_only=False)
+    ckpt["args"]["seed"] = 5
+    atomic_torch_save(ckpt, weights)
+    return weights
+
+
+def test_plots_go_into_the_run_folder_by_default_and_nowhere_else(tiny_data, tmp_path, capsys):
+    loose = _checkpoint(tmp_path / "m.pt", tiny_data, 4)
+    _test("--weights", loose)
+    assert not list(tmp_path.rglob("*.png")) and "plots of" not in capsys.readouterr().out
+    weights = _run_folder(tmp_path, tiny_data)
+    _test("--weights", weights)
+    run = weights.parent.parent
+    assert f"plots of {weights} in {run}: PR_curve.png, F1_curve.png" in capsys.readouterr().out
+    names = ["F1_curve.png", "PR_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.csv",
+             "confusion_matrix.png", "confusion_matrix_normalized.png"]
+    assert sorted(p.name for p in run.iterdir() if p.is_file() and p.name != "repro.yaml") \
+        == names
+    assert sorted(tmp_path.rglob("*.png")) == sorted(run.glob("*.png"))
+
+
+def test_plot_options_and_the_footers_record(tiny_data, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(test_script, "write_eval_plots",
+                        lambda result, folder, footer, bootstrap: calls.append(
+                            (folder, footer, bootstrap)) or [])
+    loose = _checkpoint(tmp_path / "m.pt", tiny_data, 4)
+    _test("--weights", loose, "--plots")
+    _test("--weights", loose, "--plots-dir", tmp_path / "d")
+    weights = _run_folder(tmp_path, tiny_data)
+    _test("--weights", weights, "--no-plots")
+    _test("--weights", weights, "--bootstrap", 7, "--seed", 2)
+    assert [c[0] for c in calls] == [tmp_path, tmp_path / "d", weights.parent.parent]
+    fingerprint = state_fingerprint(torch.load(weights, weights_only=False)["model"])
+    assert calls[0][1] == f"weights {state_fingerprint(torch.load(loose)['model'])} | m.pt"
+    assert calls[2][1] == f"weights {fingerprint} | seed 5 | commit 0123456789 | best.pt"
+    assert calls[2][2] == (7, 2) and calls[0][2] is None

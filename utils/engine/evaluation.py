@@ -37,7 +37,8 @@ class ClassResult:
 class EvalResult:
     """P, R and F1 at the best-F1 threshold; mAP@0.5 and mAP@0.5:0.95 are COCO's AP50 and AP;
     ``coco`` holds all 12 COCO numbers by name; ``matches`` the per-image matching they come
-    from (what an image bootstrap resamples)."""
+    from (what an image bootstrap resamples); ``names`` every class the model scores;
+    ``per_image`` each image's boxes and ground truth (what a confusion matrix counts)."""
     precision: float = 0.0
     recall: float = 0.0
     map50: float = 0.0
@@ -49,6 +50,8 @@ class EvalResult:
     images: int = 0
     labels: int = 0
     matches: MatchTable | None = field(default=None, repr=False)
+    names: list[str] = field(default_factory=list)
+    per_image: list[ImageDetections] = field(default_factory=list, repr=False)
 
 
 def make_val_dataset(data, img_size: int, batch_size: int, single_cls: bool = False,
@@ -125,7 +128,8 @@ def as_one_class(detections: torch.Tensor) -> torch.Tensor:
 
 def _result(metrics, records: list[ImageDetections], names: list[str], losses) -> EvalResult:
     result = EvalResult(images=len(records), labels=int(sum(len(r.gt_classes) for r in records)),
-                        coco=metrics.named(), matches=metrics.table)
+                        coco=metrics.named(), matches=metrics.table, names=list(names),
+                        per_image=records)
     if losses is not None:
         result.losses = tuple(float(v) for v in losses)
     if len(metrics.classes):
