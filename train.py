@@ -7,7 +7,8 @@
     torchrun --nproc_per_node 2 train.py --device cpu --repro   # DDP; --batch-size is global
 
 Each run writes runs/train/<name>/: results.txt, results.png, weights/last.pt, weights/best.pt,
-opt.yaml, hyp.yaml, repro.yaml, train_batch0.jpg, val_predictions.jpg.
+opt.yaml, hyp.yaml, repro.yaml, train_batch0.jpg, val_predictions.jpg, labels.jpg, and the last
+epoch's evaluation plots (PR_curve.png, F1/P/R_curve.png, confusion_matrix*.png and .csv).
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from utils.base.errors import run_script
 from utils.base.repro import state_fingerprint
 from utils.engine.checkpoint import training_checkpoint
 from utils.engine.distributed import barrier, shutdown
-from utils.engine.evaluation import evaluate
+from utils.engine.eval_plots import plots_after_training, write_labels_plot
+from utils.engine.evaluation import EvalResult, evaluate
+from utils.engine.loggers import RunLogs
 from utils.engine.loop import EpochStats, NonFiniteLoss, Training, fitness, train_one_epoch
 from utils.engine.options import options_parser, resolve_options
 from utils.engine.restart import restart_if_needed
@@ -43,14 +46,20 @@ def main(args: argparse.Namespace, restart: bool = False) -> Path:
         restart_if_needed(options)
     training = build_training(options, ckpt, run_dir)
     plan, log = training.plan, training.log
-    done_epoch = training.start_epoch - 1
+    logs = RunLogs(training, log) if training.dist.is_main else None
+    if ckpt is None and training.dist.is_main:
+        write_labels_plot(training)  # a new run's training labels: labels.jpg
+    done_epoch, last_result = training.start_epoch - 1, None
     signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.time()
+    status = "FAILED"
     try:
         for epoch in range(training.start_epoch, plan.last_epoch + 1):
-            train_epoch(training, epoch)
+            last_result = train_epoch(training, epoch, logs)
             done_epoch = epoch
+        status = "FINISHED"
     except KeyboardInterrupt:
+        status = "KILLED"
         log(f"\nInterrupted during epoch {done_epoch + 1}. Kept results.txt and "
             f"weights/last.pt through epoch {done_epoch}. Resume with:\n"
             f"  python train.py --resume {training.run_dir}")
@@ -61,30 +70,40 @@ def main(args: argparse.Namespace, restart: bool = False) -> Path:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         shutdown(training.dist)
-    if training.lines and training.dist.is_main:
-        plot_results(training.run_dir / "results.txt", training.run_dir / "results.png")
+        if training.lines and training.dist.is_main:
+            plot_results(training.run_dir / "results.txt", training.run_dir / "results.png")
+        if logs:
+            logs.finish(training.run_dir, status)
+    if training.dist.is_main:
+        log(plots_after_training(training, last_result, done_epoch))
     minutes = (time.time() - started) / 60
     log(f"Epochs {training.start_epoch}..{done_epoch} done in {minutes:.1f} min. Results in "
         f"{training.run_dir}")
     return training.run_dir
 
 
-def train_epoch(training: Training, epoch: int) -> None:
+def train_epoch(training: Training, epoch: int, logs: RunLogs | None = None
+                ) -> EvalResult | None:
     """One epoch of training, then (rank 0) its evaluation, fingerprint, results and
-    checkpoints; the other processes wait at the barrier."""
+    checkpoints; the other processes wait at the barrier. Returns the evaluation (rank 0, an
+    evaluated epoch), else None."""
     training.train_loader.batch_sampler.set_epoch(epoch)
     stats = train_one_epoch(training.train_model, training.ema, training.optimizer,
                             training.train_loader, training.plan.device, epoch,
                             training.settings.hyp["lr0"] * training.lr_factor(epoch),
                             training.settings, training.scaler)
+    lrs = [group["lr"] for group in training.optimizer.param_groups]  # the epoch's last step's
     training.scheduler.step()
-    if training.dist.is_main:
-        end_of_epoch(training, epoch, stats)
+    result = end_of_epoch(training, epoch, stats, logs, lrs) if training.dist.is_main else None
     barrier(training.dist)
+    return result
 
 
-def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
-    """Evaluate the EMA, fingerprint the raw weights, append to results.txt, save checkpoints."""
+def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLogs | None = None,
+                 lrs: list[float] | None = None) -> EvalResult | None:
+    """Evaluate the EMA, fingerprint the raw weights, append to results.txt, save checkpoints,
+    then log the epoch (after the checkpoint, so a resume never finds an epoch logged that the
+    checkpoint does not hold). Returns the evaluation (None: not evaluated)."""
     plan, run_dir = training.plan, training.run_dir
     options = plan.options
     final = epoch == plan.epochs - 1
@@ -97,7 +116,8 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
                           autocast=training.settings.autocast)
     eval_seconds = time.perf_counter() - eval_started
     fingerprint = state_fingerprint(training.model.state_dict())
-    training.lines.append(format_line(epoch, plan.epochs, _row(stats, result), fingerprint))
+    row = _row(stats, result)
+    training.lines.append(format_line(epoch, plan.epochs, row, fingerprint))
     score = fitness(result.map50, result.map50_95) if result else -1.0
     is_best = score > training.best_fitness
     training.best_fitness = max(training.best_fitness, score)
@@ -109,6 +129,8 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
             if is_best:
                 atomic_same_file(run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt")
         write_results(run_dir / "results.txt", training.lines)
+    if logs:
+        logs.epoch(run_dir, epoch, row, fingerprint, lrs or [])
     summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map50_95:.4f}"
                if result else "not evaluated (--notest)")
     # Times go to the log only: results.txt holds what two identical runs share.
@@ -117,6 +139,7 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats) -> None:
         timing += f", eval {eval_seconds:.1f} s"
     training.log(f"epoch {epoch}/{plan.epochs - 1}: loss {stats.losses['total']:.5f}, "
                  f"{summary}, fingerprint {fingerprint}; {timing}")
+    return result
 
 
 def _raise_interrupt(_signum, _frame):

@@ -32,7 +32,9 @@ pytestmark = pytest.mark.slow
 def test_smoke_training_writes_its_files(tiny_data, tmp_path):
     run = run_train(tiny_data, tmp_path)
     for name in ("results.txt", "results.png", "opt.yaml", "hyp.yaml", "repro.yaml",
-                 "train_batch0.jpg", "val_predictions.jpg", "weights/last.pt", "weights/best.pt"):
+                 "train_batch0.jpg", "val_predictions.jpg", "weights/last.pt", "weights/best.pt",
+                 "results.csv", "labels.jpg", "PR_curve.png", "F1_curve.png",
+                 "confusion_matrix.png", "confusion_matrix.csv"):
         assert (run / name).is_file(), name
     lines = (run / "results.txt").read_text().splitlines()
     assert lines[0].startswith("#") and lines[0][1:].split() == list(COLUMNS)
@@ -164,7 +166,7 @@ def test_detect_writes_images_and_labels(tiny_data, tmp_path, capsys):
     images = sorted(source.glob("*.png"))
     assert sorted(p.stem for p in out.glob("*.jpg")) == [p.stem for p in images]
     rows = np.array([line.split() for p in images
-                     for line in (out / f"{p.stem}.txt").read_text().splitlines()], float)
+                     for line in (out / "labels" / f"{p.stem}.txt").read_text().splitlines()], float)
     assert len(rows) and set(rows[:, 0].astype(int)) <= {0, 1, 2, 3}
     assert ((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1)).all() and (rows[:, 5] >= 0.0001).all()
     printed = capsys.readouterr().out

@@ -137,7 +137,8 @@ def training_checkpoint(training, epoch: int) -> dict:
             "num_classes": model.num_classes, "names": training.names,
             "data": plan.options.data, "img_size": plan.options.img_size,
             "upsample": model.upsample_mode, "best_fitness": training.best_fitness,
-            "results": training.lines, "digests": training.digests}
+            "results": training.lines, "digests": training.digests,
+            "logs": dict(training.log_state)}
 
 
 def restore_training(training, ckpt: dict) -> None:
@@ -153,6 +154,7 @@ def restore_training(training, ckpt: dict) -> None:
     set_rng_state(ckpt["rng"])
     training.start_epoch = ckpt["epoch"] + 1
     training.best_fitness, training.lines = ckpt["best_fitness"], list(ckpt["results"])
+    training.log_state = dict(ckpt.get("logs") or {})  # none in checkpoints from before logs
 
 
 def weights_checkpoint(model: Darknet, names: list[str] | None = None, source: str = "") -> dict:

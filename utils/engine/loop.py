@@ -107,6 +107,7 @@ class Training:
     start_epoch: int = 0
     best_fitness: float = -1.0
     lines: list[str] = field(default_factory=list)
+    log_state: dict = field(default_factory=dict)  # what the experiment logs keep (MLflow's id)
 
 
 @dataclass

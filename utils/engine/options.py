@@ -30,7 +30,7 @@ PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "s
                     "compile", "sync_bn", "weights", "project", "name")
 # Options a resume honours from the command line: none of them changes the training's bits.
 HONOURED_ON_RESUME = ("device", "quiet", "stop_after", "workers", "notest", "nosave",
-                      "cache_images")
+                      "cache_images", "tb", "mlflow")
 # A new run's values of the options that have one. They parse to None when not given, so a
 # resume tells "given" from "not given" whatever the value: `--resume RUN --epochs 17` asks for
 # 17 epochs even though 17 is the default, and is refused when the run has another count.
@@ -96,6 +96,12 @@ def options_parser() -> argparse.ArgumentParser:
                         "counted in that epoch's time; other bits than an eager run, the same "
                         "bits run to run and across a resume (docs/speed.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tb", action=argparse.BooleanOptionalAction, default=True,
+                   help="TensorBoard event files in the run folder (tensorboard --logdir "
+                        "runs/train); --no-tb: none (default: on)")
+    p.add_argument("--mlflow", action="store_true",
+                   help="log the run to MLflow: MLFLOW_TRACKING_URI, else a local mlruns/ "
+                        "folder (default: off)")
     return p
 
 
@@ -132,6 +138,8 @@ class RunOptions:
     augment: bool
     amp: bool | None
     quiet: bool
+    tb: bool = True
+    mlflow: bool = False
     compile: bool = False
 
     def as_dict(self) -> dict[str, Any]:

@@ -39,8 +39,20 @@ def format_line(epoch: int, epochs: int, values: dict[str, float], fingerprint: 
 
 
 def write_results(path: str | Path, lines: list[str]) -> None:
-    """Rewrite the whole file atomically: header, then one line per finished epoch."""
+    """Rewrite the whole file atomically: header, then one line per finished epoch; and
+    results.csv beside it, the same columns and numbers for a spreadsheet or pandas."""
     atomic_write_text(path, "\n".join([HEADER, *lines]) + "\n")
+    atomic_write_text(Path(path).with_suffix(".csv"), results_csv(lines))
+
+
+def results_csv(lines: list[str]) -> str:
+    """results.txt's lines as CSV: a header of :data:`COLUMNS`, the epoch as a number, every
+    other cell as results.txt writes it (``repr`` of the float: full precision)."""
+    out = [",".join(COLUMNS)]
+    for line in lines:
+        cells = line.split()
+        out.append(",".join([cells[0].split("/")[0], *cells[1:]]))
+    return "\n".join(out) + "\n"
 
 
 def read_results(path: str | Path) -> list[EpochResult]:
