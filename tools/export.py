@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from models.onnx_model import is_onnx_file
-from utils.base.errors import InputError, report_input_error
+from utils.base.errors import InputError, counted, report_input_error
 from utils.data.data_config import read_names
 from utils.engine.checkpoint import check_img_size, load_inference_model
 
@@ -133,9 +133,11 @@ def main(args: argparse.Namespace) -> int:
     names = read_names(Path(args.names)) if args.names else meta.get("names")
     names = names or [str(i) for i in range(model.num_classes)]
     if len(names) != model.num_classes:
-        raise InputError(f"{len(names)} class names for a model of {model.num_classes} classes",
+        raise InputError(f"{counted(len(names), 'class name')} for a model of "
+                         f"{counted(model.num_classes, 'class')}",
                          args.names or args.weights)
-    img_size = args.img_size or meta.get("img_size") or 416
+    # 0 is refused by check_img_size, not replaced by the training size.
+    img_size = args.img_size if args.img_size is not None else meta.get("img_size") or 416
     check_img_size(img_size, model)
     model.eval()
     digest = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()
@@ -149,7 +151,7 @@ def main(args: argparse.Namespace) -> int:
     tmp.write_bytes(onnx_bytes(model, img_size, metadata))
     os.replace(tmp, output)
     result = parity(model, output, parity_input(img_size))
-    print(f"wrote {output} ({img_size} px, {len(names)} classes, opset {OPSET})")
+    print(f"wrote {output} ({img_size} px, {counted(len(names), 'class')}, opset {OPSET})")
     print(parity_line(result, img_size))
     return 0 if result["ok"] else 1
 

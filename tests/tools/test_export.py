@@ -159,3 +159,13 @@ def test_a_foreign_onnx_file_is_refused(tmp_path):
     path.write_bytes(b"garbage")
     with pytest.raises(WeightsError):
         onnx_model.read_metadata(path)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--img-size", "0"], "--img-size 0: must be a positive multiple of 32"),
+    (["--cfg", str(MICRO_CFG)], "--cfg applies to darknet weights files"),
+])
+def test_options_are_used_or_refused_never_replaced(checkpoint, tmp_path, extra, message):
+    with pytest.raises(InputError, match=message):
+        _export(checkpoint, tmp_path / "m.onnx", *extra)
+    assert not (tmp_path / "m.onnx").exists()
