@@ -1,19 +1,23 @@
-"""Draw a model's detections on images or video frames.
+"""Draw a model's detections on images, videos, a webcam or a stream.
 
     python detect.py --weights runs/train/exp/weights/best.pt --source data/shapes/images/val
     python detect.py --weights yolov3.weights --cfg cfg/yolov3.cfg --source "photos/*.jpg"
-
+    python detect.py --weights best.pt --source 0                        # webcam 0
+    python detect.py --weights best.pt --source rtsp://host/stream       # rtsp, rtmp, http(s)
+    python detect.py --weights best.pt --source sources.txt --save-crop --save-csv
     python detect.py --weights best.onnx --source data/shapes/images/val   # via onnxruntime
 
-Annotated files go to runs/detect/<name>/ (exp, exp2, ...), one per source file (``a.png`` and
-``a.jpg`` become ``a_png.jpg`` and ``a_jpg.jpg``); --save-txt adds YOLO label files (5 columns,
-the format training reads; --save-conf adds the score as a 6th). An unreadable image is skipped
-with its reason and the run ends with exit status 2 after the others are done.
+Annotated files go to runs/detect/<name>/ (exp, exp2, ...), one per image or frame (``a.png``
+and ``a.jpg`` become ``a_png.jpg`` and ``a_jpg.jpg``); --save-txt adds YOLO label files in
+labels/ (5 columns, the format training reads; --save-conf adds the score as a 6th),
+--save-crop each box in crops/<class>/, --save-csv predictions.csv. An unreadable image is
+skipped with its reason; a stream that cannot be opened or stops keeps what it sent; either
+way the run ends with exit status 2 after the others are done.
 """
 from __future__ import annotations
 
 import argparse
-import glob
+import csv
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -27,66 +31,16 @@ from utils.base.errors import ImageError, InputError, counted, run_script
 from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
 from utils.core.nms import highest_score, non_max_suppression
 from utils.data.augment import letterbox, resize_longest_side
-from utils.data.data_config import IMAGE_SUFFIXES, read_names
-from utils.data.image_io import load_image
+from utils.data.data_config import read_names
 from utils.data.inputs import to_model_input
 from utils.data.plots import draw_box
+from utils.data.sources import frames, list_sources, output_stems
 from utils.engine.checkpoint import check_img_size, load_inference_model
 from utils.engine.precision import PRECISIONS, autocast_factory, forward_context
 from utils.engine.run_record import next_run_dir
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # uint8 [1, 3, S, S] RGB letterboxed image -> decoded predictions [1, N, 5 + C] float32
 Predictor = Callable[[torch.Tensor], torch.Tensor]
-
-
-def list_sources(source: str) -> list[Path]:
-    """An image or video file, a folder (sorted), or a glob pattern."""
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                       + VIDEO_SUFFIXES)
-    elif path.is_file():
-        files = [path]
-    else:
-        files = sorted(Path(p) for p in glob.glob(source))
-    if not files:
-        raise InputError(f"--source {source}: no images or videos found")
-    return files
-
-
-def output_stems(files: list[Path]) -> dict[Path, str]:
-    """A distinct output name for each source: its stem, or ``stem_suffix`` when two sources
-    share a stem (``a.png``, ``a.jpg``), then a counter when even that repeats (the same name
-    in two folders of a glob), so no result overwrites another."""
-    stems = Counter(p.stem for p in files)
-    names = {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
-             for p in files}
-    taken: Counter = Counter()
-    repeats = Counter(names.values())
-    for p in files:
-        if repeats[names[p]] > 1:
-            taken[names[p]] += 1
-            names[p] = f"{names[p]}_{taken[names[p]]}"
-    return names
-
-
-def frames(path: Path, stem: str):
-    """Yield (name, BGR frame) for an image file or every frame of a video."""
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        capture = cv2.VideoCapture(str(path))
-        if not capture.isOpened():
-            raise ImageError("OpenCV cannot open this video", path)
-        index = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            yield f"{stem}_{index:06d}", frame
-            index += 1
-        capture.release()
-    else:
-        yield stem, load_image(path)
 
 
 def torch_predictor(model, device: torch.device, autocast=None) -> Predictor:
@@ -100,7 +54,8 @@ def torch_predictor(model, device: torch.device, autocast=None) -> Predictor:
 
 
 def detect_frame(predict: Predictor, frame, img_size: int, conf_thres: float,
-                 iou_thres: float, classes: list[int] | None) -> tuple[torch.Tensor, float]:
+                 iou_thres: float, classes: list[int] | None, agnostic: bool = False,
+                 max_det: int = 300) -> tuple[torch.Tensor, float]:
     """Detections [n, 6] (x1, y1, x2, y2 in the frame's pixels, score, class), and the highest
     score of any box before the threshold (what to say when nothing passes it). The frame is
     resized and letterboxed exactly as test.py and training see an image."""
@@ -109,7 +64,7 @@ def detect_frame(predict: Predictor, frame, img_size: int, conf_thres: float,
     tensor = torch.from_numpy(img[:, :, ::-1].transpose(2, 0, 1).copy())[None]
     prediction = predict(tensor)
     det = non_max_suppression(prediction, conf_thres, iou_thres, classes,
-                              multi_label=False)[0].cpu()
+                              multi_label=False, agnostic=agnostic, max_det=max_det)[0].cpu()
     det[:, :4] = letterbox_to_original(det[:, :4], resized.shape[1] / frame.shape[1], pad,
                                        frame.shape[:2])
     return det, highest_score(prediction[0])
@@ -146,6 +101,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iou-thres", type=float, default=0.6,
                         help="NMS IoU threshold (default: 0.6)")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep these only")
+    parser.add_argument("--agnostic-nms", action="store_true",
+                        help="one NMS over all classes: overlapping boxes of different classes "
+                             "suppress each other")
+    parser.add_argument("--max-det", type=int, default=300,
+                        help="at most this many detections a frame (default: 300)")
     add_device_argument(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="arithmetic of the forward pass (default: the checkpoint's)")
@@ -155,6 +115,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save-conf", action="store_true",
                         help="with --save-txt: add the score as a 6th column (such files are "
                              "results, not training labels)")
+    parser.add_argument("--save-crop", action="store_true",
+                        help="also write each detected box as an image, in crops/<class>/")
+    parser.add_argument("--save-csv", action="store_true",
+                        help="also write predictions.csv: one row per detection")
+    parser.add_argument("--line-thickness", type=int, default=1,
+                        help="box line thickness in pixels (default: 1)")
+    parser.add_argument("--hide-labels", action="store_true", help="draw boxes without names")
+    parser.add_argument("--hide-conf", action="store_true", help="draw names without scores")
     parser.add_argument("--project", default="runs/detect",
                         help="folder of result folders (default: runs/detect)")
     parser.add_argument("--name", default="exp",
@@ -206,10 +174,20 @@ def inference_size(args: argparse.Namespace, meta: dict) -> int:
     return args.img_size if args.img_size is not None else meta.get("img_size") or 416
 
 
-def main(args: argparse.Namespace) -> Path:
+def check_args(args: argparse.Namespace) -> None:
     if args.save_conf and not args.save_txt:
         raise InputError("--save-conf adds a column to the files --save-txt writes: add "
                          "--save-txt")
+    if args.max_det < 1:
+        raise InputError(f"--max-det {args.max_det}: must be at least 1")
+    if args.line_thickness < 1:
+        raise InputError(f"--line-thickness {args.line_thickness}: must be at least 1")
+
+
+def main(args: argparse.Namespace, detections: dict | None = None) -> Path:
+    """Detect on every source into a new result folder; returns it. ``detections``, when a
+    dict, receives each frame's detections [n, 6] (x1, y1, x2, y2, score, class) by name."""
+    check_args(args)
     predict, meta, num_classes = load_predictor(args)
     names = class_names(args, meta.get("names"), num_classes)
     img_size = inference_size(args, meta)
@@ -220,42 +198,83 @@ def main(args: argparse.Namespace) -> Path:
         raise InputError(f"--img-size {img_size}: this ONNX file takes {meta['img_size']} px "
                          "only (export again with --img-size)", args.weights)
     sources = list_sources(args.source)
-    out_dir = next_run_dir(args.project, args.name)
-    skipped = []
-    for path, stem in output_stems(sources).items():
-        try:
-            for name, frame in frames(path, stem):
-                det, best = detect_frame(predict, frame, img_size, args.conf_thres,
-                                         args.iou_thres, args.classes)
-                save_results(out_dir, name, frame, det, names, args, best)
-        except ImageError as err:
-            skipped.append(str(err))
-            print(f"skipped {err}")
+    out = DetectionWriter(next_run_dir(args.project, args.name), names, args)
+    failed = []
+    try:
+        for source, stem in output_stems(sources).items():
+            try:
+                for name, frame in frames(source, stem):
+                    det, best = detect_frame(predict, frame, img_size, args.conf_thres,
+                                             args.iou_thres, args.classes, args.agnostic_nms,
+                                             args.max_det)
+                    out.write(name, frame, det, best)
+                    if detections is not None:
+                        detections[name] = det
+            except ImageError as err:
+                failed.append(str(err))
+                print(f"{'stopped' if source.is_live else 'skipped'} {err}")
+    except KeyboardInterrupt:
+        print("stopped by the user")
+    finally:
+        out.close()
     if args.save_txt:
         print("labels: class x y w h (normalized)" + (", then the score" if args.save_conf
                                                        else ""))
-    print(f"Results saved to {out_dir}")
-    if skipped:
-        raise ImageError(f"{len(skipped)} of {len(sources)} sources could not be read "
-                         f"(results for the others are in {out_dir}): " + "; ".join(skipped))
-    return out_dir
+    print(f"Results saved to {out.folder}")
+    if failed:
+        raise ImageError(f"{len(failed)} of {len(sources)} sources could not be read to the end "
+                         f"(results for what was read are in {out.folder}): " + "; ".join(failed))
+    return out.folder
 
 
-def save_results(out_dir: Path, name: str, frame, det: torch.Tensor, names: list[str],
-                 args: argparse.Namespace, best: float) -> None:
-    """The annotated image, the label file if asked (in labels/, as the ultralytics tools write
-    them), and one line of counts; when nothing passed the threshold, the highest score."""
-    for x1, y1, x2, y2, score, cls in det.tolist():
-        draw_box(frame, (x1, y1, x2, y2), int(cls), f"{names[int(cls)]} {score:.2f}")
-    cv2.imwrite(str(out_dir / f"{name}.jpg"), frame)
-    if args.save_txt:
-        label = out_dir / "labels" / f"{name}.txt"
-        label.parent.mkdir(exist_ok=True)
-        label.write_text(label_text(det, frame.shape[:2], args.save_conf))
-    counts = Counter(names[c] for c in det[:, 5].int().tolist())
-    found = ", ".join(f"{n} {k}" for k, n in counts.items()) or (
-        f"nothing above --conf-thres {args.conf_thres} (highest score {best:.3g})")
-    print(f"{name}: {found}")
+class DetectionWriter:
+    """The result folder: annotated frames, and as asked labels/ (as the ultralytics tools
+    write them), crops/<class>/ and predictions.csv; one line of counts a frame."""
+
+    def __init__(self, folder: Path, names: list[str], args: argparse.Namespace):
+        self.folder, self.names, self.args = folder, names, args
+        self.csv_file = (folder / "predictions.csv").open("w", newline="") \
+            if args.save_csv else None
+        self.csv = csv.writer(self.csv_file) if self.csv_file else None
+        if self.csv:
+            self.csv.writerow(["frame", "class", "name", "score", "x1", "y1", "x2", "y2"])
+
+    def write(self, name: str, frame, det: torch.Tensor, best: float) -> None:
+        args = self.args
+        if args.save_crop:
+            self._crops(name, frame, det)
+        for x1, y1, x2, y2, score, cls in det.tolist():
+            label = "" if args.hide_labels else self.names[int(cls)] + (
+                "" if args.hide_conf else f" {score:.2f}")
+            draw_box(frame, (x1, y1, x2, y2), int(cls), label, args.line_thickness)
+            if self.csv:
+                self.csv.writerow([name, int(cls), self.names[int(cls)], f"{score:.5f}",
+                                   *(f"{v:.1f}" for v in (x1, y1, x2, y2))])
+        cv2.imwrite(str(self.folder / f"{name}.jpg"), frame)
+        if args.save_txt:
+            label_file = self.folder / "labels" / f"{name}.txt"
+            label_file.parent.mkdir(exist_ok=True)
+            label_file.write_text(label_text(det, frame.shape[:2], args.save_conf))
+        counts = Counter(self.names[c] for c in det[:, 5].int().tolist())
+        found = ", ".join(f"{n} {k}" for k, n in counts.items()) or (
+            f"nothing above --conf-thres {args.conf_thres} (highest score {best:.3g})")
+        print(f"{name}: {found}")
+
+    def _crops(self, name: str, frame, det: torch.Tensor) -> None:
+        """Each box cut from the frame before anything is drawn on it."""
+        height, width = frame.shape[:2]
+        for number, (x1, y1, x2, y2, _, cls) in enumerate(det.tolist()):
+            left, top = max(int(x1), 0), max(int(y1), 0)
+            right, bottom = min(int(round(x2)), width), min(int(round(y2)), height)
+            if right <= left or bottom <= top:
+                continue
+            folder = self.folder / "crops" / self.names[int(cls)]
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"{name}_{number}.jpg"), frame[top:bottom, left:right])
+
+    def close(self) -> None:
+        if self.csv_file:
+            self.csv_file.close()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from utils.base.atomic_io import atomic_torch_save
 from utils.base.errors import ImageError, InputError
 from utils.data.labels import parse_label_text
 from utils.data.shapes import CLASS_NAMES
+from utils.data.sources import Source, output_stems
 from utils.engine.checkpoint import weights_checkpoint
 
 
@@ -50,7 +51,7 @@ def test_same_stem_in_one_folder_keeps_both_results(weights, tmp_path):
 
 def test_output_stems_are_distinct_across_folders(tmp_path):
     files = [tmp_path / "x" / "a.png", tmp_path / "y" / "a.png", tmp_path / "a.jpg"]
-    stems = detect.output_stems(files)
+    stems = output_stems([Source("image", str(f)) for f in files])
     assert len(set(stems.values())) == 3
 
 
@@ -160,3 +161,91 @@ def test_an_onnx_file_runs_with_device_cpu_where_it_runs_anyway(weights, tmp_pat
     assert (out / "a.jpg").is_file()
     with pytest.raises(InputError, match="--device does not apply to an ONNX file"):
         _run(onnx_file, tmp_path / "a.png", tmp_path, "--device", "0")
+
+
+def _video(path, frames=3):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_a_source_list_reads_each_source_and_videos_frame_by_frame(weights, tmp_path):
+    _image(tmp_path / "a.png")
+    _video(tmp_path / "clip.avi")
+    listing = tmp_path / "sources.txt"
+    listing.write_text("a.png\n# a comment\n\nclip.avi\n")
+    out = _run(weights, listing, tmp_path)
+    assert sorted(p.name for p in out.glob("*.jpg")) == [
+        "a.jpg", "clip_000000.jpg", "clip_000001.jpg", "clip_000002.jpg"]
+
+
+def test_a_stream_that_stops_keeps_what_it_sent_and_exits_2(weights, tmp_path, monkeypatch):
+    """The stream path, fed by a video file opened the same way: its end is a stream that
+    stopped sending, said with the frames kept."""
+    from utils.data import sources
+    video = _video(tmp_path / "feed.avi", frames=2)
+    monkeypatch.setattr(sources, "list_sources", lambda _s: [Source("stream", str(video))])
+    monkeypatch.setattr(detect, "list_sources", lambda _s: [Source("stream", str(video))])
+    with pytest.raises(ImageError, match="the stream stopped sending frames after 2"):
+        _run(weights, "rtsp://camera/feed", tmp_path)
+    out = tmp_path / "out" / "exp"
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["stream_000000.jpg",
+                                                          "stream_000001.jpg"]
+
+
+def test_an_unreachable_stream_is_said_with_exit_2(weights, tmp_path):
+    # Port 9 on the loopback address: nothing listens there, the connection is refused.
+    with pytest.raises(ImageError, match="cannot open this stream"):
+        _run(weights, "http://127.0.0.1:9/live", tmp_path)
+
+
+def test_source_kinds_are_told_apart(tmp_path):
+    from utils.data.sources import list_sources
+    assert list_sources("0") == [Source("webcam", "0")]
+    assert list_sources("rtsp://host/cam")[0].kind == "stream"
+    assert list_sources("https://host/clip.mp4")[0].kind == "video"
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(InputError, match="the source list is empty"):
+        list_sources(str(tmp_path / "empty.txt"))
+    (tmp_path / "outer.txt").write_text("empty.txt\n")
+    with pytest.raises(InputError, match="names another list"):
+        list_sources(str(tmp_path / "outer.txt"))
+
+
+def test_crops_csv_and_drawing_options(weights, tmp_path):
+    _image(tmp_path / "a.png")
+    out = _run(weights, tmp_path / "a.png", tmp_path, "--save-crop", "--save-csv",
+               "--line-thickness", "2", "--hide-conf", "--max-det", "3")
+    rows = (out / "predictions.csv").read_text().splitlines()
+    assert rows[0] == "frame,class,name,score,x1,y1,x2,y2" and 1 <= len(rows) - 1 <= 3
+    crops = list((out / "crops").rglob("*.jpg"))
+    assert len(crops) == len(rows) - 1 and {c.parent.name for c in crops} <= set(CLASS_NAMES)
+    plain = _run(weights, tmp_path / "a.png", tmp_path, "--hide-labels", "--max-det", "3")
+    assert (plain / "a.jpg").is_file()
+
+
+def test_agnostic_nms_keeps_one_box_where_classes_overlap():
+    # Two classes on one box: class-wise NMS keeps both, agnostic NMS one.
+    prediction = torch.zeros(1, 2, 7)
+    prediction[0, :, :4] = torch.tensor([32.0, 32.0, 20.0, 20.0])
+    prediction[0, :, 4] = 0.9
+    prediction[0, 0, 5], prediction[0, 1, 6] = 0.9, 0.8
+
+    def predict(_tensor):
+        return prediction
+    frame = np.zeros((64, 64, 3), np.uint8)
+    both, _ = detect.detect_frame(predict, frame, 64, 0.3, 0.5, None)
+    one, _ = detect.detect_frame(predict, frame, 64, 0.3, 0.5, None, agnostic=True)
+    assert len(both) == 2 and len(one) == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--max-det", "0"], "--max-det 0: must be at least 1"),
+    (["--line-thickness", "0"], "--line-thickness 0: must be at least 1"),
+])
+def test_drawing_and_limit_options_out_of_range_are_refused(weights, tmp_path, extra, message):
+    with pytest.raises(InputError, match=message):
+        _run(weights, tmp_path, tmp_path, *extra)

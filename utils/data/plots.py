@@ -19,14 +19,15 @@ def class_color(cls: int) -> tuple[int, int, int]:
     return palette[int(cls) % len(palette)]
 
 
-def draw_box(img: np.ndarray, xyxy, cls: int, label: str) -> None:
+def draw_box(img: np.ndarray, xyxy, cls: int, label: str, thickness: int = 1) -> None:
+    """A box in its class's colour, and its label above it ("" for none)."""
     color = class_color(cls)
     p1 = (int(xyxy[0]), int(xyxy[1]))
     p2 = (int(xyxy[2]), int(xyxy[3]))
-    cv2.rectangle(img, p1, p2, color, 1, cv2.LINE_AA)
+    cv2.rectangle(img, p1, p2, color, thickness, cv2.LINE_AA)
     if label:
-        cv2.putText(img, label, (p1[0], max(p1[1] - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                    color, 1, cv2.LINE_AA)
+        cv2.putText(img, label, (p1[0], max(p1[1] - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35 * thickness, color, thickness, cv2.LINE_AA)
 
 
 def plot_batch(images: torch.Tensor, boxes: list[torch.Tensor], path: str | Path,
