@@ -26,6 +26,7 @@ import cv2
 import torch
 
 from models.onnx_model import is_onnx_file, load_onnx_model
+from utils.base.api import args_from_keywords
 from utils.base.device import add_device_argument, select_device
 from utils.base.errors import ImageError, InputError, counted, run_script
 from utils.core.boxes import letterbox_to_original, xyxy_to_xywh
@@ -275,6 +276,15 @@ class DetectionWriter:
     def close(self) -> None:
         if self.csv_file:
             self.csv_file.close()
+
+
+def run(**options) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Detect from Python: ``detect.run(weights="best.pt", source="images/")`` is the command
+    line with the same names; returns the result folder and each frame's detections by name,
+    [n, 6]: x1, y1, x2, y2 (pixels of the frame), score, class."""
+    detections: dict[str, torch.Tensor] = {}
+    folder = main(args_from_keywords(get_args_parser(), options, "detect"), detections)
+    return folder, detections
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from models.darknet_weights import is_darknet_weights
+from utils.base.api import args_from_keywords
 from utils.base.device import add_device_argument, select_device
 from utils.base.errors import InputError, WeightsError, counted, run_script
 from utils.base.host_memory import retain_freed_memory
@@ -108,6 +109,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plots-dir", default=None, metavar="DIR",
                         help="write the plots into DIR (implies --plots)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--task", choices=("val", "speed"), default="val",
+                        help="val: score the model; speed: time pre-process, inference and NMS "
+                             "per image without scoring (default: val)")
     return parser
 
 
@@ -130,8 +134,11 @@ def main(args: argparse.Namespace) -> EvalResult:
         raise InputError(f"--bootstrap {args.bootstrap}: at least 1 resample (1000 is usual)")
     retain_freed_memory()  # freed activations reused, not faulted in again: docs/speed.md
     device = select_device(args.device)
+    if args.task == "speed":
+        return speed_only(args, device)
     a = evaluate_weights(args, args.weights, device)
     print(format_table(a.result))
+    print(format_speed(a.result))
     if args.save_json:
         save_json(args, a)
     if args.bootstrap and not args.compare:
@@ -149,6 +156,23 @@ def main(args: argparse.Namespace) -> EvalResult:
     if folder is not None:
         write_plots(args, a, folder)
     return a.result
+
+
+def speed_only(args: argparse.Namespace, device: torch.device) -> EvalResult:
+    """--task speed: the stages timed over the validation images, nothing scored."""
+    for option, given in (("--save-json", args.save_json), ("--bootstrap", args.bootstrap),
+                          ("--compare", args.compare), ("--plots", args.plots)):
+        if given:
+            raise InputError(f"{option} needs scores; --task speed times without scoring")
+    result = evaluate_weights(args, args.weights, device).result
+    print(format_speed(result))
+    return result
+
+
+def format_speed(result: EvalResult) -> str:
+    speed = result.speed
+    return (f"speed: {speed['preprocess']:.1f} ms pre-process, {speed['inference']:.1f} ms "
+            f"inference, {speed['nms']:.1f} ms NMS per image ({result.images} images)")
 
 
 def write_plots(args: argparse.Namespace, a: Evaluated, folder: Path) -> None:
@@ -205,7 +229,8 @@ def evaluate_weights(args: argparse.Namespace, weights: str, device: torch.devic
     detections = [] if args.save_json and first is None else None
     result = evaluate(model, loader, device, conf_thres=args.conf_thres,
                       iou_thres=args.iou_thres, names=names, coco_json=detections,
-                      autocast=autocast, single_cls=single_cls, progress=not args.quiet)
+                      autocast=autocast, single_cls=single_cls, progress=not args.quiet,
+                      score=args.task == "val")
     if first and first.names != names:
         raise InputError(f"B scores the classes {names} where A scores {first.names}: "
                          "their numbers measure different things", weights)
@@ -346,6 +371,13 @@ def compare_with_pycocotools(result: EvalResult, truth: Path, detections: Path) 
     worst = max(abs(a - b) for a, b in zip(result.coco.values(), coco.stats))
     lines.append(f"largest |difference|: {worst:.3g}")
     return "\n".join(lines)
+
+
+def run(**options) -> EvalResult:
+    """Evaluate from Python: ``test.run(weights="runs/train/exp/weights/best.pt")`` is the
+    command line with the same names; returns the evaluation (``.coco`` holds the 12 COCO
+    numbers by name, ``.precision``, ``.recall``, ``.f1``, ``.speed``)."""
+    return main(args_from_keywords(get_args_parser(), options, "test"))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import signal
 import time
 from pathlib import Path
 
+from utils.base.api import args_from_keywords
 from utils.base.atomic_io import atomic_same_file, atomic_torch_save, signals_deferred
 from utils.base.errors import run_script
 from utils.base.repro import state_fingerprint
@@ -156,6 +157,14 @@ def _row(stats: EpochStats, result) -> dict:
     row.update(zip(("P", "R", "mAP@0.5", "F1", "val_box", "val_obj", "val_cls", "mAP@0.5:0.95"),
                    metrics))
     return row
+
+
+def run(**options) -> Path:
+    """Train from Python: ``train.run(epochs=3, batch_size=4, repro=True)`` is
+    ``python train.py --epochs 3 --batch-size 4 --repro``, checked by the same parser; returns
+    the run folder. Runs in this process (no restart: --portable's kernel variables must be
+    set before Python starts, so use the command line for --portable)."""
+    return main(args_from_keywords(get_args_parser(), options, "train"))
 
 
 if __name__ == "__main__":

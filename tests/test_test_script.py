@@ -262,3 +262,18 @@ def test_plot_options_and_the_footers_record(tiny_data, tmp_path, monkeypatch):
     assert calls[0][1] == f"weights {state_fingerprint(torch.load(loose)['model'])} | m.pt"
     assert calls[2][1] == f"weights {fingerprint} | seed 5 | commit 0123456789 | best.pt"
     assert calls[2][2] == (7, 2) and calls[0][2] is None
+
+
+def test_speed_per_image_is_printed_and_task_speed_times_without_scoring(tiny_data, tmp_path,
+                                                                          capsys):
+    weights = _checkpoint(tmp_path / "a.pt", tiny_data, 4)
+    _test("--weights", weights, "--quiet")
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("speed:"))
+    assert "ms pre-process" in line and "ms inference" in line and "ms NMS per image" in line
+    result = _test("--weights", weights, "--task", "speed")
+    out = capsys.readouterr().out
+    assert "speed:" in out and "mAP" not in out and result.images == 8
+    assert set(result.speed) == {"preprocess", "inference", "nms"}
+    assert all(v > 0 for v in result.speed.values())
+    with pytest.raises(InputError, match="--task speed times without scoring"):
+        _test("--weights", weights, "--task", "speed", "--save-json")

@@ -2,6 +2,7 @@
 and test.py runs on a checkpoint, so both give the same numbers for the same weights."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class EvalResult:
     matches: MatchTable | None = field(default=None, repr=False)
     names: list[str] = field(default_factory=list)
     per_image: list[ImageDetections] = field(default_factory=list, repr=False)
+    speed: dict[str, float] = field(default_factory=dict)  # ms per image, by stage
 
 
 def make_val_dataset(data, img_size: int, batch_size: int, single_cls: bool = False,
@@ -66,12 +68,14 @@ def make_val_dataset(data, img_size: int, batch_size: int, single_cls: bool = Fa
 def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
              conf_thres: float = 0.001, iou_thres: float = 0.6, names: list[str] | None = None,
              plot_path: Path | None = None, coco_json: list | None = None,
-             progress: bool = True, autocast=None, single_cls: bool = False) -> EvalResult:
+             progress: bool = True, autocast=None, single_cls: bool = False,
+             score: bool = True) -> EvalResult:
     """Run ``model`` over ``loader`` (a :class:`YoloDataset`'s) and score it by COCO's rules;
     with ``hyp`` also the validation losses. ``coco_json``, when a list, receives COCO result
     records in original image pixels. ``autocast``: a context manager factory for the forward
     pass (the training's precision). ``single_cls``: a multi-class model's boxes are scored as
-    one class (:func:`as_one_class`)."""
+    one class (:func:`as_one_class`). ``score=False`` times the stages (``speed``) and
+    scores nothing."""
     dataset = loader.dataset
     names = names or [str(i) for i in range(model.num_classes)]
     index_of = {str(f): i for i, f in enumerate(dataset.files)}
@@ -84,17 +88,24 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     batches = 0
     # disable=None: a bar on a terminal only, none in a log file.
     bar = tqdm(loader, desc="evaluating", disable=None if progress else True, leave=False)
+    clock = StageClock(device)
     for images, targets, paths, placements in bar:
         images = to_model_input(images, device)
+        clock.lap("preprocess")
         with forward_context(autocast):
             detections, raw = model(images)
         detections, raw = detections.float(), [r.float() for r in raw]
+        clock.lap("inference")
         if single_cls:
             detections = as_one_class(detections)
         if hyp is not None:
             _, parts = yolo_loss(raw, targets.to(device), model.anchors(), model.strides(), hyp)
             loss_sum += parts[:len(VAL_LOSS_PARTS)]
         output = non_max_suppression(detections, conf_thres, iou_thres)
+        clock.lap("nms", images=len(images))
+        if not score:
+            batches += 1
+            continue
         for det, path, placement in zip(output, paths, placements):
             index = index_of[path]
             det = det.cpu()
@@ -112,9 +123,38 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
             # mAP needs every box down to conf_thres; a picture only the confident ones.
             plot_batch(images, [d[d[:, 4] > PLOT_CONF] for d in output], plot_path, names)
         batches += 1
+        clock.restart()  # the scoring above is neither stage: not counted
     model.train(was_training)
-    return _result(coco_evaluate(records), records, names,
-                   (loss_sum / max(batches, 1)).tolist() if hyp is not None else None)
+    if not score:
+        return EvalResult(images=clock.images, speed=clock.per_image_ms())
+    result = _result(coco_evaluate(records), records, names,
+                     (loss_sum / max(batches, 1)).tolist() if hyp is not None else None)
+    result.speed = clock.per_image_ms()
+    return result
+
+
+class StageClock:
+    """Wall time per stage of the evaluation loop, as the ultralytics tools report it:
+    pre-process (loading, letterbox, to the device), inference, NMS; in ms per image. On a GPU
+    each lap waits for the device, so a stage is charged its own kernels."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.images = device, 0
+        self.seconds = {"preprocess": 0.0, "inference": 0.0, "nms": 0.0}
+        self.restart()
+
+    def restart(self) -> None:
+        self.started = time.perf_counter()
+
+    def lap(self, stage: str, images: int = 0) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[stage] += now - self.started
+        self.started, self.images = now, self.images + images
+
+    def per_image_ms(self) -> dict[str, float]:
+        return {k: 1000 * v / max(self.images, 1) for k, v in self.seconds.items()}
 
 
 def as_one_class(detections: torch.Tensor) -> torch.Tensor:
