@@ -49,7 +49,7 @@ def test_an_old_checkpoint_loads_in_test_detect_probe_and_drift(old_run, tmp_pat
     result = test_script.main(test_script.get_args_parser().parse_args(
         ["--weights", str(weights), "--batch-size", "4", "--device", "cpu"]))
     # Not its results.txt's mAP to the bit: the stride-1 max pool now ignores the border as
-    # darknet does (docs/drift.md, "Bits that moved on purpose").
+    # darknet does (docs/measurements/drift.md, "Bits that moved on purpose").
     assert result.images == 8 and 0 < result.map50 < 0.05
     out = detect.main(detect.get_args_parser().parse_args(
         ["--weights", str(weights), "--source", "fixture_data/images/val",

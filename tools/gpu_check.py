@@ -1,7 +1,7 @@
 """The article's experiment on a borrowed GPU, in one command: CPU against GPU, repro against
 ordinary, with the drift reports, the layer probes and the benchmark, and a Markdown summary.
 
-    python -m tools.gpu_check --budget 540 --bundle "$OUT"  # on the GPU machine (docs/drift.md)
+    python -m tools.gpu_check --budget 540 --bundle "$OUT"  # on the GPU machine (docs/gpu.md)
     python -m tools.gpu_check --dry-run                     # every step on the CPU, tiny settings
 
 Each call writes a new attempt folder, --out/attemptN (one folder per run under runs/, the

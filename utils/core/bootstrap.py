@@ -60,7 +60,7 @@ def percentile_interval(samples: np.ndarray, level: float = 0.95,
     value. An AP needs it: the envelope of a precision curve is a maximum, so AP on fewer
     distinct images comes out high, on 100 images as on their resamples. On synthetic images
     whose population AP was known the plain percentile interval held it in 83% of 150 trials,
-    the corrected one in 93% (docs/drift.md).
+    the corrected one in 93% (docs/measurements/noise.md).
     """
     tails = np.array([(1 - level) / 2, (1 + level) / 2])
     low, high = np.full(samples.shape[1], np.nan), np.full(samples.shape[1], np.nan)
