@@ -41,7 +41,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from utils.base.errors import InputError, run_script
+from utils.base.errors import InputError, counted, run_script
 from utils.data.voc_coco import (
     Conversion,
     convert_coco,
@@ -306,7 +306,8 @@ def report_of(conv: Conversion, sources: dict[str, str], options: dict) -> dict:
 
 def summary(report: dict, out: Path) -> str:
     """What the conversion did, for the terminal: counts, the first events, the report file."""
-    lines = [f"{report['images']} images, {report['boxes']} boxes, {report['classes']} classes "
+    lines = [f"{counted(report['images'], 'image')}, {counted(report['boxes'], 'box', 'boxes')}, "
+             f"{counted(report['classes'], 'class')} "
              f"({', '.join(f'{n} {k}' for n, k in report['boxes_per_class'].items())}); "
              f"splits: {', '.join(f'{k} {v}' for k, v in report['splits'].items())}"]
     counts = report["counts"]

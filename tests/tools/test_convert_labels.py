@@ -456,3 +456,11 @@ def test_a_project_with_the_older_lists_folder_gets_root_lists(tmp_path):
     config = load_data_config(data)
     assert [p.name for p in list_images(config.valid)] == ["x.png", "y.png", "z.png"]
     assert config.train == out / "train.txt"
+
+
+def test_the_summary_counts_in_words():
+    from tools.convert_labels import summary
+    report = {"images": 1, "boxes": 1, "classes": 1, "boxes_per_class": {"raccoon": 1},
+              "splits": {"all": 1}, "counts": {}, "events": [], "options": {"format": "voc"}}
+    first = summary(report, Path("out")).splitlines()[0]
+    assert first.startswith("1 image, 1 box, 1 class (raccoon 1)")
