@@ -165,6 +165,11 @@ def load_predictor(args: argparse.Namespace) -> tuple[Predictor, dict, int]:
     model.to(device, memory_format=torch.channels_last).eval()
     precision = args.precision or (meta.get("args") or {}).get("precision", "fp32")
     print(f"precision {precision}" + ("" if args.precision else " (the checkpoint's)"))
+    if precision != "fp32":
+        # The .pt and its ONNX export must not differ without a word.
+        print(f"  ({precision} rounds each layer's output: an .onnx export of these weights "
+              "runs in fp32, so its boxes and scores differ in the last digits; --precision "
+              "fp32 computes as the export does)")
     check_img_size(inference_size(args, meta), model)
     return torch_predictor(model, device, autocast_factory(precision, device)), meta, \
         model.num_classes

@@ -249,3 +249,11 @@ def test_agnostic_nms_keeps_one_box_where_classes_overlap():
 def test_drawing_and_limit_options_out_of_range_are_refused(weights, tmp_path, extra, message):
     with pytest.raises(InputError, match=message):
         _run(weights, tmp_path, tmp_path, *extra)
+
+
+def test_a_reduced_precision_run_says_why_its_onnx_export_differs(weights, tmp_path, capsys):
+    _image(tmp_path / "a.png")
+    _run(weights, tmp_path / "a.png", tmp_path, "--precision", "bf16")
+    assert "an .onnx export of these weights runs in fp32" in capsys.readouterr().out
+    _run(weights, tmp_path / "a.png", tmp_path, "--precision", "fp32")
+    assert "onnx" not in capsys.readouterr().out
