@@ -1,10 +1,31 @@
-"""Non-maximum suppression of decoded YOLO outputs, on torchvision's batched NMS."""
+"""Non-maximum suppression of decoded YOLO outputs, on torchvision's batched NMS, with ties in
+score broken the same way on every device.
+
+torchvision's NMS orders boxes by score with sorts that need not keep tied boxes in any order
+(the CUDA kernel's and the per-class path's sorts are not stable), and its ``batched_nms``
+takes the coordinate-offset path or the per-class loop by the device (the loop above 4,000
+box coordinates on the CPU, above 100,000 on CUDA). Tied scores are common (bf16 outputs,
+a class score of 1.0), and which of two tied overlapping boxes survives decides a detection.
+So here the boxes are ordered by (score descending, index ascending) first, NMS sees distinct
+keys in that order (no sort has a tie left to break), the path is chosen by the CPU's rule on
+every device, and the kept boxes come out in the same order: identical outputs give identical
+detections on the CPU and a GPU. On untied scores the kept boxes and their order are what
+``batched_nms`` gave.
+"""
 from __future__ import annotations
 
 import torch
 from torchvision.ops import batched_nms
 
 from utils.core.boxes import xywh_to_xyxy
+
+try:  # private in torchvision (0.26 to 0.29 at least): the two paths batched_nms chooses from
+    from torchvision.ops.boxes import _batched_nms_coordinate_trick, _batched_nms_vanilla
+except ImportError:  # a torchvision without them: its public choice, on the same tie-free keys
+    _batched_nms_coordinate_trick = _batched_nms_vanilla = batched_nms
+
+# torchvision's CPU rule: the per-class loop above this many box coordinates (1,000 boxes).
+PER_CLASS_ABOVE = 4000
 
 
 def detection_scores(prediction: torch.Tensor) -> torch.Tensor:
@@ -52,6 +73,24 @@ def non_max_suppression(prediction: torch.Tensor, conf_thres: float = 0.001,
             out.append(det)
             continue
         groups = torch.zeros_like(det[:, 5]) if agnostic else det[:, 5]
-        keep = batched_nms(det[:, :4], det[:, 4], groups, iou_thres)[:max_det]
+        keep = tie_free_batched_nms(det[:, :4], det[:, 4], groups, iou_thres)[:max_det]
         out.append(det[keep])
     return out
+
+
+def tie_free_batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+                         iou_thres: float, path=None) -> torch.Tensor:
+    """The indices of the boxes NMS keeps within each group, ordered by (score descending,
+    index ascending), whichever device and path computes them. ``path``: one of torchvision's
+    two (default: the per-class loop above :data:`PER_CLASS_ABOVE` coordinates, as on the CPU)."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    # Distinct keys, decreasing in that order (exact in fp32 up to 2**24 boxes): every sort
+    # inside the kernels agrees on them, stable or not.
+    keys = torch.arange(len(order), 0, -1, dtype=torch.float32, device=scores.device)
+    ordered = boxes[order].float()
+    if path is None:
+        path = _batched_nms_vanilla if ordered.numel() > PER_CLASS_ABOVE \
+            else _batched_nms_coordinate_trick
+    kept = path(ordered, keys, groups[order], iou_thres)
+    # Positions in ``order`` ascending: the order of (score descending, index ascending).
+    return order[torch.sort(kept).values]
