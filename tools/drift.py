@@ -5,15 +5,17 @@
     python -m tools.drift RUN_A RUN_B --tol 1e-6 --out drift/     # tolerance; where drift.png goes
     python -m tools.drift RUN_A RUN_B --noise runs/groups/base     # beside a seed group's range
 
---noise GROUP (run folders of one training under several seeds, or the folder holding them)
-shades the group's per-epoch range (min..max over its seeds) behind the runs in drift.png,
-and each headline adds whether the runs' last-epoch difference in mAP@0.5 and mAP@0.5:0.95 is
-inside that range's width, i.e. no larger than seeds alone have made it. The group must be the
+--noise GROUP (run folders of one training under several seeds, the folder holding them, or a
+seed-range reference FILE.json that ``tools.seed_range`` made from such a group) shades the
+group's per-epoch range (min..max over its seeds) behind the runs in drift.png, and each
+headline adds whether the runs' last-epoch difference in mAP@0.5 and mAP@0.5:0.95 is inside
+that range's width, i.e. no larger than seeds alone have made it. The group must be the
 compared runs' training under other seeds: a group of another schedule (epochs), data, model,
 image size, batch size, hyperparameters or optimizer, by the settings each run recorded
 (repro.yaml; a file by its digest where both recorded one), is refused (exit 2) with the
-setting and both values; lesser differences (precision, a file that moved, the machine) are
-named as warnings beside the verdict.
+setting and both values; lesser differences (precision, a file that moved, the built-in set's
+PNG files written by another encoder (the same pixel digest), the machine) are named as
+warnings beside the verdict.
 
 Exit status: 0 the runs agree within --tol (default 0: to the last bit, fingerprints included),
 1 they differ, 2 an input could not be read.
@@ -30,7 +32,8 @@ import numpy as np
 
 from utils.base.errors import InputError, report_input_error
 from utils.engine.results import NOT_COMPARED
-from utils.engine.run_folder import PER_SEED, Run, expand_group, metric_value, setting_values
+from utils.engine.run_folder import PER_SEED, Run, metric_value, setting_values
+from utils.engine.seed_reference import load_group
 
 METRICS = ("box", "obj", "cls", "total", "val_box", "val_obj", "val_cls", "P", "R", "F1",
            "mAP@0.5", "mAP@0.5:0.95")
@@ -141,7 +144,7 @@ LIKELY_CAUSES = (
     ("environment.device", "environment.machine.gpu."),
     ("precision", "options.amp", "options.portable"),
     ("environment.torch_threads", "environment.machine.kernels.openmp_threads",
-     "options.threads", "world_size"),
+     "options.threads", "world_size", "environment.nccl_variables."),
     ("environment.machine.kernels.cpu_capability", "environment.machine.kernels.mkldnn_enabled",
      "environment.machine.variables.", "environment.machine.cpu.", "environment.cudnn_",
      "environment.matmul_allow_tf32", "environment.deterministic_algorithms"),
@@ -215,9 +218,18 @@ def _recorded(runs: list[Run], key: str) -> bool:
     return key == "epochs" or all(key in r.settings for r in runs)
 
 
+def _same_built_in_pixels(key: str, runs: list[Run]) -> bool:
+    """Whether a difference in the data files' digests is only their PNG bytes: every run
+    trained on the built-in set and recorded one pixel digest for it (``shapes_digest``)."""
+    digests = {r.settings.get("shapes_digest") for r in runs}
+    return key in ("digests.train", "digests.val") and len(digests) == 1 and None not in digests
+
+
 def _another_training(key: str, runs: list[Run]) -> str | None:
     """What a difference in ``key`` between these runs changes when it makes another training
     (the schedule, the data, ...); None for a lesser difference or one not recorded by all."""
+    if _same_built_in_pixels(key, runs):
+        return None
     if key in FILE_OPTIONS:
         digest, what = FILE_OPTIONS[key]
         return None if _recorded(runs, digest) or not _recorded(runs, key) else what
@@ -225,6 +237,9 @@ def _another_training(key: str, runs: list[Run]) -> str | None:
 
 
 def _why_lesser(key: str, runs: list[Run]) -> str:
+    if _same_built_in_pixels(key, runs):
+        return (" (the same built-in set by its pixel digest, shapes_digest: PNG files another "
+                "encoder wrote)")
     if key in FILE_OPTIONS and _recorded(runs, FILE_OPTIONS[key][0]):
         return " (the same contents by their digests: a file that moved)"
     if not _recorded(runs, key):
@@ -393,7 +408,7 @@ def build_report(specs: list[str], tol: float, noise: list[str] | None = None
     if len(runs) >= 3:
         report["spread"] = spread(runs)
     if noise:
-        group = [Run(s) for s in expand_group(noise)]
+        group = load_group(noise)
         warnings = check_noise_group(runs, group, " ".join(noise))
         ranges = seed_range(group)
         name = noise[0] if len(noise) == 1 else f"the {len(group)} --noise runs"
@@ -423,7 +438,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", default=None, help="folder for drift.png (default: current)")
     parser.add_argument("--noise", nargs="+", default=None, metavar="GROUP",
-                        help="a seed group (its run folders, or the folder holding them): its "
+                        help="a seed group (its run folders, the folder holding them, or a "
+                             "seed-range reference .json of tools.seed_range): its "
                              "per-epoch range shaded in drift.png, and whether the last-epoch "
                              "difference is inside it")
     return parser

@@ -6,17 +6,20 @@ per machine in tests/golden/portable.json, rerun and compared here.
     python -m tools.golden --device cuda --record --file runs/gpu_check/golden.json   # a GPU's
     python -m tools.golden --trace                 # only the layer trace, as JSON
 
-A record is keyed by everything that can pick a kernel (vendor, family/model/stepping, kernel
-flags, cache sizes, thread count; the GPU's name and compute capability), not the model name.
-On a machine already in the file (under the same kernel variables) the bits must match ("same
+A record is keyed by everything that can pick a kernel, not the model name: on the CPU the
+vendor, family/model/stepping, kernel flags, cache sizes and thread count; on a GPU the GPU's
+name and compute capability and the torch, CUDA and cuDNN versions (not the host's CPU). On a
+machine already in the file (under the same kernel variables) the bits must match ("same
 bits as recorded on ..."); on a new one the run is compared with every record, nearest key
 first, and reported without failing: the same bits as another CPU's is the portability the mode
-promises. Each record also holds a layer trace: one forward and backward pass of fixed,
-committed weights (tests/data/run_before_plan) on the small set's first batch, hashed per
-layer. Weights and input are the same on every machine, so when two records part the trace
-names the first layer whose arithmetic differs, without the other machine at hand. On a GPU
-the training is --repro (portable is a CPU mode): same-model GPUs must match; against a CPU
-it is drift.
+promises. A record of the same GPU model under another torch, CUDA or cuDNN is reported as
+"another torch/CUDA/cuDNN than the record: not comparable", never as a failure. Each record
+also holds a layer trace: one forward and backward pass of fixed, committed weights
+(tests/data/run_before_plan) on the small set's first batch, hashed per layer. Weights and
+input are the same on every machine, so when two records part the trace names the first layer
+whose arithmetic differs, without the other machine at hand. On a GPU the training is --repro
+(portable is a CPU mode): same-model GPUs under the same software must match; against a CPU it
+is drift.
 
 Exit status: 0 same bits as this machine's record (or a new machine, reported), 1 this
 machine's record differs, 2 bad input.
@@ -36,7 +39,7 @@ import yaml
 from utils.base.atomic_io import atomic_write_text
 from utils.base.device import add_device_argument
 from utils.base.errors import InputError, report_input_error
-from utils.base.machine import machine_key
+from utils.base.machine import gpu_software, machine_key
 from utils.base.repro import PORTABLE_ENVIRONMENT
 from utils.engine.results import read_results
 
@@ -87,7 +90,7 @@ def run_small_training(device: str, folder: Path) -> dict:
     record = {"mode": mode, "fingerprints": [r.fingerprint for r in read_results(run)],
               "trace": trace, "machine": environment["machine"],
               "versions": {k: environment.get(k) for k in ("torch", "python", "numpy")}}
-    record["key"] = machine_key(record["machine"])
+    record["key"] = machine_key(record["machine"], record["versions"])
     return record
 
 
@@ -168,9 +171,29 @@ def _recipe(record: dict) -> dict:
     return record["machine"].get("variables", {})
 
 
+def _gpu(record: dict) -> tuple | None:
+    """A GPU record's GPU (name, compute capability); None for a CPU record."""
+    gpu = record["machine"].get("gpu")
+    return (gpu.get("name"), gpu.get("compute_capability")) if gpu else None
+
+
+def other_software(record: dict, other: dict) -> str | None:
+    """For two records of one GPU model: the torch, CUDA and cuDNN versions that differ
+    ("torch 2.11.0 vs 2.14.1"), None when they agree. Another version is another set of
+    kernels and heuristics: its bits are no evidence either way."""
+    if _gpu(record) is None or _gpu(record) != _gpu(other):
+        return None
+    ours, theirs = (gpu_software(r["machine"]["gpu"], (r.get("versions") or {}).get("torch"))
+                    for r in (record, other))
+    differ = [f"{k} {ours[k]} vs {theirs[k]}" for k in ours if ours[k] != theirs[k]]
+    return ", ".join(differ) or None
+
+
 def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
     """(exit status, lines to print) for ``record`` against the file's ``records``. Only a
-    record of this machine under the same kernel variables can fail the check."""
+    record of this machine (a GPU: this GPU model under the same torch, CUDA and cuDNN) under
+    the same kernel variables can fail the check; the same GPU model under other software is
+    said to be not comparable."""
     same_mode = [r for r in records if r["mode"] == record["mode"]]
     own = [r for r in same_mode if r["key"] == record["key"] and _recipe(r) == _recipe(record)]
     lines, status = [], 0
@@ -178,6 +201,11 @@ def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
         lines.append(f"new machine: {record['key']} (no record under these kernel variables "
                      "yet; --record adds it)")
     for other in sorted(same_mode, key=lambda r: -_nearness(r["key"], record["key"])):
+        software = other_software(record, other)
+        if software:
+            lines.append(f"another torch/CUDA/cuDNN than the record of {other['key']} "
+                         f"({software}): not comparable")
+            continue
         where = first_difference(record["fingerprints"], other["fingerprints"])
         name = other["machine"]["cpu"].get("model_name") if "gpu" not in other["machine"] \
             else other["machine"]["gpu"]["name"]

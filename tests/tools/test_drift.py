@@ -307,3 +307,64 @@ def test_noise_group_without_recorded_settings_is_checked_by_its_schedule(tmp_pa
     assert code == 1 and "inside the seed range" in out.out
     assert out.out.count("WARNING: --noise: no settings recorded (repro.yaml) by") == 1
     assert "only the schedule (epochs) was checked" in out.out
+
+
+def _reference(root, group, capsys):
+    """tools.seed_range's file of ``group``, written under ``root``."""
+    from tools import seed_range
+    out = root / "seed_range.json"
+    assert seed_range.main(seed_range.get_args_parser().parse_args(
+        [str(group), "--out", str(out)])) == 0
+    capsys.readouterr()
+    return out
+
+
+def test_a_seed_range_reference_gives_the_groups_verdict_without_its_folders(tmp_path, capsys):
+    argv = _noise_case(tmp_path)
+    reference = _reference(tmp_path, tmp_path / "group", capsys)
+    code, out = _main(capsys, *argv, "--json")
+    from_folders = json.loads(out.out)
+    shutil.rmtree(tmp_path / "group")
+    argv[argv.index("--noise") + 1] = str(reference)
+    code, out = _main(capsys, *argv, "--json")
+    from_file = json.loads(out.out)
+    assert code == 1
+    assert from_file["pairs"][0]["noise"]["inside"] == \
+        from_folders["pairs"][0]["noise"]["inside"] == {"mAP@0.5": True, "mAP@0.5:0.95": True}
+    assert from_file["noise"]["per_epoch"] == from_folders["noise"]["per_epoch"]
+    assert from_file["noise"]["group"] == [f"{reference}:seed{i}" for i in range(3)]
+    code, out = _main(capsys, *argv)
+    assert f"inside the seed range of {reference} (0.04 from lowest to highest of 3 seeds)" \
+        in out.out
+
+
+def test_a_reference_of_another_training_is_refused_like_its_group(tmp_path, capsys):
+    argv = _noise_case(tmp_path, **{"options.img_size": 96})
+    argv[argv.index("--noise") + 1] = str(_reference(tmp_path, tmp_path / "group", capsys))
+    code, out = _main(capsys, *argv)
+    assert code == 2 and "options.img_size 96 in the group, 64 in" in out.err
+
+
+def _with_pixels(run, digest):
+    settings = yaml.safe_load((run / "repro.yaml").read_text())
+    (run / "repro.yaml").write_text(yaml.safe_dump(dict(settings, shapes_digest=digest)))
+
+
+@pytest.mark.parametrize("group_pixels, refused", [("p0", False), ("p1", True)])
+def test_the_built_in_sets_pixel_digest_tells_png_bytes_from_other_data(tmp_path, capsys,
+                                                                       group_pixels, refused):
+    """Another OpenCV writes the same pixels into other PNG bytes: the file digests differ, the
+    built-in set's pixel digest (shapes_digest) does not. Before, such a group was refused as
+    another training's data."""
+    argv = _noise_case(tmp_path, **{"digests.train": "t1", "digests.val": "v1"})
+    for run in (tmp_path / "group").iterdir():
+        _with_pixels(run, group_pixels)
+    _with_pixels(tmp_path / "a", "p0")
+    _with_pixels(tmp_path / "b", "p0")
+    code, out = _main(capsys, *argv)
+    if refused:
+        assert code == 2 and "digests.train 't1' in the group, 't0' in" in out.err
+        return
+    assert code == 1 and "inside the seed range" in out.out
+    assert ("WARNING: --noise: digests.train 't1' in the group, 't0' in "
+            f"{tmp_path / 'a'} (the same built-in set by its pixel digest") in out.out

@@ -1,3 +1,5 @@
+import pytest
+
 from tools.golden import compare, first_difference, first_trace_difference
 
 
@@ -75,3 +77,48 @@ def test_matching_fingerprints_also_compare_the_trace():
     assert status == 1
     assert lines == ["same fingerprints as recorded on amd [amd], but the layer trace "
                      "first differs at layer 1 (T1), forward"]
+
+
+def _gpu_record(fingerprints, name="NVIDIA H100 80GB HBM3", capability="9.0",
+                torch="2.11.0+cu130", cuda="13.0", cudnn=91200, cpu="AMD EPYC"):
+    """A GPU golden record as tools.golden makes it, on a faked machine description."""
+    from utils.base.machine import machine_key
+    machine = {"cpu": {"model_name": cpu, "vendor": cpu}, "kernels": {"openmp_threads": 2},
+               "gpu": {"name": name, "compute_capability": capability, "cuda": cuda,
+                       "cudnn": cudnn}}
+    versions = {"torch": torch, "python": "3.12.3", "numpy": "2.3.0"}
+    return {"mode": "repro", "fingerprints": fingerprints, "machine": machine,
+            "versions": versions, "key": machine_key(machine, versions)}
+
+
+def test_a_gpu_record_is_keyed_by_the_gpu_and_its_software_not_the_host():
+    record = _gpu_record(["a"])
+    assert record["key"] == "NVIDIA H100 80GB HBM3 | sm_9.0 | torch 2.11.0+cu130 | CUDA 13.0 | " \
+                            "cuDNN 91200"
+    # Another host CPU under the same GPU and software: the same key, and its bits must match.
+    other_host = _gpu_record(["a"], cpu="Intel Xeon")
+    assert other_host["key"] == record["key"]
+    assert compare(record, [other_host])[0] == 0
+    assert compare(_gpu_record(["b"], cpu="Intel Xeon"), [record])[0] == 1
+
+
+@pytest.mark.parametrize("changed, said", [
+    ({"torch": "2.14.1+cu130"}, "torch 2.11.0+cu130 vs 2.14.1+cu130"),
+    ({"cuda": "12.8"}, "CUDA 13.0 vs 12.8"),
+    ({"cudnn": 91000}, "cuDNN 91200 vs 91000"),
+])
+def test_the_same_gpu_under_other_software_is_not_comparable_not_a_failure(changed, said):
+    recorded = _gpu_record(["x", "y"], **changed)
+    status, lines = compare(_gpu_record(["a", "b"]), [recorded])
+    assert status == 0
+    assert lines[0].startswith("new machine: NVIDIA H100 80GB HBM3 | sm_9.0")
+    assert lines[1] == (f"another torch/CUDA/cuDNN than the record of {recorded['key']} "
+                        f"({said}): not comparable")
+    assert len(lines) == 2
+
+
+def test_another_gpu_model_is_compared_without_failing():
+    status, lines = compare(_gpu_record(["a", "b"]),
+                            [_gpu_record(["a", "z"], name="NVIDIA H200", capability="9.0")])
+    assert status == 0 and "differs from NVIDIA H200's record" in lines[1]
+    assert "from epoch 1" in lines[1]

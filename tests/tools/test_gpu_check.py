@@ -66,7 +66,11 @@ def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
            "through epoch 1" in text
     assert "- **cpu_vs_gpu** (cpu_repro vs gpu_repro_a):" in text
     assert "## Probe: the GPU against itself" in text and "## Probe: CPU against GPU" in text
-    assert text.count("every layer matched") == 2
+    # Each probe's section, and the CPU-vs-GPU paragraph's first differing layer.
+    assert text.count("every layer matched") == 3
+    assert "## Same start?" in text and "- yes: initial weights: gpu_repro_a " in text
+    assert "- first differing layer (one pass of the GPU run's last checkpoint): every layer " \
+           "matched" in text
     assert "## Golden record" in text and "- this machine:" in text
     # Checked against the committed records, which the attempt's copy keeps beside its own.
     kept = json.loads((tmp_path / "attempt1" / "golden.json").read_text())["records"]
@@ -96,9 +100,11 @@ def test_a_hung_step_is_stopped_and_the_next_ones_run_or_say_why(tmp_path, monke
 
 
 def test_a_spent_budget_skips_the_remaining_steps_with_the_reason(tmp_path, monkeypatch):
+    # expected=0: steps that would fit, so that the hung one is started and cut at the budget
+    # (a step that would not fit is skipped before it starts: the test below).
     _with_commands(monkeypatch, lambda step: dataclasses.replace(
-        step, command=HANG) if step.name == "gpu_repro_a" else
-        dataclasses.replace(step, command=PASS))
+        step, command=HANG, expected=0) if step.name == "gpu_repro_a" else
+        dataclasses.replace(step, command=PASS, expected=0))
     code, text = _check(tmp_path, "--budget", "8")
     assert _status(text, "gpu_repro_a").startswith("timed out: limit ")
     assert "(what was left of the budget)" in _status(text, "gpu_repro_a")
@@ -284,3 +290,93 @@ def test_a_second_attempt_into_the_same_out_compares_its_own_runs(tmp_path, monk
     # The first attempt's summary is its own, untouched.
     assert _status(first.read_text(), "drift_gpu_repro") == \
         "skipped: needs gpu_repro_b, which failed (exit 1)"
+
+
+def test_the_command_is_the_same_in_the_readme_the_docs_and_the_script():
+    """The lent machine has python3 only: the command given everywhere must run there."""
+    command = 'python3 -u -m tools.gpu_check --budget 540 --bundle "$OUT"'
+    for path in ("README.md", "docs/gpu.md", "tools/gpu_check.py"):
+        assert command in (ROOT / path).read_text(), path
+
+
+def test_the_versions_come_first_even_when_an_import_fails(tmp_path):
+    """A missing package on the lent machine: the interpreter and every version are printed
+    before the import that fails, so the failed call still says what was there."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(textwrap.dedent("""
+        import runpy, sys
+        sys.modules["cv2"] = None  # as if OpenCV were not installed
+        sys.argv = ["gpu_check", "--dry-run"]
+        runpy.run_module("tools.gpu_check", run_name="__main__")
+        """))
+    done = subprocess.run([PY, str(driver)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"python {'.'.join(map(str, sys.version_info[:3]))}: {PY}"
+    for name in ("torch", "torchvision", "numpy", "scipy", "yaml", "onnx", "pytest"):
+        assert any(line.startswith(f"{name} ") for line in lines), name
+    assert "opencv: not importable (ModuleNotFoundError" in done.stdout
+    assert "torch's CUDA " in done.stdout and "cuDNN " in done.stdout
+    assert "ModuleNotFoundError" in done.stderr or "ImportError" in done.stderr
+
+
+def test_the_versions_are_printed_before_any_step(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("tools.software._printed", False)
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(step, command=PASS))
+    assert main(_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert out.index("torch ") < out.index("torchvision ") < out.index("13 steps")
+    assert out.index("torch's CUDA ") < out.index("gpu_repro_a: ok")
+    text = (tmp_path / "attempt1" / "summary.md").read_text()
+    assert '"executable": ' in text and '"torchvision": ' in text
+
+
+def _gpu_plan(tmp_path, *argv):
+    args = get_args_parser().parse_args(["--out", str(tmp_path), *argv])
+    settings = gpu_check.plan(args, tmp_path)
+    return settings, {s.name: s for s in BUILD_STEPS(settings, tmp_path)}
+
+
+def test_the_cpu_leg_and_the_probes_cpu_pass_run_at_the_records_thread_count(tmp_path):
+    """Before, the CPU leg ran at up to 16 threads and the probe at all of them: two causes
+    at once between the CPU and the GPU (the committed records are at 2)."""
+    _, steps = _gpu_plan(tmp_path)
+    command = steps["cpu_repro"].command
+    assert command[command.index("--threads") + 1] == "2"
+    probe = steps["probe_cpu_vs_gpu"].command
+    assert probe[probe.index("--a") + 1] == "device=cpu,threads=2"
+    assert probe[probe.index("--b") + 1] == "device=cuda"
+
+
+def _reference_file(path, epochs):
+    path.write_text(json.dumps({"kind": "seed-range reference", "format": 1, "epochs": epochs,
+                                "seeds": [0, 1], "runs": []}))
+    return path
+
+
+@pytest.mark.parametrize("epochs, noise", [([], True), (["--epochs", "3"], False)],
+                         ids=["same-schedule", "other-schedule"])
+def test_the_cpu_vs_gpu_drift_is_held_against_the_committed_seed_range(tmp_path, monkeypatch,
+                                                                      epochs, noise):
+    reference = _reference_file(tmp_path / "seed_range.json", 5)
+    monkeypatch.setattr(gpu_check, "SEED_RANGE", reference)
+    settings, steps = _gpu_plan(tmp_path, *epochs)
+    command = steps["drift_cpu_vs_gpu"].command
+    assert (command[-2:] == ("--noise", str(reference))) is noise
+    assert settings["reference"] == (reference if noise else None)
+    assert "--noise" not in steps["drift_gpu_repro"].command
+    monkeypatch.setattr(gpu_check, "SEED_RANGE", tmp_path / "missing.json")
+    assert "--noise" not in _gpu_plan(tmp_path)[1]["drift_cpu_vs_gpu"].command
+
+
+def test_a_step_that_would_not_fit_in_what_is_left_is_skipped_before_it_starts(tmp_path,
+                                                                             monkeypatch):
+    """The dry run's trainings take about 18 s a healthy run (10 + 4 an epoch): with 14 s of
+    budget they are skipped with the reason instead of started and cut."""
+    _with_commands(monkeypatch, lambda step: dataclasses.replace(step, command=PASS))
+    code, text = _check(tmp_path, "--budget", "14")
+    assert _status(text, "gpu_repro_a").startswith("skipped: would not fit: takes about 18 s, ")
+    assert _status(text, "golden_gpu").startswith("skipped: would not fit: takes about 20 s")
+    assert _status(text, "benchmark") == "ok"
+    assert code == 0 and not (tmp_path / "attempt1" / "logs" / "gpu_repro_a.log").exists()

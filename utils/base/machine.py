@@ -107,15 +107,29 @@ def machine(device: torch.device) -> dict:
     return record
 
 
-def machine_key(record: dict) -> str:
-    """One line naming everything that can pick a kernel: vendor, family/model/stepping, the
-    kernel flags, the cache sizes and the thread count (the model name alone is often a
-    virtual machine's generic "Intel(R) Xeon(R) Processor")."""
+def machine_key(record: dict, versions: dict | None = None) -> str:
+    """One line naming everything that can pick a kernel. On the CPU: vendor,
+    family/model/stepping, the kernel flags, the cache sizes and the thread count (the model
+    name alone is often a virtual machine's generic "Intel(R) Xeon(R) Processor"). For a GPU
+    run (``record`` has "gpu"): what decides a GPU's bits, not the host's CPU: the GPU's name
+    and compute capability, and the torch (from ``versions``), CUDA and cuDNN versions, whose
+    kernels and heuristics pick the algorithms."""
+    if "gpu" in record:
+        return gpu_key(record["gpu"], (versions or {}).get("torch"))
     cpu, kernels = record["cpu"], record["kernels"]
     caches = ",".join(f"{k}={v}" for k, v in sorted(cpu.get("caches", {}).items()))
     parts = [cpu.get("vendor"), f"{cpu.get('family')}/{cpu.get('model')}/{cpu.get('stepping')}",
              "+".join(cpu.get("flags", [])), caches, f"threads={kernels.get('openmp_threads')}"]
-    if "gpu" in record:
-        gpu = record["gpu"]
-        parts += [gpu["name"], f"sm_{gpu['compute_capability']}"]
     return " | ".join(str(p) for p in parts)
+
+
+def gpu_key(gpu: dict, torch_version: str | None) -> str:
+    """``NAME | sm_X.Y | torch V | CUDA V | cuDNN V``: the first two name the GPU, the rest
+    its software (:func:`gpu_software`)."""
+    return " | ".join([gpu.get("name") or "?", f"sm_{gpu.get('compute_capability')}",
+                       *(f"{k} {v}" for k, v in gpu_software(gpu, torch_version).items())])
+
+
+def gpu_software(gpu: dict, torch_version: str | None) -> dict:
+    """The software versions that pick a GPU's kernels, by name."""
+    return {"torch": torch_version, "CUDA": gpu.get("cuda"), "cuDNN": gpu.get("cudnn")}

@@ -3,8 +3,9 @@ one overall budget, with a record of every step that is complete at any moment.
 
 A step that outlives its limit gets SIGTERM, then SIGKILL after a grace period, sent to its
 whole process group (a training's DataLoader workers die with it): a hung step costs its
-limit, not the budget. A step starts only while the budget lasts and only when the steps it
-needs succeeded; otherwise it is skipped, and its record says why. SIGTERM or SIGINT sent to
+limit, not the budget. A step starts only while the budget lasts (at least the seconds it is
+expected to take are left) and only when the steps it needs succeeded; otherwise it is
+skipped before it starts, and its record says why. SIGTERM or SIGINT sent to
 the runner (from the moment ``run_all`` starts, the caller's setup included) stops the running
 step the same way and marks the others, so the caller can still write its report:
 ``on_change`` is called when the run starts, whenever a step changes state, and once more after
@@ -31,13 +32,17 @@ CAUGHT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Step:
     """One command. ``limit``: the seconds it may run; ``needs``: the steps that must have
     succeeded before it starts; ``ok_codes``: the exit statuses that count as success (a drift
-    report's 1, "the runs differ", is a result, not a failure)."""
+    report's 1, "the runs differ", is a result, not a failure); ``expected``: the seconds a
+    healthy run of it takes: with less than that left of the budget it is skipped before it
+    starts (a training cut at the budget leaves no result worth its seconds, which a shorter
+    step after it could have used)."""
     name: str
     command: tuple[str, ...]
     limit: float
     needs: tuple[str, ...] = ()
     ok_codes: tuple[int, ...] = (0,)
     env: Mapping[str, str] = field(default_factory=dict)
+    expected: float = 0.0
 
 
 @dataclass
@@ -161,6 +166,10 @@ class StepRunner:
             record.state = "skipped"
             record.detail = (f"budget spent ({self.elapsed():.0f} s of {self.budget:.0f} s "
                              "gone)")
+        elif left < step.expected:
+            record.state = "skipped"
+            record.detail = (f"would not fit: takes about {step.expected:.0f} s, {left:.0f} s "
+                             f"of the {self.budget:.0f} s budget left")
         else:
             self._execute(record, min(step.limit, left))
         self._changed()

@@ -9,10 +9,12 @@ differ between zlib versions, so the digest is taken over decoded pixels and lab
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import os
 import shutil
+import socket
 import warnings
 from pathlib import Path
 
@@ -142,23 +144,70 @@ def is_complete(root: str | Path, n_train: int = 500, n_val: int = 100) -> bool:
     return True
 
 
-def ensure_shapes(root: str | Path) -> None:
-    """Make sure the default set is whole under ``root``: generate it (into a temporary folder,
-    moved into place when done, so an interrupted generation never passes for a set) when it is
-    missing or incomplete, and say when its digest is not the known one."""
+def ensure_shapes(root: str | Path, n_train: int = 500, n_val: int = 100, size: int = 256,
+                  expected: str | None = DEFAULT_DIGEST) -> None:
+    """Make sure the default set is whole under ``root``: generate it when it is missing or
+    incomplete, and say when its digest is not ``expected`` (the known one).
+
+    Each generating process writes a folder of its own (``.shapes.partial-HOST-PID``) and
+    renames it into place in one step, so an interrupted generation never passes for a set, and
+    two processes generating at once (two nodes on one shared filesystem) never write into one
+    folder: the second to finish finds a whole set in place and uses it."""
     root = Path(root)
-    if not is_complete(root):
+    if not is_complete(root, n_train, n_val):
         print(f"Generating the built-in shapes dataset in {root} ...", flush=True)
-        partial = root.with_name(f".{root.name}.partial")
+        _remove_dead_partials(root)
+        partial = root.with_name(f".{root.name}.partial-{_owner()}")
         shutil.rmtree(partial, ignore_errors=True)
-        generate_shapes(partial)
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(partial, root)
+        generate_shapes(partial, n_train, n_val, size)
+        move_into_place(partial, root, lambda folder: is_complete(folder, n_train, n_val))
     digest = (root / "DIGEST").read_text().strip()
-    if digest != DEFAULT_DIGEST:
-        warnings.warn(f"the shapes set in {root} has digest {digest}, expected {DEFAULT_DIGEST}:"
+    if expected is not None and digest != expected:
+        warnings.warn(f"the shapes set in {root} has digest {digest}, expected {expected}:"
                       " this OpenCV or NumPy draws different pixels, so results will not match "
                       "other machines'", stacklevel=2)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_dead_partials(root: Path) -> None:
+    """The folders this host's killed generators left (their process is gone), and the one
+    name every generator used before (``.shapes.partial``)."""
+    shutil.rmtree(root.with_name(f".{root.name}.partial"), ignore_errors=True)
+    prefix = f".{root.name}.partial-{socket.gethostname()}-"
+    for folder in root.parent.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix):]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def move_into_place(partial: Path, root: Path, complete) -> None:
+    """Rename the finished ``partial`` to ``root`` in one step. When a whole set is already
+    there (``complete(root)``: another process placed it first) it is used and ``partial``
+    removed; an incomplete one (an interrupted older generation) is moved aside and removed
+    first, unless it turns out whole by then (placed meanwhile), when it is put back."""
+    for _ in range(5):
+        try:
+            os.rename(partial, root)  # atomic; refused when root is a folder with files
+            return
+        except OSError:
+            if complete(root):
+                shutil.rmtree(partial, ignore_errors=True)
+                return
+        aside = root.with_name(f".{root.name}.stale-{_owner()}")
+        try:
+            os.rename(root, aside)
+        except FileNotFoundError:
+            continue  # moved meanwhile: try again
+        if complete(aside):  # another process's set, placed after our look: keep it
+            with contextlib.suppress(OSError):
+                os.rename(aside, root)
+                shutil.rmtree(partial, ignore_errors=True)
+                return
+        shutil.rmtree(aside, ignore_errors=True)
+    raise RuntimeError(f"could not move the generated set {partial} to {root}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,16 @@ class Run:
             self.settings = flatten(recorded)
             self._fold_legs(resumes)
 
+    @classmethod
+    def from_parts(cls, name: str, rows: list[EpochResult], settings: dict) -> Run:
+        """A run kept elsewhere than in its folder (a seed-range reference, ``tools.seed_range``):
+        its rows and its flattened settings, resumed legs already folded in."""
+        run = cls.__new__(cls)
+        run.name, run.rows = name, {r.epoch: r for r in rows}
+        run.epochs = rows[0].epochs
+        run.settings, run.changes_within = dict(settings), []
+        return run
+
     def _fold_legs(self, resumes: list[dict]) -> None:
         """Fold resumed legs into the settings: a value that changed reads 'a, then b from
         epoch K', so it differs from a run that kept one value throughout. Each leg is compared

@@ -87,3 +87,18 @@ def test_a_signal_during_the_setup_stops_the_run_with_a_report(tmp_path):
     assert seen == [["pending", "pending"], "setup", ["not run", "not run"]]
     assert runner.records[0].status() == "not run: SIGTERM to the runner"
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handed back
+
+
+def test_a_step_that_would_not_fit_is_skipped_before_it_starts(tmp_path):
+    """Before, a step started whenever 5 s were left and was cut at the budget: a training
+    that needs minutes spent the rest of the budget and left nothing."""
+    marker = tmp_path / "started"
+    steps = [Step("long", (PY, "-c", f"open({str(marker)!r}, 'w')"), limit=300, expected=120),
+             Step("short", PASS, limit=30, expected=1)]
+    runner = StepRunner(steps, tmp_path, budget=20, min_start=1)
+    assert runner.run_all()
+    long, short = runner.records
+    assert long.state == "skipped" and not marker.exists() and long.log is None
+    assert long.detail.startswith("would not fit: takes about 120 s, ")
+    assert long.detail.endswith(" s of the 20 s budget left")
+    assert short.ok

@@ -49,3 +49,68 @@ def test_an_interrupted_generation_is_generated_again(tmp_path):
     assert is_complete(root)
     assert (root / "DIGEST").read_text().strip() == DEFAULT_DIGEST
     assert not (tmp_path / ".shapes.partial").exists()
+
+
+def _whole(folder):
+    return (folder / "DIGEST").is_file()
+
+
+def _set(folder, text):
+    folder.mkdir(parents=True)
+    (folder / "DIGEST").write_text(text)
+    return folder
+
+
+def test_a_finished_set_moves_into_place_or_yields_to_one_already_there(tmp_path):
+    from utils.data.shapes import move_into_place
+    root = tmp_path / "shapes"
+    move_into_place(_set(tmp_path / "p1", "first"), root, _whole)
+    assert (root / "DIGEST").read_text() == "first" and not (tmp_path / "p1").exists()
+    # Another node finished second: the set in place is used, its own copy removed.
+    move_into_place(_set(tmp_path / "p2", "second"), root, _whole)
+    assert (root / "DIGEST").read_text() == "first" and not (tmp_path / "p2").exists()
+    # An interrupted older generation (no DIGEST) is replaced.
+    (root / "DIGEST").unlink()
+    (root / "images").mkdir()
+    move_into_place(_set(tmp_path / "p3", "third"), root, _whole)
+    assert (root / "DIGEST").read_text() == "third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]
+
+
+def _generate_when_released(root, gate):
+    from utils.data.shapes import ensure_shapes
+    gate.wait()
+    ensure_shapes(root, n_train=30, n_val=6, size=48, expected=None)
+
+
+def test_two_processes_generating_at_once_leave_one_whole_set(tmp_path):
+    """Two nodes' first processes on one shared filesystem: before, both wrote into one
+    .shapes.partial folder (removing each other's files); now each writes its own and the
+    first rename wins."""
+    import multiprocessing
+
+    from utils.data.shapes import is_complete
+    root = tmp_path / "shapes"
+    context = multiprocessing.get_context("spawn")
+    gate = context.Barrier(2)
+    workers = [context.Process(target=_generate_when_released, args=(root, gate))
+               for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    assert is_complete(root, 30, 6)
+    expected = generate_shapes(tmp_path / "alone", n_train=30, n_val=6, size=48, seed=0)
+    assert (root / "DIGEST").read_text().strip() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone", "shapes"]
+
+
+def test_a_killed_generators_folder_is_removed(tmp_path):
+    import socket
+
+    from utils.data.shapes import ensure_shapes
+    dead = tmp_path / f".shapes.partial-{socket.gethostname()}-999999999"
+    (dead / "images").mkdir(parents=True)
+    ensure_shapes(tmp_path / "shapes", n_train=2, n_val=1, size=32, expected=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]
