@@ -4,26 +4,29 @@
     python train.py --repro --device cpu             # the same bits every run
     python train.py --resume runs/train/exp          # continue an interrupted run exactly
     python train.py --cfg cfg/yolov3.cfg --data my.data --epochs 100 --batch-size 16
+    python train.py --weights yolov3-tiny.conv.15 --freeze 15 --patience 10 --save-period 5
     torchrun --nproc_per_node 2 train.py --device cpu --repro   # DDP; --batch-size is global
 
 Each run writes runs/train/<name>/: results.txt, results.png, weights/last.pt, weights/best.pt,
 opt.yaml, hyp.yaml, repro.yaml, train_batch0.jpg, val_predictions.jpg, labels.jpg, and the last
-epoch's evaluation plots (PR_curve.png, F1/P/R_curve.png, confusion_matrix*.png and .csv).
+epoch's evaluation plots (PR_curve.png, F1/P/R_curve.png, confusion_matrix*.png and .csv);
+with --save-period N also weights/epoch{K}.pt every N epochs.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import signal
+import sys
 import time
 from pathlib import Path
 
 from utils.base.api import args_from_keywords
 from utils.base.atomic_io import atomic_same_file, atomic_torch_save, signals_deferred
-from utils.base.errors import run_script
+from utils.base.errors import counted, run_script
 from utils.base.repro import state_fingerprint
 from utils.engine.checkpoint import training_checkpoint
-from utils.engine.distributed import barrier, shutdown
+from utils.engine.distributed import barrier, broadcast_object, shutdown
 from utils.engine.eval_plots import plots_after_training, write_labels_plot
 from utils.engine.evaluation import EvalResult, evaluate
 from utils.engine.loggers import RunLogs
@@ -31,6 +34,7 @@ from utils.engine.loop import EpochStats, NonFiniteLoss, Training, fitness, trai
 from utils.engine.options import options_parser, resolve_options
 from utils.engine.restart import restart_if_needed
 from utils.engine.results import format_line, plot_results, write_results
+from utils.engine.run_record import record_stop
 from utils.engine.training_setup import build_training
 
 
@@ -58,6 +62,8 @@ def main(args: argparse.Namespace, restart: bool = False) -> Path:
         for epoch in range(training.start_epoch, plan.last_epoch + 1):
             last_result = train_epoch(training, epoch, logs)
             done_epoch = epoch
+            if out_of_patience(training):
+                break  # said and recorded by end_of_epoch
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -97,7 +103,15 @@ def train_epoch(training: Training, epoch: int, logs: RunLogs | None = None
     training.scheduler.step()
     result = end_of_epoch(training, epoch, stats, logs, lrs) if training.dist.is_main else None
     barrier(training.dist)
+    if training.plan.options.patience:  # rank 0 counted; every process stops together
+        training.stale_epochs = broadcast_object(training.stale_epochs, training.dist)
     return result
+
+
+def out_of_patience(training: Training) -> bool:
+    """--patience N: N evaluated epochs in a row without a fitness above the best so far."""
+    patience = training.plan.options.patience
+    return bool(patience) and training.stale_epochs >= patience
 
 
 def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLogs | None = None,
@@ -121,15 +135,18 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLog
     training.lines.append(format_line(epoch, plan.epochs, row, fingerprint))
     score = fitness(result.map50, result.map50_95) if result else -1.0
     is_best = score > training.best_fitness
+    if result:  # --patience counts evaluated epochs only: --notest's others say nothing
+        training.stale_epochs = 0 if is_best else training.stale_epochs + 1
     training.best_fitness = max(training.best_fitness, score)
+    stopping = out_of_patience(training)
     # A signal during the checkpoint's write would reach torch's writer as an error mid-file:
     # hold it until the checkpoint and results.txt are written, then stop as for any interrupt.
     with signals_deferred():
-        if not options.nosave or final or epoch == plan.last_epoch:
-            atomic_torch_save(training_checkpoint(training, epoch), run_dir / "weights" / "last.pt")
-            if is_best:
-                atomic_same_file(run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt")
+        save_checkpoints(training, epoch, is_best,
+                         last=not options.nosave or final or epoch == plan.last_epoch or stopping)
         write_results(run_dir / "results.txt", training.lines)
+        if stopping:
+            record_stop(run_dir, epoch, _stop_reason(training))
     if logs:
         logs.epoch(run_dir, epoch, row, fingerprint, lrs or [])
     summary = (f"mAP@0.5 {result.map50:.4f} mAP@0.5:0.95 {result.map50_95:.4f}"
@@ -140,7 +157,35 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLog
         timing += f", eval {eval_seconds:.1f} s"
     training.log(f"epoch {epoch}/{plan.epochs - 1}: loss {stats.losses['total']:.5f}, "
                  f"{summary}, fingerprint {fingerprint}; {timing}")
+    if stopping:
+        training.log(f"Stopped early after epoch {epoch}: {_stop_reason(training)} "
+                     "(recorded as stopped_early in repro.yaml)")
     return result
+
+
+def save_checkpoints(training: Training, epoch: int, is_best: bool, last: bool) -> None:
+    """weights/last.pt (when ``last``) and best.pt (its hard link, when ``is_best``), and
+    every --save-period epochs weights/epoch{K}.pt: the same whole checkpoint, linked to
+    last.pt's bytes where last.pt was written, else written itself (--nosave)."""
+    weights = training.run_dir / "weights"
+    period = training.plan.options.save_period
+    keep = period is not None and (epoch + 1) % period == 0
+    if last:
+        atomic_torch_save(training_checkpoint(training, epoch), weights / "last.pt")
+        if is_best:
+            atomic_same_file(weights / "last.pt", weights / "best.pt")
+        if keep:
+            atomic_same_file(weights / "last.pt", weights / f"epoch{epoch}.pt")
+    elif keep:
+        atomic_torch_save(training_checkpoint(training, epoch), weights / f"epoch{epoch}.pt")
+
+
+def _stop_reason(training: Training) -> str:
+    """What repro.yaml's stopped_early and the log say about a --patience stop."""
+    patience = training.plan.options.patience
+    return (f"--patience {patience}: the fitness (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) did not "
+            f"improve in {counted(patience, 'evaluated epoch')}; best "
+            f"{float(training.best_fitness)!r} (weights/best.pt)")
 
 
 def _raise_interrupt(_signum, _frame):
@@ -168,4 +213,7 @@ def run(**options) -> Path:
 
 
 if __name__ == "__main__":
+    if any(a.split("=")[0] == "--evolve" for a in sys.argv[1:]):  # many trainings: a tool
+        get_args_parser().error("--evolve is a tool: python -m tools.evolve --generations G "
+                                "--evolve-seeds K --out runs/evolve/NAME -- <train.py options>")
     run_script(functools.partial(main, restart=True), get_args_parser())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -61,9 +62,16 @@ def adapted_cfg_text(cfg_text: str, num_classes: int, path="<cfg>") -> str:
     sections = parse_cfg_text(cfg_text, path)
     if not _adapt_classes(sections, num_classes, path):
         return cfg_text
+    return _write_back(cfg_text, sections, ("classes", "filters"))
+
+
+def _write_back(cfg_text: str, sections: list[dict], keys: tuple[str, ...]) -> str:
+    """``cfg_text`` with the lines of ``keys`` whose value in ``sections`` (parsed from that
+    text, then changed) differs from the line's rewritten as ``key=value``, indent and comment
+    kept; every other line as it was."""
     lines = cfg_text.splitlines(keepends=True)
     for section in sections[1:]:
-        for key in ("classes", "filters"):
+        for key in keys:
             if key not in section.get("key_lines", {}):
                 continue
             index = section["key_lines"][key] - 1
@@ -74,6 +82,59 @@ def adapted_cfg_text(cfg_text: str, num_classes: int, path="<cfg>") -> str:
                 lines[index] = (f"{indent}{key}={section[key]}" + (f" {hash_}{comment}"
                                 if hash_ else "") + line[len(line.rstrip("\r\n")):])
     return "".join(lines)
+
+
+def _anchor_layout(sections: list[dict], path) -> tuple[list[tuple], list[tuple]]:
+    """The anchors the [yolo] layers use, as places: ``(slots, layers)``. A slot is ``(listed,
+    i)``, entry i of an ``anchors=`` list (``listed``: its (w, h) pairs) that some layer's mask
+    names; layers listing the same anchors share their slots (the usual cfg: one list, the
+    masks splitting it). Slots come list by list in the order the lists first appear, each
+    list's in index order; ``layers`` holds ``(section, listed, mask)`` per [yolo] layer."""
+    layers = []
+    used: dict[tuple, set[int]] = {}
+    for section in sections[1:]:
+        if section["type"] == "yolo":
+            pairs, mask = _yolo_anchors(section, path)
+            listed = tuple(pairs)
+            layers.append((section, listed, mask))
+            used.setdefault(listed, set()).update(mask)
+    slots = [(listed, i) for listed, indices in used.items() for i in sorted(indices)]
+    return slots, layers
+
+
+def cfg_anchors(cfg_text: str, path="<cfg>") -> tuple[np.ndarray, list[np.ndarray]]:
+    """The anchors a cfg's [yolo] layers use: ``(slots [S, 2], per layer its slot indices
+    [A_l])``, (w, h) in pixels. A slot is an ``anchors=`` entry that a ``mask`` names (entries
+    no mask names are not used); for the usual cfg, one list shared by every layer, the slots
+    are that list's used entries in its order. Layer l's anchors are ``slots[indices[l]]``."""
+    slots, layers = _anchor_layout(parse_cfg_text(cfg_text, path), path)
+    place = {slot: j for j, slot in enumerate(slots)}
+    values = np.array([listed[i] for listed, i in slots], dtype=np.float64).reshape(-1, 2)
+    return values, [np.array([place[(listed, m)] for m in mask]) for _, listed, mask in layers]
+
+
+def anchored_cfg_text(cfg_text: str, anchors: np.ndarray, path="<cfg>") -> str:
+    """``cfg_text`` with the slots of :func:`cfg_anchors` set to ``anchors`` [S, 2] (in that
+    order, written with 2 decimals at most): only ``anchors=`` lines change, masks and
+    unused entries stay. The model built from the text uses exactly the values written."""
+    sections = parse_cfg_text(cfg_text, path)
+    slots, layers = _anchor_layout(sections, path)
+    if len(anchors) != len(slots):
+        raise ValueError(f"{len(anchors)} anchors for the cfg's {len(slots)} used anchors")
+    lists = {listed: list(listed) for listed, _ in slots}
+    for (listed, i), (w, h) in zip(slots, np.asarray(anchors, dtype=np.float64).tolist()):
+        lists[listed][i] = (float(_number(w)), float(_number(h)))
+    for section, listed, _ in layers:
+        if lists[listed] != list(listed):  # an unchanged line keeps its own spacing
+            section["anchors"] = ",  ".join(f"{_number(w)},{_number(h)}"
+                                            for w, h in lists[listed])
+    return _write_back(cfg_text, sections, ("anchors",))
+
+
+def _number(value: float) -> str:
+    """A value as the cfg holds it: 2 decimals (a hundredth of a pixel) at most, ``10`` for
+    10.0."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 class Darknet(nn.Module):
@@ -256,7 +317,8 @@ class Darknet(nn.Module):
         return self
 
 
-def _build_yolo(s: dict, i: int, layers: list[dict], in_ch: int, stride: int, path) -> YOLOLayer:
+def _yolo_anchors(s: dict, path) -> tuple[list[tuple[float, float]], list[int]]:
+    """A [yolo] section's ``anchors`` as (w, h) pairs and its ``mask``, checked."""
     mask = get_int_list(s, "mask", path)
     anchors = get_float_list(s, "anchors", path)
     if len(anchors) % 2:
@@ -265,12 +327,18 @@ def _build_yolo(s: dict, i: int, layers: list[dict], in_ch: int, stride: int, pa
     if not all(math.isfinite(a) and a > 0 for a in anchors):
         raise CfgError(f"anchors={s['anchors']!r}: every width and height must be a positive "
                        "number of pixels", path, s["key_lines"]["anchors"])
-    pairs = torch.tensor(anchors, dtype=torch.float32).view(-1, 2)
+    pairs = list(zip(anchors[0::2], anchors[1::2]))
     bad = [m for m in mask if not 0 <= m < len(pairs)]
     if bad or not mask:
         raise CfgError(f"mask={s['mask']} names anchors {bad or 'none'}, but there are only "
                        f"{len(pairs)} anchors (indices 0..{len(pairs) - 1})",
                        path, s["key_lines"].get("mask", s["line"]))
+    return pairs, mask
+
+
+def _build_yolo(s: dict, i: int, layers: list[dict], in_ch: int, stride: int, path) -> YOLOLayer:
+    anchors, mask = _yolo_anchors(s, path)
+    pairs = torch.tensor(anchors, dtype=torch.float32).view(-1, 2)
     classes = get_int(s, "classes", path)
     expected = len(mask) * (classes + 5)
     if in_ch != expected:

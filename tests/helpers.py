@@ -42,3 +42,18 @@ def comparable(run: Path) -> list:
     runs that reproduce each other must share."""
     return [({k: v for k, v in r.values.items() if k not in NOT_COMPARED}, r.fingerprint)
             for r in read_results(run)]
+
+
+MICRO_ANCHORS = "anchors = 6,6, 10,12, 14,10, 18,20, 26,22, 30,30"
+# Thin anchors on the squarish shapes of the built-in set: almost no label matches one, so a new
+# run fits its anchors (autoanchor).
+POOR_ANCHORS = "anchors = 60,2, 62,2, 64,3, 2,60, 2,62, 3,64"
+
+
+def poor_anchors_cfg(folder: Path) -> Path:
+    """tests/data/micro.cfg with :data:`POOR_ANCHORS`, written into ``folder``."""
+    text = MICRO_CFG.read_text()
+    assert text.count(MICRO_ANCHORS) == 2
+    path = folder / "poor_anchors.cfg"
+    path.write_text(text.replace(MICRO_ANCHORS, POOR_ANCHORS))
+    return path

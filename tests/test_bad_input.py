@@ -174,12 +174,20 @@ def _without_labels(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_no_label_file_at_all_is_loud(tiny_data, tmp_path, capsys):
     data = _without_labels(tiny_data, tmp_path)
-    train.main(train_args(data, tmp_path / "runs", "--epochs", "1"))
+    expected = str(tmp_path / "set" / "labels" / "train" / "000000.txt")
+    # autoanchor has nothing to measure: refused before any training, naming the way out.
+    with pytest.raises(InputError) as err:
+        train.main(train_args(data, tmp_path / "runs", "--epochs", "1"))
+    assert "the 16 training images hold no label boxes" in str(err.value)
+    assert expected in str(err.value) and "--noautoanchor" in str(err.value)
+    assert not (tmp_path / "runs").exists()
+    train.main(train_args(data, tmp_path / "runs", "--epochs", "1", "--noautoanchor"))
     out = capsys.readouterr().out
     assert "WARNING: none of the 16 train images has a label file" in out
-    assert str(tmp_path / "set" / "labels" / "train" / "000000.txt") in out
+    assert expected in out
     with pytest.raises(InputError, match="--repro refuses to train on no labels"):
-        train.main(train_args(data, tmp_path / "runs", "--epochs", "1", "--repro"))
+        train.main(train_args(data, tmp_path / "runs", "--epochs", "1", "--repro",
+                              "--noautoanchor"))
 
 
 @pytest.mark.slow

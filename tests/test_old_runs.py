@@ -13,6 +13,7 @@ import train
 from tests.helpers import MICRO_CFG, ROOT
 from tools import drift, probe
 from utils.data.shapes import CLASS_NAMES, generate_shapes
+from utils.engine.checkpoint import load_checkpoint
 from utils.engine.results import read_results
 
 pytestmark = pytest.mark.slow
@@ -36,12 +37,19 @@ def old_run(tmp_path, monkeypatch):
     return run
 
 
-def test_an_old_run_resumes_and_keeps_its_first_epoch(old_run):
+def test_an_old_run_resumes_and_keeps_its_first_epoch(old_run, capsys):
     before = read_results(old_run)
     train.main(train.get_args_parser().parse_args(["--resume", str(old_run), "--quiet"]))
     after = read_results(old_run)
     assert [r.epoch for r in after] == [0, 1]
     assert after[0].fingerprint == before[0].fingerprint == "25d374739d8fcfce"
+    # Its hyp predates label_smoothing and mixup: they are filled with their off values, said,
+    # and its hyp file (which has them now, off) still counts as the one it started with.
+    out = capsys.readouterr().out
+    assert "hyp from before label_smoothing, mixup: filled with their off values" in out
+    assert "files changed since the run started" not in out
+    hyp = load_checkpoint(old_run / "weights" / "last.pt")["hyp"]
+    assert (hyp["label_smoothing"], hyp["mixup"]) == (0.0, 0.0)
 
 
 def test_an_old_checkpoint_loads_in_test_detect_probe_and_drift(old_run, tmp_path, capsys):

@@ -165,8 +165,8 @@ def test_detect_writes_images_and_labels(tiny_data, tmp_path, capsys):
     out = detect.main(args)
     images = sorted(source.glob("*.png"))
     assert sorted(p.stem for p in out.glob("*.jpg")) == [p.stem for p in images]
-    rows = np.array([line.split() for p in images
-                     for line in (out / "labels" / f"{p.stem}.txt").read_text().splitlines()], float)
+    labels = [(out / "labels" / f"{p.stem}.txt").read_text() for p in images]
+    rows = np.array([line.split() for text in labels for line in text.splitlines()], float)
     assert len(rows) and set(rows[:, 0].astype(int)) <= {0, 1, 2, 3}
     assert ((rows[:, 1:5] >= 0) & (rows[:, 1:5] <= 1)).all() and (rows[:, 5] >= 0.0001).all()
     printed = capsys.readouterr().out

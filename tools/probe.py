@@ -123,7 +123,8 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     with forward_context(autocast_factory(precision, device)):
         preds = model(x)
     loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
-                        model.strides(), hyp)
+                        model.strides(), hyp,
+                        label_smoothing=hyp.get("label_smoothing", 0.0))  # 0: from before it
     loss.backward()
     for h in handles:
         h.remove()

@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -171,3 +172,53 @@ def test_summary_of_a_one_class_model_says_1_class():
     from tests.helpers import MICRO_CFG
     text = model_summary(Darknet(MICRO_CFG, num_classes=1), 64)
     assert "1 class," in text and "1 classes" not in text
+
+
+def test_cfg_anchors_are_the_entries_the_masks_use():
+    from models.darknet import cfg_anchors
+    slots, layers = cfg_anchors((CFG / "yolov3-tiny.cfg").read_text(), "yolov3-tiny.cfg")
+    np.testing.assert_array_equal(slots, [[10, 14], [23, 27], [37, 58], [81, 82], [135, 169],
+                                          [344, 319]])
+    assert [list(i) for i in layers] == [[3, 4, 5], [0, 1, 2]]
+    model = Darknet(CFG / "yolov3-tiny.cfg")
+    for indices, anchors in zip(layers, model.anchors()):
+        np.testing.assert_array_equal(slots[indices], anchors.numpy())
+
+
+def test_anchored_cfg_text_changes_only_the_anchors_lines():
+    from models.darknet import anchored_cfg_text, cfg_anchors
+    text = (CFG / "yolov3-tiny.cfg").read_text().replace("mask = 0,1,2", "mask = 0,1,2  # small")
+    slots, layers = cfg_anchors(text)
+    new = slots * 0.5 + 0.123  # written with 2 decimals: 5.123 -> 5.12
+    rewritten = anchored_cfg_text(text, new, "tiny.cfg")
+    changed = [(a, b) for a, b in zip(text.splitlines(), rewritten.splitlines()) if a != b]
+    assert len(text.splitlines()) == len(rewritten.splitlines()) and len(changed) == 2
+    assert all(a.startswith("anchors = ") and b.startswith("anchors=5.12,7.12,  11.62,13.62")
+               for a, b in changed)
+    assert "mask = 0,1,2  # small" in rewritten  # masks and comments stay
+    model = Darknet("tiny.cfg", cfg_text=rewritten)
+    for indices, anchors in zip(layers, model.anchors()):
+        torch.testing.assert_close(anchors, torch.tensor(np.round(new[indices], 2)).float())
+    assert anchored_cfg_text(text, slots, "tiny.cfg") == text  # the same anchors: as it was
+    with pytest.raises(ValueError, match="5 anchors for the cfg's 6 used anchors"):
+        anchored_cfg_text(text, new[:5], "tiny.cfg")
+
+
+def test_anchor_slots_of_overlapping_masks_and_of_separate_lists():
+    """darknet's own yolov3-tiny names anchor 3 in both masks and never anchor 0; a cfg may also
+    give each layer its own list: each used entry is one slot, written back where it was."""
+    from models.darknet import anchored_cfg_text, cfg_anchors
+    text = (CFG / "yolov3-tiny.cfg").read_text().replace("mask = 0,1,2", "mask = 1,2,3")
+    slots, layers = cfg_anchors(text)
+    assert len(slots) == 5 and [list(i) for i in layers] == [[2, 3, 4], [0, 1, 2]]
+    rewritten = anchored_cfg_text(text, np.arange(1, 11, dtype=float).reshape(5, 2))
+    assert rewritten.count("anchors=10,14,  1,2,  3,4,  5,6,  7,8,  9,10") == 2  # 0 unused
+    line = "anchors = 10,14,  23,27,  37,58,  81,82,  135,169,  344,319"
+    own = (CFG / "yolov3-tiny.cfg").read_text().replace(line, "anchors = 1,1, 2,2, 3,3, 4,4, "
+                                                        "5,5, 6,6", 1)  # the first layer's
+    slots, layers = cfg_anchors(own)
+    np.testing.assert_array_equal(slots, [[4, 4], [5, 5], [6, 6], [10, 14], [23, 27], [37, 58]])
+    assert [list(i) for i in layers] == [[0, 1, 2], [3, 4, 5]]
+    rewritten = anchored_cfg_text(own, slots + 1)
+    assert "anchors=1,1,  2,2,  3,3,  5,5,  6,6,  7,7\n" in rewritten
+    assert "anchors=11,15,  24,28,  38,59,  81,82,  135,169,  344,319\n" in rewritten

@@ -31,7 +31,7 @@ def test_training_rate_times_train_pys_own_step(tiny_data):
     assert train["model_gflops_per_s"] == pytest.approx(flops * train["train_img_per_s"] / 1e9)
     assert 0 <= train["data_share"] <= 1 and train["peak_memory_gb"] > 0
     # The step train.py runs on this data: its hyp file's optimizer, the mode's precision.
-    assert train["optimizer"] == load_hyp()["optimizer"].upper() == "SGD"
+    assert train["optimizer"].upper() == load_hyp()["optimizer"].upper() == "ADAM"
     assert train["precision"] == "fp32" and train["workers"] == 0
     infer = bench_inference(str(MICRO_CFG), 64, 1, device, data.num_classes, repeats=2)
     assert infer["infer_b1_img_per_s"] > 0

@@ -2,9 +2,12 @@
 
 Every random draw that shapes a training comes from here:
 - weight init from torch's CPU generator, seeded by :func:`seed_everything`;
-- the order of the samples from :func:`epoch_permutation` (seed, epoch);
+- the order of the samples from :func:`epoch_permutation` (seed, epoch), or under
+  ``--image-weights`` from :func:`epoch_weighted_draw` (seed, epoch);
 - each sample's augmentation from :func:`sample_rng` (seed, epoch, sample index).
-Statistics draw too: the bootstrap's resamples of the images come from :func:`resample_rng`.
+Statistics draw too: the bootstrap's resamples of the images come from :func:`resample_rng`;
+a new run's anchors fitted to its labels (autoanchor) from :func:`anchor_generator`; a
+hyperparameter search's mutations (tools.evolve) from :func:`evolve_rng` (seed, generation).
 Draws derived from (seed, epoch, index) do not depend on the DataLoader's worker count or on the
 point where a run was resumed, which per-worker streams would.
 """
@@ -48,10 +51,34 @@ def resample_rng(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng(derive_seed(seed, "resample", purpose))
 
 
+def anchor_generator(seed: int) -> np.random.Generator:
+    """The generator of a run's anchor fit (k-means starts and genetic mutations): from the
+    run's seed alone, apart from every training stream, so a --repro run fits the same anchors
+    each time and the fit moves no other draw."""
+    return np.random.default_rng(derive_seed(seed, "anchors"))
+
+
+def evolve_rng(seed: int, generation: int) -> np.random.Generator:
+    """The generator of one generation's mutation in a hyperparameter search (tools.evolve):
+    from (seed, generation) alone, so a search resumed at generation g draws what an
+    uninterrupted one drew there, apart from every training stream."""
+    return np.random.default_rng(derive_seed(seed, "evolve", generation))
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> list[int]:
     """The shuffled order of ``n`` samples for ``epoch``, drawn on a CPU generator."""
     generator = torch.Generator().manual_seed(derive_seed(seed, "shuffle", epoch))
     return torch.randperm(n, generator=generator).tolist()
+
+
+def epoch_weighted_draw(seed: int, epoch: int, weights) -> list[int]:
+    """``--image-weights``' order for ``epoch``: ``len(weights)`` sample indices drawn with
+    replacement, each in proportion to its weight, on a CPU generator of (seed, epoch) as
+    :func:`epoch_permutation`'s (apart from it: another purpose in the seed)."""
+    generator = torch.Generator().manual_seed(derive_seed(seed, "image_weights", epoch))
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    return torch.multinomial(weights, len(weights), replacement=True,
+                             generator=generator).tolist()
 
 
 # --portable: what keeps a CPU run's bits the same on any x86-64 CPU with AVX2, Intel or AMD,

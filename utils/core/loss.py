@@ -78,14 +78,26 @@ def _unique_max(flat_index: torch.Tensor, values: torch.Tensor
     return sorted_index[last], values[order][last]
 
 
+def class_targets(logits: torch.Tensor, cls: torch.Tensor, label_smoothing: float = 0.0
+                  ) -> torch.Tensor:
+    """The class BCE targets [n, C] of ``n`` assignments of classes ``cls`` [n]: yolov5's
+    smoothing (its ``smooth_BCE``), ``1 - eps / 2`` for the true class and ``eps / 2`` for the
+    others. At ``eps`` 0 these are exactly the hard targets 1 and 0 (the same bits)."""
+    target = torch.full_like(logits, 0.5 * label_smoothing)
+    target[torch.arange(len(cls), device=logits.device), cls] = 1.0 - 0.5 * label_smoothing
+    return target
+
+
 def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[torch.Tensor],
-              strides: list[int], hyp: dict) -> tuple[torch.Tensor, torch.Tensor]:
+              strides: list[int], hyp: dict, label_smoothing: float = 0.0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(loss, parts)``: loss is a scalar scaled by the batch size (the gradient of a
     sum over images), parts is [4] in LOSS_PARTS order (box, obj, cls, total) per image,
     detached.
 
     anchors: per layer [A, 2] in pixels; strides: per layer, pixels per grid cell;
-    hyp keys: box, obj, cls (gains), cls_pw, obj_pw (BCE positive weights), anchor_t, iou_type.
+    hyp keys: box, obj, cls (gains), cls_pw, obj_pw (BCE positive weights), anchor_t, iou_type;
+    label_smoothing: the class targets' epsilon (:func:`class_targets`; 0: hard targets).
     """
     device = preds[0].device
     dtype = preds[0].dtype
@@ -110,8 +122,7 @@ def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[to
             index, value = _unique_max(flat, iou.detach().clamp(min=0).to(dtype))
             target_obj.view(-1)[index] = value
             if outputs > 6:  # more than one class
-                target_cls = torch.zeros_like(ps[:, 5:])
-                target_cls[torch.arange(len(t.cls), device=device), t.cls] = 1.0
+                target_cls = class_targets(ps[:, 5:], t.cls, label_smoothing)
                 cls_loss = cls_loss + bce_cls(ps[:, 5:], target_cls)
         obj_loss = obj_loss + bce_obj(p[..., 4], target_obj)
     box_loss = box_loss * hyp["box"]

@@ -14,7 +14,9 @@ import numpy as np
 PAD_VALUE = 114  # grey, as in the ultralytics trainer
 # The hyperparameters of online augmentation: what --repro turns off.
 AUGMENT_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "fliplr",
-                "flipud", "mosaic")
+                "flipud", "mosaic", "mixup")
+# yolov5's mixup ratio: beta(32, 32), a blend near half and half (its spread about 0.06).
+MIXUP_BETA = 32.0
 
 
 def letterbox(img: np.ndarray, new_shape: tuple[int, int], scaleup: bool = True
@@ -165,3 +167,12 @@ def mosaic(images: list[np.ndarray], boxes: list[np.ndarray], size: int,
     clipped[:, 1:5] = clipped[:, 1:5].clip(0, 2 * size)
     keep = box_survives(all_boxes[:, 1:5], clipped[:, 1:5], min_area_ratio=0.1)
     return canvas, clipped[keep]
+
+
+def mixup(img: np.ndarray, boxes: np.ndarray, other: np.ndarray, other_boxes: np.ndarray,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """yolov5's mixup: the two images (same shape) blended at a ratio drawn from
+    beta(32, 32), and both images' boxes kept (concatenated, ``img``'s first)."""
+    ratio = rng.beta(MIXUP_BETA, MIXUP_BETA)
+    blended = img * ratio + other * (1 - ratio)  # float64, then truncated, as yolov5 does
+    return blended.astype(np.uint8), np.concatenate((boxes, other_boxes), 0)

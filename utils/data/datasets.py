@@ -15,21 +15,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from utils.base.errors import ImageError
-from utils.base.repro import epoch_permutation, sample_rng
+from utils.base.errors import ImageError, InputError
+from utils.base.repro import epoch_permutation, epoch_weighted_draw, sample_rng
 from utils.core.boxes import xywhn_to_xyxy, xyxy_to_xywh
 from utils.data.augment import (
     augment_hsv,
     flip_lr,
     flip_ud,
     letterbox,
+    mixup,
     mosaic,
     random_affine,
     resize_longest_side,
 )
 from utils.data.data_config import label_path_for
 from utils.data.image_io import limit_opencv_threads, load_image
-from utils.data.labels import LabelReport, read_labels
+from utils.data.labels import LabelReport, image_weights, read_labels
 
 # Images are decoded once at start anyway (to reject bad files early); a set this small in RAM
 # is kept, which spares the PNG/JPEG decode of every sample (measured: 8.8 -> 1.8 ms a mosaic
@@ -105,6 +106,7 @@ class YoloDataset(Dataset):
                              + "; ".join(self.report.skipped_images[:3]))
         self.report.images = len(self.files)
         self.label_files = [label_path_for(p) for p in self.files]
+        self.num_classes = num_classes
         self.labels, self.report.labels = read_labels(self.label_files, num_classes, single_cls)
         self.batch_shapes = self._rect_shapes(batch_size, stride) if rect else None
 
@@ -145,8 +147,38 @@ class YoloDataset(Dataset):
         epoch, index = item if isinstance(item, tuple) else (0, item)
         rng = sample_rng(self.seed, epoch, index)
         hyp = self.hyp
-        h0, w0 = self.image_sizes[index]
         use_mosaic = self.augment and not self.rect and rng.random() < hyp.get("mosaic", 0.0)
+        img, boxes, placement = self._placed(index, use_mosaic, rng)
+        # Drawn only when mixup is on, so a run without it keeps every later draw (and bit).
+        if self.augment and not self.rect and hyp.get("mixup", 0.0) and \
+                rng.random() < hyp["mixup"]:
+            other = int(rng.integers(0, len(self)))
+            other_img, other_boxes, _ = self._placed(other, use_mosaic, rng)
+            img, boxes = mixup(img, boxes, other_img, other_boxes, rng)
+        if self.augment:
+            if any(hyp.get(k, 0.0) for k in ("hsv_h", "hsv_s", "hsv_v")):
+                img = augment_hsv(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0),
+                                  hyp.get("hsv_v", 0.0))
+            if rng.random() < hyp.get("fliplr", 0.0):
+                img, boxes = flip_lr(img, boxes)
+            if rng.random() < hyp.get("flipud", 0.0):
+                img, boxes = flip_ud(img, boxes)
+        h, w = img.shape[:2]
+        labels = torch.zeros((len(boxes), 6))
+        if len(boxes):
+            b = torch.from_numpy(boxes).float()
+            labels[:, 1] = b[:, 0]
+            labels[:, 2:6] = xyxy_to_xywh(b[:, 1:5]) / torch.tensor([w, h, w, h])
+        image = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
+        return image, labels, str(self.files[index]), placement
+
+    def _placed(self, index: int, use_mosaic: bool, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, Letterbox]:
+        """Image ``index`` at the training size with its boxes (pixels): in a mosaic of four or
+        letterboxed, then (augmenting) through the random affine. The geometric half of an
+        item, which mixup's second image goes through as well."""
+        hyp = self.hyp
+        h0, w0 = self.image_sizes[index]
         if use_mosaic:
             others = rng.integers(0, len(self), 3).tolist()
             images, boxes = [], []
@@ -171,21 +203,7 @@ class YoloDataset(Dataset):
             img, boxes = random_affine(img, boxes, rng, hyp.get("degrees", 0.0),
                                        hyp.get("translate", 0.0), hyp.get("scale", 0.0),
                                        hyp.get("shear", 0.0), border)
-            if any(hyp.get(k, 0.0) for k in ("hsv_h", "hsv_s", "hsv_v")):
-                img = augment_hsv(img, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0),
-                                  hyp.get("hsv_v", 0.0))
-            if rng.random() < hyp.get("fliplr", 0.0):
-                img, boxes = flip_lr(img, boxes)
-            if rng.random() < hyp.get("flipud", 0.0):
-                img, boxes = flip_ud(img, boxes)
-        h, w = img.shape[:2]
-        labels = torch.zeros((len(boxes), 6))
-        if len(boxes):
-            b = torch.from_numpy(boxes).float()
-            labels[:, 1] = b[:, 0]
-            labels[:, 2:6] = xyxy_to_xywh(b[:, 1:5]) / torch.tensor([w, h, w, h])
-        image = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
-        return image, labels, str(self.files[index]), placement
+        return img, boxes, placement
 
 
 def collate(batch):
@@ -202,11 +220,13 @@ class EpochBatchSampler(Sampler):
     Call :meth:`set_epoch` before iterating. With ``drop_last`` every batch has exactly
     ``batch_size`` samples. Under DDP ``batch_size`` is the global batch: process ``rank`` of
     ``world_size`` gets its contiguous share of each one, so a pinned batch size means the same
-    samples per optimizer step at any world size.
+    samples per optimizer step at any world size. ``weights`` (``--image-weights``, with
+    ``shuffle``): each epoch draws ``size`` samples with replacement in proportion to them
+    instead of a permutation, from (seed, epoch) all the same.
     """
 
     def __init__(self, size: int, batch_size: int, shuffle: bool, drop_last: bool, seed: int,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None):
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
         self.size = size
@@ -217,14 +237,19 @@ class EpochBatchSampler(Sampler):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.weights = weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
-        order = (epoch_permutation(self.seed, self.epoch, self.size) if self.shuffle
-                 else range(self.size))
+        if not self.shuffle:
+            order = range(self.size)
+        elif self.weights is not None:
+            order = epoch_weighted_draw(self.seed, self.epoch, self.weights)
+        else:
+            order = epoch_permutation(self.seed, self.epoch, self.size)
         batch = []
         for index in order:
             batch.append((self.epoch, index))
@@ -242,11 +267,19 @@ class EpochBatchSampler(Sampler):
 
 def create_dataloader(dataset: YoloDataset, batch_size: int, workers: int, shuffle: bool,
                       drop_last: bool = False, seed: int = 0, rank: int = 0,
-                      world_size: int = 1, pin_memory: bool = False) -> DataLoader:
+                      world_size: int = 1, pin_memory: bool = False,
+                      weighted: bool = False) -> DataLoader:
     """``pin_memory``: page-locked batches, for a copy to a GPU only; a CPU run on a machine
-    that has a GPU would pay for the pinning and gain nothing."""
+    that has a GPU would pay for the pinning and gain nothing. ``weighted``
+    (``--image-weights``): class-balanced sampling (:func:`utils.data.labels.image_weights`)."""
+    weights = None
+    if weighted:
+        weights = image_weights(dataset.labels, dataset.num_classes)
+        if not weights.sum() > 0:
+            raise InputError(f"--image-weights: none of the {len(dataset)} training images has "
+                             "a box, so there is no class to balance; drop --image-weights")
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle and not dataset.rect,
-                                drop_last, seed, rank, world_size)
+                                drop_last, seed, rank, world_size, weights)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, persistent_workers=False,
                       worker_init_fn=limit_opencv_threads)

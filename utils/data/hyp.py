@@ -1,14 +1,24 @@
 """Hyperparameter files: a yaml mapping with exactly the keys of data/hyp.scratch.yaml."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Mapping
 
 import yaml
 
 from utils.base.errors import InputError
 
-DEFAULT_HYP = Path(__file__).resolve().parents[2] / "data" / "hyp.scratch.yaml"
+# The 2020 ultralytics recipe, kept for reference: every hyp file has exactly its keys.
+SCRATCH_HYP = Path(__file__).resolve().parents[2] / "data" / "hyp.scratch.yaml"
+# The own-data recipe: what a run uses when neither --hyp nor the .data file names a hyp file.
+DEFAULT_HYP = SCRATCH_HYP.with_name("hyp.own.yaml")
 STRING_KEYS = {"iou_type": ("giou", "ciou"), "optimizer": ("sgd", "adam")}
+# Keys added after runs had been made, with the value that turns each one off. A hyp FILE must
+# still name them (load_hyp refuses a missing key), but a checkpoint or run folder from before
+# them lacks them: its hyp gets these values (:func:`with_added_keys`), so it trains on as it
+# did.
+ADDED_KEYS = {"label_smoothing": 0.0, "mixup": 0.0}
 
 
 def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
@@ -25,7 +35,7 @@ def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
                          None if line is None else line + 1) from None
     if not isinstance(hyp, dict):
         raise InputError("expected a mapping of hyperparameter: value", path)
-    known = yaml.safe_load(DEFAULT_HYP.read_text())
+    known = yaml.safe_load(SCRATCH_HYP.read_text())
     lines = {k: n for n, raw in enumerate(path.read_text().splitlines(), 1)
              for k in [raw.split(":", 1)[0].strip()] if ":" in raw}
     for key, value in hyp.items():
@@ -38,6 +48,9 @@ def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
                                  lines.get(key))
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{key}: {value!r} is not a number", path, lines.get(key))
+        elif key in ADDED_KEYS and not 0 <= value <= 1:
+            raise InputError(f"{key}: {value!r}, expected a number in 0..1", path,
+                             lines.get(key))
     missing = sorted(set(known) - set(hyp))
     if missing:
         raise InputError(f"missing hyperparameters: {missing}", path)
@@ -55,3 +68,30 @@ def scale_hyp(hyp: dict, num_classes: int, num_heads: int, img_size: int,
     hyp["obj"] *= (img_size / 640) ** 2 * 3 / num_heads
     hyp["weight_decay"] *= nominal_batch / hyp["nbs"]
     return hyp
+
+
+def with_added_keys(hyp: Mapping) -> tuple[dict, list[str]]:
+    """``hyp`` (a checkpoint's) with each key of :data:`ADDED_KEYS` it lacks set to its off
+    value; and the keys so filled, for the note that says so."""
+    filled = [k for k in ADDED_KEYS if k not in hyp]
+    return {**hyp, **{k: ADDED_KEYS[k] for k in filled}}, filled
+
+
+def digest_without_added_keys(path: str | Path) -> str:
+    """SHA-256 of a hyp file's bytes without the lines that set an :data:`ADDED_KEYS` key to its
+    off value: the digest the same file had before those keys were added to it, so a run
+    started then still finds its hyp file unchanged."""
+    kept = []
+    for line in Path(path).read_bytes().splitlines(keepends=True):
+        key, colon, value = line.decode(errors="replace").partition("#")[0].partition(":")
+        if colon and key.strip() in ADDED_KEYS and _number(value) == ADDED_KEYS[key.strip()]:
+            continue
+        kept.append(line)
+    return hashlib.sha256(b"".join(kept)).hexdigest()
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None

@@ -94,3 +94,30 @@ def load_image(path: str | Path) -> np.ndarray:
     elif img.shape[2] == 1:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     return img
+
+
+# Formats whose size and EXIF orientation Pillow reads from the header as load_image orients
+# them (checked in tests/utils/data/test_image_io.py); others (TIFF's orientation, for one,
+# Pillow reports otherwise) are decoded.
+_HEADER_FORMATS = ("JPEG", "PNG", "WEBP")
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the image a quarter
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of the image at ``path`` as :func:`load_image` gives it (EXIF
+    orientation applied): from the file's header for JPEG, PNG and WebP (no pixels decoded, so
+    a whole training set's sizes take a moment), else by decoding it. Raises ImageError when
+    the file is no image; an image whose header reads but whose pixels do not is only found
+    by :func:`load_image`."""
+    from PIL import Image, UnidentifiedImageError  # Pillow comes with matplotlib
+    try:
+        with Image.open(path) as img:
+            if img.format in _HEADER_FORMATS:
+                width, height = img.size
+                # Only EXIF the header holds: Pillow would decode a PNG to look further.
+                turned = ("exif" in img.info
+                          and img.getexif().get(0x0112, 1) in _SWAPPING_ORIENTATIONS)
+                return (width, height) if turned else (height, width)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
+        pass  # load_image says why, or reads what Pillow cannot
+    return load_image(path).shape[:2]

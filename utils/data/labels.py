@@ -100,3 +100,23 @@ def read_labels(paths: list[Path], num_classes: int, single_cls: bool = False
         report.boxes += len(rows)
         labels.append(rows)
     return labels, report
+
+
+def class_weights(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """ultralytics' ``labels_to_class_weights``: each class's inverse box count over the set
+    (a class without boxes counts as one), normalized to sum 1. ``labels``: per image, its
+    (N, 5) rows [class, x, y, w, h]."""
+    rows = np.concatenate(labels, 0) if labels else np.zeros((0, 5))
+    counts = np.bincount(rows[:, 0].astype(int), minlength=num_classes).astype(np.float64)
+    counts[counts == 0] = 1
+    weights = 1 / counts
+    return weights / weights.sum()
+
+
+def image_weights(labels: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """ultralytics' ``labels_to_image_weights`` with :func:`class_weights`: each image's weight
+    is the sum of its boxes' class weights, so images of rare classes are drawn more often and
+    an image without boxes never (ultralytics also multiplies by (1 - mAP per class)^2 of the
+    last evaluation; left out here, so the order depends on the labels alone and repeats)."""
+    per_class = class_weights(labels, num_classes)
+    return np.array([per_class[rows[:, 0].astype(int)].sum() for rows in labels])

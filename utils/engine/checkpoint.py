@@ -118,10 +118,17 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
                 for k, v in own.items() if k in state and state[k].shape != v.shape]
     if not from_darknet:  # a backbone cut leaves the later layers out on purpose
         skipped += [f"{k}: not in the weights" for k in own if k not in state]
-    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    # The anchors are the cfg's (as written, or as autoanchor fitted them to this run's data),
+    # never the weights': a buffer of the same shape would replace them without a word, and
+    # the run's cfg_text (its converted cfg, its resume) would then name other anchors.
+    anchors = [k for k in state if k.endswith(".anchors") and k in own
+               and state[k].shape == own[k].shape and not torch.equal(state[k], own[k])]
+    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape
+               and not k.endswith(".anchors")}
     own.update(fitting)
     model.load_state_dict(own)
-    return lines + [f"not loaded {line}" for line in skipped]
+    kept = [f"kept the cfg's anchors, not the weights' ({len(anchors)} yolo layers differ)"]
+    return lines + [f"not loaded {line}" for line in skipped] + (kept if anchors else [])
 
 
 def training_checkpoint(training, epoch: int) -> dict:
@@ -138,7 +145,7 @@ def training_checkpoint(training, epoch: int) -> dict:
             "data": plan.options.data, "img_size": plan.options.img_size,
             "upsample": model.upsample_mode, "best_fitness": training.best_fitness,
             "results": training.lines, "digests": training.digests,
-            "logs": dict(training.log_state)}
+            "logs": dict(training.log_state), "stale_epochs": training.stale_epochs}
 
 
 def restore_training(training, ckpt: dict) -> None:
@@ -155,6 +162,9 @@ def restore_training(training, ckpt: dict) -> None:
     training.start_epoch = ckpt["epoch"] + 1
     training.best_fitness, training.lines = ckpt["best_fitness"], list(ckpt["results"])
     training.log_state = dict(ckpt.get("logs") or {})  # none in checkpoints from before logs
+    # --patience's count goes on where it was, so a resumed run stops where a straight one
+    # does (0 in checkpoints from before it: they had not counted).
+    training.stale_epochs = ckpt.get("stale_epochs", 0)
 
 
 def weights_checkpoint(model: Darknet, names: list[str] | None = None, source: str = "") -> dict:

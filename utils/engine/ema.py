@@ -17,14 +17,16 @@ class ModelEMA:
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, ramp: float = 2000.0,
-                 updates: int = 0):
+                 updates: int = 0, copied: set[str] | frozenset[str] = frozenset()):
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
         self.ramp = ramp
         self.updates = updates
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.averaged = averaged_names(self.module)
+        # ``copied``: names held fixed in training (--freeze), copied so they stay bit for bit
+        # the raw ones (an average of equal values need not round back to the value).
+        self.averaged = averaged_names(self.module) - set(copied)
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.ramp))

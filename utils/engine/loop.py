@@ -20,8 +20,9 @@ from utils.core.loss import LOSS_PARTS, yolo_loss
 from utils.core.schedule import warmup_values
 from utils.data.inputs import to_model_input
 from utils.data.plots import labels_to_boxes, plot_batch
-from utils.engine.distributed import DistInfo
+from utils.engine.distributed import DistInfo, epoch_over_ranks
 from utils.engine.ema import ModelEMA
+from utils.engine.freeze import hold_frozen_statistics
 from utils.engine.plan import RunPlan
 from utils.engine.precision import forward_context
 
@@ -37,7 +38,8 @@ def build_optimizer(model: nn.Module, hyp: dict, adam: bool) -> torch.optim.Opti
     Batch norm is matched by its base class, so ``SyncBatchNorm`` (``--sync-bn``) counts too.
     The fused kernels (CPU and CUDA) update every tensor of a group in one call: on the CPU the
     default per-tensor loop took 28 ms an Adam step for yolov3-tiny, the fused one 13 ms. The
-    model must be on its device before this is called.
+    model must be on its device before this is called. Frozen parameters (``requires_grad``
+    False: ``--freeze``) are left out, so no decay or momentum can move them.
     """
     bn_weights, conv_weights, biases = [], [], []
     for module in model.modules():
@@ -48,12 +50,15 @@ def build_optimizer(model: nn.Module, hyp: dict, adam: bool) -> torch.optim.Opti
             conv_weights.append(module.weight)
             if module.bias is not None:
                 biases.append(module.bias)
+    bn_weights, conv_weights, biases = ([p for p in group if p.requires_grad]
+                                        for group in (bn_weights, conv_weights, biases))
+    first = [{"params": bn_weights}]  # as a group: torch refuses an empty list of tensors
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     if adam:
-        optimizer = torch.optim.Adam(bn_weights, lr=hyp["lr0"], betas=(hyp["momentum"], 0.999),
+        optimizer = torch.optim.Adam(first, lr=hyp["lr0"], betas=(hyp["momentum"], 0.999),
                                      fused=fused)
     else:
-        optimizer = torch.optim.SGD(bn_weights, lr=hyp["lr0"], momentum=hyp["momentum"],
+        optimizer = torch.optim.SGD(first, lr=hyp["lr0"], momentum=hyp["momentum"],
                                     nesterov=True, fused=fused)
     optimizer.add_param_group({"params": conv_weights, "weight_decay": hyp["weight_decay"]})
     optimizer.add_param_group({"params": biases})
@@ -80,6 +85,7 @@ class LoopSettings:
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None
     plot_path: Path | None = None
     names: tuple[str, ...] = ()
+    frozen: tuple[int, ...] = ()  # --freeze's layers: batch norm held in eval mode
 
 
 @dataclass
@@ -108,6 +114,7 @@ class Training:
     best_fitness: float = -1.0
     lines: list[str] = field(default_factory=list)
     log_state: dict = field(default_factory=dict)  # what the experiment logs keep (MLflow's id)
+    stale_epochs: int = 0  # evaluated epochs since the fitness last improved (--patience)
 
 
 @dataclass
@@ -132,6 +139,7 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
     started = time.perf_counter()
     model.train()
     net = getattr(model, "module", model)  # the Darknet inside a DDP wrapper
+    hold_frozen_statistics(net, settings.frozen)  # train() just turned their batch norm on
     batches = len(loader)
     anchors, strides = net.anchors(), net.strides()
     loss_sum = torch.zeros(len(LOSS_PARTS), device=device)
@@ -175,8 +183,11 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
             mean = dict(zip(LOSS_PARTS, (loss_sum / (i + 1)).tolist()))
             bar.set_postfix_str(" ".join(f"{k} {v:.4f}" for k, v in mean.items())
                                 + f" targets {len(targets)} size {img_size}")
+    # Under DDP each process saw its share of every batch: results.txt gets the global
+    # batch's losses and targets, not rank 0's share (one process: unchanged, every bit).
+    loss_sum, last_targets = epoch_over_ranks(loss_sum, len(targets))
     means = (loss_sum / max(batches, 1)).tolist()  # waits for the device's last step
-    return EpochStats(dict(zip(LOSS_PARTS, means)), len(targets), img_size, memory_gb(device),
+    return EpochStats(dict(zip(LOSS_PARTS, means)), last_targets, img_size, memory_gb(device),
                       time.perf_counter() - started, images_seen)
 
 
@@ -185,7 +196,8 @@ def _forward_loss(model, images, targets, anchors, strides, settings: LoopSettin
     (``float()`` of an fp32 tensor is the tensor itself)."""
     with forward_context(settings.autocast):
         preds = model(images)
-    return yolo_loss([p.float() for p in preds], targets, anchors, strides, settings.hyp)
+    return yolo_loss([p.float() for p in preds], targets, anchors, strides, settings.hyp,
+                     label_smoothing=settings.hyp["label_smoothing"])
 
 
 def _warm_up(optimizer: torch.optim.Optimizer, iteration: int, epoch_lr: float,

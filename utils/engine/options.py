@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.base.device import add_device_argument
-from utils.base.errors import InputError
+from utils.base.errors import InputError, counted
 from utils.base.machine import cpu_info
 from utils.data.hyp import DEFAULT_HYP
 from utils.engine.checkpoint import load_checkpoint
@@ -25,12 +25,15 @@ REPRO_THREADS = 2
 # Options a resume takes from its checkpoint: a different value on the command line would make
 # it another training, so it is refused with a message naming the option.
 PINNED_ON_RESUME = ("cfg", "data", "hyp", "epochs", "batch_size", "img_size", "seed", "repro",
-                    "portable",
+                    "portable", "noautoanchor",
                     "augment", "adam", "single_cls", "rect", "multi_scale", "threads", "amp",
-                    "compile", "sync_bn", "weights", "project", "name")
+                    "compile", "sync_bn", "weights", "project", "name", "freeze",
+                    "image_weights")
 # Options a resume honours from the command line: none of them changes the training's bits.
+# --patience and --save-period change where a run stops and which checkpoints it keeps, not the
+# bits of any epoch it trains, so they are honoured too.
 HONOURED_ON_RESUME = ("device", "quiet", "stop_after", "workers", "notest", "nosave",
-                      "cache_images", "tb", "mlflow")
+                      "cache_images", "tb", "mlflow", "patience", "save_period")
 # A new run's values of the options that have one. They parse to None when not given, so a
 # resume tells "given" from "not given" whatever the value: `--resume RUN --epochs 17` asks for
 # 17 epochs even though 17 is the default, and is refused when the run has another count.
@@ -65,7 +68,9 @@ def options_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", help=f"folder of run folders (default: {d['project']})")
     p.add_argument("--name", help=f"run folder name, exp2, exp3, ... if taken (default: "
                                   f"{d['name']})")
-    p.add_argument("--resume", default="", help="a run folder or its weights/last.pt")
+    p.add_argument("--resume", default="",
+                   help="a run folder, or a checkpoint in its weights/ (last.pt, or an "
+                        "epochK.pt of --save-period where the run has not gone past it)")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs of the schedule (resume later)")
     p.add_argument("--nosave", action="store_true", help="only save the final checkpoint")
@@ -87,6 +92,10 @@ def options_parser() -> argparse.ArgumentParser:
                         "the same thread count: fp32, kernels pinned (see docs/repro.md)")
     p.add_argument("--augment", action="store_true",
                    help="with --repro: keep online augmentation on (still deterministic)")
+    p.add_argument("--noautoanchor", action="store_true",
+                   help="keep the cfg's anchors; by default a new run whose anchors reach a best "
+                        "possible recall below 0.98 on its training labels fits new ones "
+                        "(drawn from --seed: the same every run; docs/training.md)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (bf16 on a CPU with native bf16, bf16 or fp16 on a GPU)"
                         "; default on where native, off under --repro")
@@ -95,6 +104,20 @@ def options_parser() -> argparse.ArgumentParser:
                         "C++ compiler): compiles on the first batch of each input shape, "
                         "counted in that epoch's time; other bits than an eager run, the same "
                         "bits run to run and across a resume (docs/speed.md)")
+    p.add_argument("--freeze", default=None,
+                   help="keep layers fixed: N freezes module_list layers 0..N-1 (as a backbone cut "
+                        "*.conv.N counts them), a comma list (0,1,2) those layers; their weights "
+                        "get no gradient and their batch-norm statistics stay as loaded "
+                        "(default: none)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop when the fitness (0.1 mAP@0.5 + 0.9 mAP@0.5:0.95) has not improved "
+                        "for this many evaluated epochs (default: never)")
+    p.add_argument("--save-period", type=int, default=None,
+                   help="also keep weights/epochK.pt every N epochs: whole checkpoints, for "
+                        "--resume and test.py (default: none)")
+    p.add_argument("--image-weights", action="store_true",
+                   help="class-balanced sampling: draw images with replacement, weighted by the "
+                        "inverse frequency of their classes")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tb", action=argparse.BooleanOptionalAction, default=True,
                    help="TensorBoard event files in the run folder (tensorboard --logdir "
@@ -140,7 +163,12 @@ class RunOptions:
     quiet: bool
     tb: bool = True
     mlflow: bool = False
+    noautoanchor: bool = False
     compile: bool = False
+    freeze: str | None = None
+    patience: int | None = None
+    save_period: int | None = None
+    image_weights: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,6 +188,33 @@ def check_options(options: RunOptions) -> None:
         raise InputError(f"--workers {options.workers}: must be 0 or more")
     if options.threads is not None and options.threads <= 0:
         raise InputError(f"--threads {options.threads}: must be at least 1")
+    for name, value in (("patience", options.patience), ("save-period", options.save_period)):
+        if value is not None and value <= 0:
+            raise InputError(f"--{name} {value}: must be a positive number of epochs (leave it "
+                             "out for none)")
+    if options.image_weights and options.rect:
+        raise InputError("--image-weights draws each epoch's images by their classes; --rect "
+                         "keeps them in aspect-ratio order to share a batch shape: drop one")
+    frozen_layers(options.freeze)
+
+
+def frozen_layers(spec: str | None) -> tuple[int, ...]:
+    """``--freeze``'s module_list indices: ``N`` is layers 0..N-1 (0: none), a comma list
+    names them. Only the form is checked here; the model's layers are checked by the plan."""
+    if not spec:
+        return ()
+    try:
+        numbers = [int(v) for v in spec.split(",") if v.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 0:
+        raise InputError(f"--freeze {spec}: expected a layer count N (layers 0..N-1) or a comma "
+                         "list of layer indices such as 0,1,2")
+    if "," not in spec:
+        return tuple(range(numbers[0]))
+    if len(set(numbers)) != len(numbers):
+        raise InputError(f"--freeze {spec}: names a layer twice")
+    return tuple(sorted(numbers))
 
 
 def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
@@ -179,6 +234,7 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
         raise InputError("holds weights only (a converted file), not a training to continue: "
                          "start a new run with --weights", ckpt_path)
     _check_run_folder(ckpt_path, run_dir)
+    _check_not_behind(ckpt_path, ckpt)
     saved = {f.name: ckpt["args"].get(f.name, DEFAULTS.get(f.name, parser.get_default(f.name)))
              for f in dataclasses.fields(RunOptions)}
     for key in PINNED_ON_RESUME:
@@ -200,6 +256,12 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
     if ckpt["epoch"] + 1 >= options.epochs:
         raise InputError(f"this run already finished all {options.epochs} epochs (its "
                          "results.txt has them); start a new run to train more", ckpt_path)
+    stale = ckpt.get("stale_epochs", 0)  # none in checkpoints from before --patience
+    if options.patience and stale >= options.patience:
+        raise InputError(f"this run stopped early after epoch {ckpt['epoch']}: its fitness did "
+                         f"not improve in {counted(stale, 'evaluated epoch')} (--patience "
+                         f"{options.patience}); resume with a larger --patience to go on, or "
+                         "start a new run", ckpt_path)
     return options, ckpt, run_dir
 
 
@@ -233,6 +295,26 @@ def _resume_paths(path: Path) -> tuple[Path, Path]:
         raise InputError("--resume: no such run folder or checkpoint (expected a run folder "
                          "holding weights/last.pt, or a last.pt)", path)
     return path, path.parent.parent
+
+
+def _check_not_behind(ckpt_path: Path, ckpt: dict) -> None:
+    """A checkpoint other than last.pt (``--save-period``'s epochK.pt, best.pt) continues the
+    run only where the run has not gone past it: resuming an earlier epoch would rewrite the
+    later epochs' results.txt lines and checkpoints. A last.pt that is missing or unreadable
+    does not count (that is when an earlier checkpoint is wanted)."""
+    last = ckpt_path.parent / "last.pt"
+    if ckpt_path.name == "last.pt" or not last.is_file():
+        return
+    try:
+        last_epoch = load_checkpoint(last)["epoch"]
+    except InputError:
+        return
+    if last_epoch > ckpt["epoch"]:
+        raise InputError(f"--resume: this checkpoint holds epoch {ckpt['epoch']}, but the run "
+                         f"has gone on to epoch {last_epoch} (weights/last.pt); resuming here "
+                         f"would overwrite epochs {ckpt['epoch'] + 1}..{last_epoch} of its "
+                         "results.txt and checkpoints: resume the run folder to continue it, "
+                         "or start a new run from this file with --weights", ckpt_path)
 
 
 def _check_run_folder(ckpt_path: Path, run_dir: Path) -> None:

@@ -3,7 +3,8 @@ the data and the device, frozen as a :class:`RunPlan` that every part of the tra
 none rewrites (:func:`make_plan`): the hyperparameters after ``--repro``, the scaled loss
 gains, accumulation and warm-up, the optimizer, precision and why, determinism, the portable
 kernels, upsample kind, augmentation, multi-scale, drop_last, workers and pinned memory,
-threads, and the notes printed about them. The options themselves come from
+threads, a new run's anchors (autoanchor), and the notes printed about them. The options
+themselves come from
 :mod:`utils.engine.options`.
 """
 from __future__ import annotations
@@ -24,9 +25,10 @@ from utils.base.errors import InputError, counted
 from utils.base.repro import PORTABLE_ENVIRONMENT
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.datasets import AUTO_CACHE_BYTES
-from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp
+from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp, with_added_keys
+from utils.engine.autoanchor import AnchorCheck, plan_anchors
 from utils.engine.distributed import DistInfo
-from utils.engine.options import REPRO_THREADS, RunOptions
+from utils.engine.options import REPRO_THREADS, RunOptions, frozen_layers
 from utils.engine.precision import choose_precision
 
 ONE_PROCESS = DistInfo()
@@ -59,11 +61,21 @@ class RunPlan:
     optimizer: str                # "sgd" or "adam" (--adam, else the hyp file's optimizer)
     compile: str | None = None    # torch.compile's dynamic-shape mode ("static" or
                                   # "automatic"), None: the model runs eagerly
+    autoanchor: AnchorCheck | None = None  # a new run's anchors against its training labels
+                                           # (None: --noautoanchor, or a resume)
     notes: tuple[str, ...] = field(default=())  # what the plan pinned or chose, to print
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # the hyp file, why, the steps
+    frozen: tuple[int, ...] = ()  # --freeze: module_list indices kept as loaded
 
     @property
     def epochs(self) -> int:
         return self.options.epochs
+
+    @property
+    def cfg_text(self) -> str | None:
+        """The cfg a new run builds its model from when it is not the file as it is: the
+        cfg with the anchors autoanchor fitted and kept; else None."""
+        return self.autoanchor.cfg_text if self.autoanchor else None
 
     @property
     def last_epoch(self) -> int:
@@ -100,6 +112,11 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
     options = dataclasses.replace(options, hyp=hyp_path)
     base_hyp = dict(ckpt["hyp"]) if ckpt else load_hyp(hyp_path)
     notes = []
+    if ckpt:
+        base_hyp, filled = with_added_keys(base_hyp)
+        if filled:
+            notes.append(f"hyp from before {', '.join(filled)}: filled with their off values "
+                         "(0), so the run trains on as it started")
     repro = options.repro
     augment = not repro or options.augment
     if repro and not ckpt:
@@ -134,8 +151,10 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                          data.path)
     accumulate = max(round(base_hyp["nbs"] / options.batch_size), 1)
     heads = _count_heads(options.cfg, ckpt["cfg_text"] if ckpt else None)
+    frozen = _frozen(options, ckpt["cfg_text"] if ckpt else None, notes)
     hyp = scale_hyp(base_hyp, num_classes, heads, options.img_size,
                     options.batch_size * accumulate)
+    autoanchor = _autoanchor(options, ckpt, data, num_classes, base_hyp["anchor_t"], notes)
     if ckpt:  # runs from before --amp existed were fp32
         precision, reason = ckpt["args"].get("precision", "fp32"), "the run's own"
     else:
@@ -154,8 +173,9 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                    augment=augment, multi_scale=options.multi_scale and not repro,
                    drop_last=repro, workers=workers, pin_memory=device.type == "cuda",
                    optimizer="adam" if options.adam else str(hyp["optimizer"]),
-                   compile=compile_mode,
-                   notes=tuple(notes))
+                   compile=compile_mode, frozen=frozen,
+                   autoanchor=autoanchor, notes=tuple(notes),
+                   recipe=MappingProxyType(_recipe(options, data, ckpt, accumulate)))
 
 
 def _compile_mode(options: RunOptions, device: torch.device, world_size: int, notes: list
@@ -195,6 +215,53 @@ def _check_portable_start() -> None:
                          "them")
 
 
+def _frozen(options: RunOptions, cfg_text: str | None, notes: list) -> tuple[int, ...]:
+    """--freeze's layers, checked against the cfg: each must exist, and none may be a [yolo]
+    layer (the heads are what a frozen backbone leaves to train)."""
+    frozen = frozen_layers(options.freeze)
+    if not frozen:
+        return ()
+    cfg = options.cfg
+    kinds = [s["type"] for s in (parse_cfg_text(cfg_text, cfg) if cfg_text is not None
+                                 else parse_cfg(cfg))[1:]]
+    if frozen[-1] >= len(kinds):
+        raise InputError(f"--freeze {options.freeze}: the model has layers 0..{len(kinds) - 1} "
+                         f"({len(kinds)} layers)", cfg)
+    heads = [i for i in frozen if kinds[i] == "yolo"]
+    if heads:
+        first = kinds.index("yolo")
+        raise InputError(f"--freeze {options.freeze}: layer {heads[0]} is a [yolo] layer (an "
+                         f"output of the model, which must train); freeze layers before "
+                         f"{first} (--freeze {first} at most as a count)", cfg)
+    notes.append(f"frozen: layers {_spans(frozen)} (weights and batch-norm statistics as "
+                 "loaded)")
+    return frozen
+
+
+def _spans(indices: tuple[int, ...]) -> str:
+    """0,1,2,5 -> '0..2, 5'."""
+    spans, start = [], indices[0]
+    for previous, index in zip(indices, indices[1:] + (None,)):
+        if index != previous + 1:
+            spans.append(str(start) if start == previous else f"{start}..{previous}")
+            start = index
+    return ", ".join(spans)
+
+
+def _autoanchor(options: RunOptions, ckpt: dict | None, data, num_classes: int,
+                anchor_t: float, notes: list) -> AnchorCheck | None:
+    """A new run's cfg anchors against its training labels, fitted below a BPR of 0.98
+    (utils/engine/autoanchor.py); a resume keeps its checkpoint's cfg, --noautoanchor the
+    file's. --repro keeps it on: the fit draws from the seed alone."""
+    if ckpt or options.noautoanchor:
+        return None
+    check = plan_anchors(options.cfg, data, options.img_size, num_classes, options.single_cls,
+                         anchor_t, options.seed)
+    if check.fitted:
+        notes.append(check.note())
+    return check
+
+
 def _count_heads(cfg: str, cfg_text: str | None) -> int:
     sections = parse_cfg_text(cfg_text, cfg) if cfg_text is not None else parse_cfg(cfg)
     return count_yolo_layers(sections, cfg)
@@ -219,6 +286,40 @@ def _workers(options: RunOptions, data, device: torch.device) -> tuple[int, str]
     if _images_cached(options, data):
         return 0, "the images are cached in memory"
     return min(2, cores), "images read from disk"
+
+
+# A run that steps its optimizer fewer times than this is warned before it starts. Measured on
+# the raccoon set (yolov3-tiny, 320 px, batch 16, 50 epochs; docs/measurements/own_data.md):
+# 150 optimizer steps (hyp.scratch.yaml's nominal batch of 64) ended at mAP@0.5 0.28, below
+# 0.09 for 33 epochs; 500 steps (hyp.own.yaml) at 0.77. The built-in default run takes 1,071.
+MIN_OPTIMIZER_STEPS = 300
+
+
+def optimizer_steps(images: int, batch_size: int, accumulate: int, epochs: int) -> int:
+    """The optimizer steps a run takes: one every ``accumulate`` batches of ``batch_size``
+    (the last partial batch counted), ``epochs`` times."""
+    batches = -(-images // batch_size)
+    return epochs * -(-batches // accumulate)
+
+
+def _recipe(options: RunOptions, data, ckpt: dict | None, accumulate: int) -> dict[str, Any]:
+    """Which hyp file the run uses and why, how many optimizer steps it will take, and a
+    warning with what to change when they are too few for the recipe to converge."""
+    why = ("--hyp" if ckpt is None and options.hyp != str(data.hyp or DEFAULT_HYP)
+           else "the run's own" if ckpt else "the .data file's hyp=" if data.hyp
+           else "the own-data default")
+    from utils.data.data_config import list_images
+    images = len(list_images(data.train, data.path, data.lines.get("train")))
+    steps = optimizer_steps(images, options.batch_size, accumulate, options.epochs)
+    recipe = {"hyp": options.hyp, "why": why, "optimizer_steps": steps, "warning": None}
+    if steps < MIN_OPTIMIZER_STEPS:
+        recipe["warning"] = (
+            f"{steps} optimizer steps ({options.epochs} epochs of {images} images at batch "
+            f"{options.batch_size}, accumulating {accumulate}): below the "
+            f"{MIN_OPTIMIZER_STEPS} a short run needs to learn (measured: "
+            "docs/measurements/own_data.md); train more epochs, or lower the hyp's nbs "
+            "(nominal batch) so the optimizer steps more often")
+    return recipe
 
 
 def _images_cached(options: RunOptions, data) -> bool:

@@ -11,11 +11,13 @@ from pathlib import Path
 import torch
 import yaml
 
+from models.darknet import anchored_cfg_text, cfg_anchors
 from utils.base.atomic_io import atomic_write_text
 from utils.base.device import device_name
 from utils.base.errors import InputError
 from utils.base.host_memory import allocator_state
 from utils.base.machine import machine
+from utils.data.hyp import digest_without_added_keys
 
 
 def next_run_dir(project: str | Path, name: str) -> Path:
@@ -61,6 +63,11 @@ def git_commit() -> str | None:
     return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
+def nccl_variables(environ=os.environ) -> dict[str, str]:
+    """The NCCL_* and TORCH_NCCL_* variables set, by name."""
+    return {k: environ[k] for k in sorted(environ) if k.startswith(("NCCL_", "TORCH_NCCL_"))}
+
+
 def environment(device: torch.device) -> dict:
     """Versions, platform and device: the things that change bits between machines."""
     import cv2
@@ -83,6 +90,9 @@ def environment(device: torch.device) -> dict:
         "git_commit": git_commit(),
         "PYTHONHASHSEED": os.environ.get("PYTHONHASHSEED"),
         "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        # NCCL's algorithm, protocol and channel choices set its reduction order under DDP
+        # (empty, and so no setting in the drift report, when none is set).
+        "nccl_variables": nccl_variables(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
@@ -93,11 +103,28 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def built_in_digest(data) -> str | None:
+    """The built-in set's digest over its decoded pixels and label text (its DIGEST file,
+    ``utils/data/shapes.py``), for a .data file that generates it (``data``: its DataConfig);
+    None for other data. The file digests of :func:`input_digests` read the PNG bytes, which
+    another OpenCV's encoder writes otherwise for the same pixels."""
+    if data.generate != "shapes":
+        return None
+    try:
+        return (Path(data.train).parent.parent / "DIGEST").read_text().strip()
+    except OSError:
+        return None
+
+
 def input_digests(cfg_text: str, hyp_path: str | Path, train_set, val_set, data
                   ) -> dict[str, str]:
     """SHA-256 of what a run trains on: the cfg text, the hyp file, each set's images and
-    labels (names and bytes), and the class names (``data``: the .data file's DataConfig)."""
-    return {"cfg": hashlib.sha256(cfg_text.encode()).hexdigest(), "hyp": file_digest(hyp_path),
+    labels (names and bytes), and the class names (``data``: the .data file's DataConfig).
+    The hyp file's is taken without the lines of keys added since runs were first recorded
+    (label_smoothing, mixup) while they are off: the digest it had before them, so a run, a
+    resume or a seed group from then and one from now agree when their hyperparameters do."""
+    return {"cfg": hashlib.sha256(cfg_text.encode()).hexdigest(),
+            "hyp": digest_without_added_keys(hyp_path),
             "train": files_digest(train_set.files + train_set.label_files),
             "val": files_digest(val_set.files + val_set.label_files),
             "names": hashlib.sha256("\n".join(data.names).encode()).hexdigest()}
@@ -119,7 +146,7 @@ def check_inputs_unchanged(plan, ckpt: dict, digests: dict) -> list[str]:
     only reported."""
     notes = []
     cfg = plan.options.cfg
-    if Path(cfg).is_file() and Path(cfg).read_text() != ckpt["cfg_text"]:
+    if Path(cfg).is_file() and _cfg_changed(Path(cfg).read_text(), ckpt["cfg_text"], cfg):
         notes.append(f"{cfg} changed since the run started; the run continues with the cfg "
                      "stored in its checkpoint")
     saved = ckpt.get("digests") or {}
@@ -135,6 +162,17 @@ def check_inputs_unchanged(plan, ckpt: dict, digests: dict) -> list[str]:
     return notes
 
 
+def _cfg_changed(text: str, saved: str, path) -> bool:
+    """Whether the cfg file's ``text`` differs from the checkpoint's cfg by more than the
+    anchors autoanchor fitted into the run's copy (which the file never had)."""
+    if text == saved:
+        return False
+    try:
+        return anchored_cfg_text(text, cfg_anchors(saved, path)[0], path) != saved
+    except (InputError, ValueError):  # another structure: changed in any case
+        return True
+
+
 def record_resume(run_dir: Path, epoch: int, env: dict, digests: dict) -> None:
     """Add this leg to repro.yaml with its environment and input digests, so a run resumed on
     another machine, software or data says so (the drift report reads them)."""
@@ -142,4 +180,14 @@ def record_resume(run_dir: Path, epoch: int, env: dict, digests: dict) -> None:
     record = yaml.safe_load(path.read_text()) if path.is_file() else {}
     record.setdefault("resumes", []).append({"epoch": epoch, "environment": env,
                                              "digests": digests})
+    record.pop("stopped_early", None)  # a run resumed past an early stop goes on
+    atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))
+
+
+def record_stop(run_dir: Path, epoch: int, reason: str) -> None:
+    """repro.yaml's ``stopped_early: {epoch, reason}``: the run ended before its last epoch by
+    its own rule (--patience), not by an interrupt."""
+    path = run_dir / "repro.yaml"
+    record = yaml.safe_load(path.read_text()) if path.is_file() else {}
+    record["stopped_early"] = {"epoch": epoch, "reason": reason}
     atomic_write_text(path, yaml.safe_dump(record, sort_keys=False))

@@ -6,6 +6,7 @@ from torch import nn
 
 from models.layers import RepeatUpsample
 from utils.base.repro import (
+    anchor_generator,
     configure_determinism,
     derive_seed,
     epoch_permutation,
@@ -34,6 +35,18 @@ def test_derived_streams_depend_on_every_key():
     assert epoch_permutation(0, 3, 10) == epoch_permutation(0, 3, 10)
     assert epoch_permutation(0, 3, 10) != epoch_permutation(0, 4, 10)
     assert sorted(epoch_permutation(0, 3, 10)) == list(range(10))
+
+
+def test_the_anchor_fit_draws_from_its_seed_alone():
+    """autoanchor's generator: the same draws for a seed, other draws for another seed, apart
+    from the augmentation streams, and no global generator touched."""
+    np.random.seed(7)
+    global_state = np.random.get_state()[1].copy()
+    draws = anchor_generator(0).random(4)
+    assert np.array_equal(draws, anchor_generator(0).random(4))
+    assert not np.array_equal(draws, anchor_generator(1).random(4))
+    assert not np.array_equal(draws, sample_rng(0, 0, 0).random(4))
+    assert np.array_equal(np.random.get_state()[1], global_state)
 
 
 def test_rng_state_round_trip():

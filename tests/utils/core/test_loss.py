@@ -1,6 +1,6 @@
 import torch
 
-from utils.core.loss import _unique_max, build_targets, yolo_loss
+from utils.core.loss import _unique_max, build_targets, class_targets, yolo_loss
 
 HYP = {"box": 0.05, "obj": 1.0, "cls": 0.5, "cls_pw": 1.0, "obj_pw": 1.0, "anchor_t": 4.0,
        "iou_type": "giou"}
@@ -76,3 +76,43 @@ def test_a_loss_call_builds_no_tensor_from_host_values():
         yolo_loss(preds, targets, anchors, strides, HYP)
     made = sum(e.count for e in prof.key_averages() if e.key == "aten::lift_fresh")
     assert made <= 1  # the 1.0 written into the class targets; before: 2 scales + 2 weights more
+
+
+def _old_class_targets(logits, cls, label_smoothing=0.0):
+    """The class targets as yolo_loss built them before label smoothing existed."""
+    target = torch.zeros_like(logits)
+    target[torch.arange(len(cls), device=logits.device), cls] = 1.0
+    return target
+
+
+def _loss_and_grad(monkeypatch=None, **kwargs):
+    torch.manual_seed(3)
+    p = torch.randn(2, 3, 4, 4, 9, requires_grad=True)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 3, 0.2, 0.7, 0.2, 0.4],
+                            [1, 0, 0.6, 0.4, 0.5, 0.2]])
+    loss, parts = yolo_loss([p], targets, [torch.tensor([[8.0, 8.0], [16.0, 16.0],
+                                                         [32.0, 32.0]])], [16], HYP, **kwargs)
+    loss.backward()
+    return loss.detach(), parts, p.grad
+
+
+def test_label_smoothing_zero_is_the_old_loss_bit_for_bit(monkeypatch):
+    import utils.core.loss as loss_module
+    with monkeypatch.context() as patch:
+        patch.setattr(loss_module, "class_targets", _old_class_targets)
+        old = _loss_and_grad()
+    for new in (_loss_and_grad(), _loss_and_grad(label_smoothing=0.0)):
+        assert all(torch.equal(a, b) for a, b in zip(old, new))
+    assert old[1][2] > 0  # the class loss took part
+    smoothed = _loss_and_grad(label_smoothing=0.1)
+    assert not torch.equal(smoothed[1][2], old[1][2]) and torch.equal(smoothed[1][:2], old[1][:2])
+
+
+def test_class_targets_follow_yolov5s_smooth_bce():
+    logits = torch.zeros(2, 4)
+    cls = torch.tensor([1, 3])
+    assert torch.equal(class_targets(logits, cls), _old_class_targets(logits, cls))
+    smoothed = class_targets(logits, cls, 0.1)
+    expected = torch.full((2, 4), 0.05)
+    expected[0, 1] = expected[1, 3] = 0.95
+    torch.testing.assert_close(smoothed, expected, rtol=0, atol=0)

@@ -1,6 +1,14 @@
 import numpy as np
 
-from utils.data.augment import flip_lr, flip_ud, letterbox, mosaic, random_affine
+from utils.data.augment import (
+    AUGMENT_KEYS,
+    flip_lr,
+    flip_ud,
+    letterbox,
+    mixup,
+    mosaic,
+    random_affine,
+)
 
 
 def _image_with_block():
@@ -55,3 +63,37 @@ def test_same_rng_same_result():
     b = random_affine(img, boxes, np.random.default_rng(5), 10, 0.1, 0.3, 2)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_mixup_blends_at_a_beta_ratio_and_keeps_both_boxes():
+    a, b = np.zeros((8, 8, 3), np.uint8), np.full((8, 8, 3), 200, np.uint8)
+    boxes_a, boxes_b = np.array([[0, 1.0, 1, 3, 3]]), np.array([[2, 4.0, 4, 6, 6]])
+    out, boxes = mixup(a, boxes_a, b, boxes_b, np.random.default_rng(0))
+    ratio = np.random.default_rng(0).beta(32, 32)
+    assert out.dtype == np.uint8 and (out == int(200 * (1 - ratio))).all()
+    assert 0.25 < ratio < 0.75
+    np.testing.assert_array_equal(boxes, np.concatenate((boxes_a, boxes_b)))
+    assert "mixup" in AUGMENT_KEYS  # so --repro turns it off unless --augment
+
+
+def test_a_dataset_item_with_mixup_repeats_and_adds_a_second_images_boxes(tiny_data):
+    import torch
+
+    from utils.data.datasets import YoloDataset
+    files = sorted((tiny_data.parent / "images" / "train").glob("*.png"))
+    mixed = YoloDataset(files, 4, 64, augment=True, hyp={"mixup": 1.0}, seed=0)
+    plain = YoloDataset(files, 4, 64, augment=True, hyp={"mixup": 0.0}, seed=0)
+    counts = []
+    for index in range(4):
+        image, labels, _, _ = mixed[(2, index)]
+        again, again_labels, _, _ = mixed[(2, index)]
+        assert torch.equal(image, again) and torch.equal(labels, again_labels)
+        base, base_labels, _, _ = plain[(2, index)]
+        # The item's own image and boxes come first, as without mixup; then the other's.
+        assert torch.equal(labels[:len(base_labels)], base_labels)
+        counts.append(len(labels) - len(base_labels))
+        assert not torch.equal(image, base)
+    assert sum(counts) > 0
+    rect = YoloDataset(files, 4, 64, augment=True, hyp={"mixup": 1.0}, rect=True, batch_size=4)
+    assert torch.equal(rect[(0, 1)][1], YoloDataset(files, 4, 64, augment=True, rect=True,
+                                                      batch_size=4)[(0, 1)][1])

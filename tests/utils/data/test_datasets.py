@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
 from utils.data.datasets import EpochBatchSampler
+from utils.data.labels import class_weights, image_weights
 
 
 def _batches(sampler, epoch):
@@ -87,3 +89,57 @@ def test_a_cpu_run_does_not_pin_its_batches_on_a_machine_with_a_gpu(tiny_data, t
     options, _, _ = resolve_options(options_parser().parse_args(argv), options_parser())
     training = training_setup.build_training(options, None, None)
     assert not training.train_loader.pin_memory and not training.val_loader.pin_memory
+
+
+def _ultralytics_image_weights(labels, nc):
+    """labels_to_class_weights and labels_to_image_weights as ultralytics writes them."""
+    classes = np.concatenate(labels, 0)[:, 0].astype(int)
+    weights = np.bincount(classes, minlength=nc)
+    weights[weights == 0] = 1
+    weights = 1 / weights
+    weights /= weights.sum()
+    class_counts = np.array([np.bincount(x[:, 0].astype(int), minlength=nc) for x in labels])
+    return (weights.reshape(1, nc) * class_counts).sum(1)
+
+
+def _labels(*classes_per_image):
+    return [np.array([[c, 0.5, 0.5, 0.1, 0.1] for c in classes], np.float32).reshape(-1, 5)
+            for classes in classes_per_image]
+
+
+def test_image_weights_are_ultralytics_inverse_class_frequency():
+    labels = _labels([0, 0, 1], [0], [], [2, 2, 2, 0], [1])
+    np.testing.assert_allclose(image_weights(labels, 4), _ultralytics_image_weights(labels, 4),
+                               rtol=1e-12)
+    np.testing.assert_allclose(class_weights(labels, 4).sum(), 1.0)
+    assert image_weights(labels, 4)[2] == 0  # no boxes: never drawn
+
+
+def test_weighted_order_repeats_from_seed_and_epoch_and_favours_rare_classes():
+    labels = _labels(*([[0]] * 18), [1], [1, 0])  # class 1 is rare
+    weights = image_weights(labels, 2)
+
+    def sampler(seed):
+        return EpochBatchSampler(len(labels), 4, True, False, seed=seed, weights=weights)
+
+    assert _batches(sampler(0), 3) == _batches(sampler(0), 3)
+    assert _batches(sampler(0), 3) != _batches(sampler(0), 4)
+    assert _batches(sampler(0), 3) != _batches(sampler(1), 3)
+    drawn = [i for epoch in range(50) for batch in _batches(sampler(0), epoch)
+             for _, i in batch]
+    assert len(drawn) == 50 * len(labels)
+    rare = sum(i in (18, 19) for i in drawn) / len(drawn)
+    assert rare > 0.5  # 2 images of 20, drawn more than half the time
+    assert _batches(EpochBatchSampler(20, 4, True, False, seed=0), 3) != \
+        _batches(sampler(0), 3)  # not the permutation
+
+
+def test_image_weights_need_a_box(tmp_path):
+    from utils.base.errors import InputError
+    from utils.data.datasets import YoloDataset, create_dataloader
+    files = _rect_set(tmp_path)
+    for path in (tmp_path / "labels").iterdir():
+        path.write_text("")
+    dataset = YoloDataset(files, 5, 64)
+    with pytest.raises(InputError, match="--image-weights: none of the 5 training images has"):
+        create_dataloader(dataset, 2, 0, shuffle=True, weighted=True)

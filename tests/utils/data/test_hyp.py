@@ -1,17 +1,26 @@
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from utils.base.errors import InputError
-from utils.data.hyp import DEFAULT_HYP, load_hyp
+from utils.data.hyp import (
+    ADDED_KEYS,
+    DEFAULT_HYP,
+    SCRATCH_HYP,
+    digest_without_added_keys,
+    load_hyp,
+    with_added_keys,
+)
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 
 
 def test_shipped_files_load():
-    scratch, shapes = load_hyp(DEFAULT_HYP), load_hyp(DATA / "hyp.shapes.yaml")
-    assert scratch["nbs"] == 64 and shapes["nbs"] == 8
-    assert set(scratch) == set(shapes)
+    scratch, shapes = load_hyp(SCRATCH_HYP), load_hyp(DATA / "hyp.shapes.yaml")
+    own = load_hyp(DEFAULT_HYP)
+    assert scratch["nbs"] == 64 and shapes["nbs"] == 8 and own["nbs"] == 16
+    assert set(scratch) == set(shapes) == set(own)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -21,10 +30,48 @@ def test_shipped_files_load():
     (("lr0: 0.01", "lr0: [0.01"), "not valid yaml"),
 ])
 def test_bad_hyp_file(tmp_path, change, message):
-    text = DEFAULT_HYP.read_text()
+    text = SCRATCH_HYP.read_text()
     assert change[0] in text
     path = tmp_path / "h.yaml"
     path.write_text(text.replace(change[0], change[1]))
     with pytest.raises(InputError) as err:
         load_hyp(path)
     assert message in str(err.value) and str(err.value).startswith(f"{path}:")
+
+
+def test_added_keys_are_in_every_hyp_file_and_off():
+    files = sorted(DATA.glob("hyp*.yaml"))
+    assert len(files) >= 2
+    for path in files:
+        hyp = load_hyp(path)
+        assert {k: hyp[k] for k in ADDED_KEYS} == ADDED_KEYS == {"label_smoothing": 0.0,
+                                                                  "mixup": 0.0}, path
+
+
+def test_a_checkpoints_hyp_from_before_gets_the_off_values():
+    old = {k: v for k, v in load_hyp().items() if k not in ADDED_KEYS}
+    filled, which = with_added_keys(old)
+    assert which == list(ADDED_KEYS) and filled == load_hyp()
+    assert with_added_keys(load_hyp()) == (load_hyp(), [])
+
+
+def test_a_hyp_file_with_the_added_keys_off_digests_as_it_did_before_them(tmp_path):
+    text = DEFAULT_HYP.read_text()
+    before = "".join(line for line in text.splitlines(keepends=True)
+                     if line.split(":")[0] not in ADDED_KEYS)
+    assert digest_without_added_keys(DEFAULT_HYP) == hashlib.sha256(before.encode()).hexdigest()
+    on = tmp_path / "on.yaml"
+    on.write_text(text.replace("mixup: 0.0", "mixup: 0.5"))
+    assert digest_without_added_keys(on) != digest_without_added_keys(DEFAULT_HYP)
+
+
+@pytest.mark.parametrize("key", sorted(ADDED_KEYS))
+def test_added_keys_are_fractions(tmp_path, key):
+    path = tmp_path / "h.yaml"
+    path.write_text(DEFAULT_HYP.read_text().replace(f"{key}: 0.0", f"{key}: 1.5"))
+    with pytest.raises(InputError, match=f"{key}: 1.5, expected a number in 0..1"):
+        load_hyp(path)
+    path.write_text(DEFAULT_HYP.read_text().replace(f"{key}: 0.0 ", "").replace(
+        f"{key}: 0.0", ""))
+    with pytest.raises(InputError, match=f"missing hyperparameters: \\['{key}'\\]"):
+        load_hyp(path)

@@ -47,3 +47,26 @@ def test_alpha_and_16_bit_pngs_keep_their_colour_values(tmp_path):
     grey = _noise(8, 9, 1)[:, :, 0]
     cv2.imwrite(str(tmp_path / "g.png"), grey)
     np.testing.assert_array_equal(load_image(tmp_path / "g.png"), np.dstack([grey] * 3))
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tiff", ".bmp"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_image_size_from_the_header_is_load_images_shape(tmp_path, suffix, orientation):
+    """autoanchor reads each training image's size from its header (a quarter turn of the EXIF
+    orientation swaps it, as load_image turns the pixels); Pillow's TIFF orientation differs,
+    so TIFF (and BMP) are decoded."""
+    from utils.data.image_io import image_size
+    path = tmp_path / f"image{suffix}"
+    image = Image.fromarray(_noise(40, 60))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, **({} if suffix == ".bmp" else {"exif": exif.tobytes()}))
+    assert image_size(path) == load_image(path).shape[:2]
+
+
+def test_image_size_of_a_non_image_is_named(tmp_path):
+    from utils.data.image_io import image_size
+    path = tmp_path / "notes.jpg"
+    path.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.jpg"):
+        image_size(path)

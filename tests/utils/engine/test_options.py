@@ -6,7 +6,7 @@ import pytest
 import train
 from tests.helpers import MICRO_CFG, run_train
 from utils.base.errors import InputError
-from utils.engine.options import RunOptions, resolve_options
+from utils.engine.options import RunOptions, frozen_layers, resolve_options
 
 
 def test_options_mirror_the_parser_exactly():
@@ -80,3 +80,49 @@ def test_a_new_run_gets_the_documented_defaults(tmp_path):
     for flag in ("--epochs", "--batch-size", "--img-size", "--seed"):
         entry = options_part[options_part.index(f"  {flag} "):].split("\n  --")[0]
         assert entry.count("default") == 1, f"{flag}: {entry!r} should say its default once"
+
+
+def test_noautoanchor_is_an_option_a_resume_pins():
+    """A resume keeps its checkpoint's anchors either way; --noautoanchor given to a run that
+    fitted them would claim a training it is not (the resume refusal: tests/test_autoanchor.py)."""
+    from utils.engine.options import HONOURED_ON_RESUME, PINNED_ON_RESUME
+    parser = train.get_args_parser()
+    assert "noautoanchor" in PINNED_ON_RESUME and "noautoanchor" not in HONOURED_ON_RESUME
+    assert parser.parse_args([]).noautoanchor is False
+    assert parser.parse_args(["--noautoanchor"]).noautoanchor is True
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--patience", "0"], "--patience 0: must be a positive number of epochs"),
+    (["--patience", "-2"], "--patience -2: must be a positive number of epochs"),
+    (["--save-period", "0"], "--save-period 0: must be a positive number of epochs"),
+    (["--image-weights", "--rect"], "--image-weights draws each epoch's images by their classes"),
+    (["--freeze", "two"], "--freeze two: expected a layer count N"),
+    (["--freeze", "1,-1"], "--freeze 1,-1: expected a layer count N"),
+    (["--freeze", "0,1,1"], "--freeze 0,1,1: names a layer twice"),
+])
+def test_new_options_refuse_bad_values(extra, message):
+    parser = train.get_args_parser()
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        resolve_options(parser.parse_args(extra), parser)
+
+
+def test_freeze_counts_or_lists_layers():
+    assert frozen_layers(None) == frozen_layers("0") == ()
+    assert frozen_layers("3") == (0, 1, 2) and frozen_layers("4,0,2") == (0, 2, 4)
+    assert frozen_layers("5,") == (5,)
+
+
+def test_resume_pins_freeze_and_image_weights_and_honours_patience_and_save_period(tiny_data,
+                                                                                  tmp_path):
+    run = run_train(tiny_data, tmp_path, "--repro", "--epochs", "3", "--stop-after", "1",
+                    "--freeze", "2", "--patience", "4")
+    parser = train.get_args_parser()
+    options, _, _ = resolve_options(parser.parse_args(["--resume", str(run)]), parser)
+    assert (options.freeze, options.patience, options.save_period) == ("2", 4, None)
+    options, _, _ = resolve_options(parser.parse_args(
+        ["--resume", str(run), "--patience", "2", "--save-period", "1"]), parser)
+    assert (options.patience, options.save_period) == (2, 1)
+    for refused in (["--freeze", "3"], ["--image-weights"]):
+        with pytest.raises(InputError, match="differs from the checkpoint's"):
+            resolve_options(parser.parse_args(["--resume", str(run), *refused]), parser)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import train
-from tests.helpers import run_train, train_args
+from tests.helpers import poor_anchors_cfg, run_train, train_args
 from utils.base.errors import InputError
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.data_config import prepare_data
@@ -80,3 +80,54 @@ def test_compile_plans_its_shape_mode_and_refuses_what_it_cannot_do(tiny_data, t
     monkeypatch.setattr("utils.engine.plan.shutil.which", lambda _name: None)
     with pytest.raises(InputError, match="needs a C\\+\\+ compiler"):
         _plan(tiny_data, tmp_path, "--compile")
+
+
+def test_autoanchor_is_planned_for_a_new_run_and_off_with_noautoanchor(tiny_data, tmp_path):
+    _, plan = _plan(tiny_data, tmp_path)
+    assert plan.autoanchor.before.bpr >= 0.98 and not plan.autoanchor.fitted
+    assert plan.cfg_text is None and not any("autoanchor" in n for n in plan.notes)
+    _, plan = _plan(tiny_data, tmp_path, "--noautoanchor")
+    assert plan.autoanchor is None and plan.cfg_text is None and plan.record()["noautoanchor"]
+    cfg = poor_anchors_cfg(tmp_path)
+    for extra in ((), ("--repro",)):  # --repro keeps it on: the fit draws from the seed
+        _, plan = _plan(tiny_data, tmp_path, "--cfg", str(cfg), *extra)
+        assert plan.autoanchor.kept and plan.cfg_text == plan.autoanchor.cfg_text
+        assert any(n.startswith("autoanchor: anchors fitted") for n in plan.notes)
+
+
+def test_the_default_run_keeps_its_anchors_and_so_its_bits():
+    """`python train.py` (the built-in set, yolov3-tiny, 224 px): the cfg's anchors reach a BPR
+    of 1.0 there, so autoanchor fits nothing and the model is built from the cfg file as
+    before (docs/measurements/anchors.md)."""
+    from tests.helpers import ROOT
+    parser = train.get_args_parser()
+    options, _, _ = resolve_options(parser.parse_args([]), parser)
+    data = prepare_data(ROOT / options.data)
+    plan = make_plan(dataclasses.replace(options, cfg=str(ROOT / options.cfg)), None, None, data,
+                     device=CPU)
+    assert plan.autoanchor.before.bpr == 1.0 and not plan.autoanchor.fitted
+    assert plan.cfg_text is None and plan.autoanchor.boxes == 1340
+
+
+def test_own_data_gets_the_own_data_recipe_and_a_warning_when_it_cannot_learn(tiny_data,
+                                                                             tmp_path):
+    from utils.data.hyp import DEFAULT_HYP
+    _, plan = _plan(tiny_data, tmp_path)
+    assert plan.options.hyp == str(DEFAULT_HYP) and DEFAULT_HYP.name == "hyp.own.yaml"
+    assert plan.recipe["why"] == "the own-data default"
+    # 16 images at batch 4, nominal batch 16: one optimizer step every 4 batches, 2 epochs.
+    assert plan.accumulate == 4 and plan.recipe["optimizer_steps"] == 2
+    assert "2 optimizer steps" in plan.recipe["warning"] and "nbs" in plan.recipe["warning"]
+    _, given = _plan(tiny_data, tmp_path, "--hyp", "data/hyp.scratch.yaml", "--epochs", "400",
+                     "--batch-size", "1")
+    # nbs 64 at batch 1: one step every 64 batches, or at the epoch's last of its 16 batches.
+    assert given.recipe["why"] == "--hyp" and given.recipe["optimizer_steps"] == 400
+    assert given.recipe["warning"] is None
+
+
+def test_optimizer_steps_count_the_last_partial_batch():
+    from utils.engine.plan import optimizer_steps
+    # hyp.scratch.yaml on the raccoon set: 10 batches an epoch, a step every 4 and at the end.
+    assert optimizer_steps(157, 16, 4, 50) == 150
+    assert optimizer_steps(157, 16, 1, 50) == 500
+    assert optimizer_steps(500, 8, 1, 17) == 1071  # the built-in default run

@@ -36,3 +36,21 @@ def test_environment_records_the_host_allocator():
     # process may or may not have trained yet): the record reads it, it does not decide it.
     state = environment(torch.device("cpu"))["host_allocator"]
     assert state == allocator_state() and state
+
+
+def test_a_cfg_differing_only_by_the_fitted_anchors_is_not_a_changed_cfg():
+    """A resumed run's checkpoint holds the cfg with autoanchor's anchors; the file never had
+    them, so only another difference is reported (check_inputs_unchanged)."""
+    import numpy as np
+
+    from models.darknet import anchored_cfg_text, cfg_anchors
+    from tests.helpers import MICRO_CFG
+    from utils.engine.run_record import _cfg_changed
+    text = MICRO_CFG.read_text()
+    slots, _ = cfg_anchors(text)
+    fitted = anchored_cfg_text(text, slots * 1.5 + np.arange(12).reshape(6, 2))
+    assert not _cfg_changed(text, text, MICRO_CFG)
+    assert not _cfg_changed(text, fitted, MICRO_CFG)
+    assert _cfg_changed(text.replace("classes=4", "classes=3"), fitted, MICRO_CFG)
+    assert _cfg_changed(text.replace("anchors = 6,6,", "anchors = 7,7,"), text, MICRO_CFG)
+    assert _cfg_changed("[net]\n", fitted, MICRO_CFG)  # no longer a cfg: changed
