@@ -133,7 +133,7 @@ def test_test_and_detect_agree_and_print_names_as_written(project, tmp_path, cap
             continue
         name = f"val {i:02d}"
         mine = [d for d in detections if d["image_id"] == ids[name + suffix]]
-        rows = np.loadtxt(out_dir / f"{name}.txt", ndmin=2)
+        rows = np.loadtxt(out_dir / "labels" / f"{name}.txt", ndmin=2)
         if not mine:
             assert rows.size == 0
             continue

@@ -41,6 +41,7 @@ from utils.base.device import add_device_argument
 from utils.base.errors import InputError, report_input_error
 from utils.base.machine import gpu_software, machine_key
 from utils.base.repro import PORTABLE_ENVIRONMENT
+from utils.data.hyp import SCRATCH_HYP
 from utils.engine.results import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +61,10 @@ def small_data(folder: Path) -> Path:
     generate_shapes(data_root, n_train=16, n_val=8, size=64, seed=0)
     (data_root / "shapes.names").write_text("\n".join(CLASS_NAMES) + "\n")
     data = data_root / "small.data"
+    # The recipe the records were made with, named: a .data file without hyp= gets the own-data
+    # default, which may change; the records must not.
     data.write_text(f"classes={len(CLASS_NAMES)}\ntrain=images/train\nvalid=images/val\n"
-                    "names=shapes.names\n")
+                    f"names=shapes.names\nhyp={SCRATCH_HYP}\n")
     return data
 
 
