@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from tools.drift import METRICS, print_report
+from tools.drift import METRICS, log_to_mlflow, print_report
 from utils.base.errors import InputError, report_input_error
 from utils.core.significance import (
     ALPHA,
@@ -363,6 +363,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="with --plan: the difference to show, in the metric's units "
                              "(repeatable; e.g. 0.01 for 0.01 mAP)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--mlflow-run", default=None, metavar="RUN_ID",
+                        help="also log the verdict and the report to this MLflow run "
+                             "(MLFLOW_TRACKING_URI, else the local mlruns/ folder)")
     parser.add_argument("--out", default=None, help="folder for groups.png (default: current)")
     return parser
 
@@ -394,6 +397,7 @@ def main(args: argparse.Namespace) -> int:
     plot_groups(report, out / "groups.png")
     report["plot"] = str(out / "groups.png")
     print_report(report, args.json, format_report)
+    log_to_mlflow(args.mlflow_run, "compare_groups", report["exit"], report, format_report)
     return report["exit"]
 
 

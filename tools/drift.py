@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.base.errors import InputError, report_input_error
+from utils.engine.loggers import log_verdict
 from utils.engine.results import NOT_COMPARED
 from utils.engine.run_folder import PER_SEED, Run, metric_value, setting_values
 from utils.engine.seed_reference import load_group
@@ -437,6 +438,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="absolute tolerance; 0 = bit-identical, fingerprints included")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--out", default=None, help="folder for drift.png (default: current)")
+    parser.add_argument("--mlflow-run", default=None, metavar="RUN_ID",
+                        help="also log the verdict and the report to this MLflow run "
+                             "(MLFLOW_TRACKING_URI, else the local mlruns/ folder)")
     parser.add_argument("--noise", nargs="+", default=None, metavar="GROUP",
                         help="a seed group (its run folders, the folder holding them, or a "
                              "seed-range reference .json of tools.seed_range): its "
@@ -458,7 +462,17 @@ def main(args: argparse.Namespace) -> int:
     plot_drift(runs, out / "drift.png", report.get("noise", {}).get("per_epoch"))
     report["plot"] = str(out / "drift.png")
     print_report(report, args.json, format_report)
-    return 0 if report["agree"] else 1
+    status = 0 if report["agree"] else 1
+    log_to_mlflow(args.mlflow_run, "drift", status, report, format_report)
+    return status
+
+
+def log_to_mlflow(run_id: str | None, tool: str, status: int, report: dict, formatter) -> None:
+    """--mlflow-run: the verdict and the report on that MLflow run, said on stderr."""
+    if run_id:
+        report_json = json.dumps(json_safe(report), indent=1, default=str, allow_nan=False)
+        print(log_verdict(run_id, tool, status, report_json, formatter(report)),
+              file=sys.stderr)
 
 
 def print_report(report: dict, as_json: bool, formatter) -> None:

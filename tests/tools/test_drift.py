@@ -5,6 +5,7 @@ import shutil
 import pytest
 import yaml
 
+from tests.helpers import run_train
 from tools.drift import get_args_parser, main
 from utils.engine.results import format_line, write_results
 
@@ -368,3 +369,23 @@ def test_the_built_in_sets_pixel_digest_tells_png_bytes_from_other_data(tmp_path
     assert code == 1 and "inside the seed range" in out.out
     assert ("WARNING: --noise: digests.train 't1' in the group, 't0' in "
             f"{tmp_path / 'a'} (the same built-in set by its pixel digest") in out.out
+
+
+@pytest.mark.slow
+def test_the_verdict_goes_to_an_mlflow_run(tiny_data, tmp_path, monkeypatch, capsys):
+    """--mlflow-run ID: read back through MLflow's own client."""
+    from mlflow.tracking import MlflowClient
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=store)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    a = run_train(tiny_data, tmp_path, "--epochs", "1", "--repro", "--no-tb", "--name", "a")
+    b = run_train(tiny_data, tmp_path, "--epochs", "1", "--repro", "--no-tb", "--name", "b")
+    status = main(get_args_parser().parse_args([str(a), str(b), "--out", str(tmp_path),
+                                                "--mlflow-run", run_id]))
+    assert status == 0 and "logged to run" in capsys.readouterr().err
+    run = client.get_run(run_id)
+    assert run.data.tags["drift.verdict"] == "agree" and run.data.tags["drift.summary"]
+    assert {a.path for a in client.list_artifacts(run_id, "drift")} == {
+        "drift/report.json", "drift/report.txt"}

@@ -140,12 +140,7 @@ class MlflowLog(_Backend):
         self.call(self._open, experiment, run_name)
 
     def _open(self, experiment: str, run_name: str) -> None:
-        from mlflow.tracking import MlflowClient
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            uri = Path(LOCAL_MLFLOW_STORE).resolve().as_uri()
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client, uri = mlflow_client()
         if self.run_id is None:
             found = self.client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found else \
@@ -195,6 +190,36 @@ class MlflowLog(_Backend):
             if path.is_file() and path.suffix in ARTIFACT_SUFFIXES:
                 self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, status)
+
+
+def mlflow_client():
+    """(MlflowClient, tracking URI): MLFLOW_TRACKING_URI, else the local mlruns/ folder."""
+    from mlflow.tracking import MlflowClient
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        uri = Path(LOCAL_MLFLOW_STORE).resolve().as_uri()
+    return MlflowClient(tracking_uri=uri), uri
+
+
+def log_verdict(run_id: str, tool: str, exit_status: int, report_json: str, text: str) -> str:
+    """A comparison tool's verdict on an MLflow run (``--mlflow-run ID``): tags
+    ``{tool}.verdict`` (what its exit status means) and ``{tool}.summary`` (the report's first
+    lines), and the whole report as ``{tool}/report.json`` and ``report.txt``. Returns what to
+    print; a store that cannot be reached is said, and the tool's own answer stands."""
+    import tempfile
+    meaning = {0: "agree", 1: "differ", 2: "input error"}.get(exit_status, str(exit_status))
+    try:
+        client, uri = mlflow_client()
+        client.set_tag(run_id, f"{tool}.verdict", meaning)
+        client.set_tag(run_id, f"{tool}.summary", "\n".join(text.splitlines()[:8])[:5000])
+        with tempfile.TemporaryDirectory() as folder:
+            for name, body in (("report.json", report_json), ("report.txt", text)):
+                (Path(folder) / name).write_text(body)
+                client.log_artifact(run_id, str(Path(folder) / name), artifact_path=tool)
+    except Exception as err:  # the verdict is printed either way
+        return f"WARNING: MLflow: the verdict was not logged ({type(err).__name__}: {err})"
+    return f"MLflow: verdict '{meaning}' logged to run {run_id} in {uri}"
 
 
 def flatten(mapping: dict, prefix: str) -> dict[str, Any]:
