@@ -112,12 +112,14 @@ class AnchorCheck:
 
 def plan_anchors(cfg: str, data, img_size: int, num_classes: int, single_cls: bool,
                  anchor_t: float, seed: int, generations: int = GENERATIONS,
-                 fit: bool = False) -> AnchorCheck:
+                 fit: bool = False, files: list | None = None) -> AnchorCheck:
     """The check of a new run: the cfg file ``cfg`` against the training labels of ``data``
     (a DataConfig) at ``img_size``. Raises InputError when the anchors must be fitted and
-    cannot be. ``fit``: fit even when the cfg's anchors pass (tools.anchors --fit)."""
+    cannot be. ``fit``: fit even when the cfg's anchors pass (tools.anchors --fit).
+    ``files``: the training images when the caller has listed them already."""
     count_yolo_layers(parse_cfg(cfg), cfg)  # a missing or broken cfg, said as the model says it
-    files = list_images(data.train, data.path, data.lines.get("train"))
+    if files is None:
+        files = list_images(data.train, data.path, data.lines.get("train"))
     sizes = label_sizes(files, num_classes, single_cls)
     return check_anchors(Path(cfg).read_text(), cfg, sizes, img_size, anchor_t, seed,
                          data.path, generations, fit)

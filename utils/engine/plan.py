@@ -24,6 +24,7 @@ from utils.base.device import select_device
 from utils.base.errors import InputError, counted
 from utils.base.repro import PORTABLE_ENVIRONMENT
 from utils.data.augment import AUGMENT_KEYS
+from utils.data.data_config import list_images
 from utils.data.datasets import AUTO_CACHE_BYTES
 from utils.data.hyp import DEFAULT_HYP, load_hyp, scale_hyp, with_added_keys
 from utils.engine.autoanchor import AnchorCheck, plan_anchors
@@ -136,7 +137,9 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
         base_hyp.update({k: 0.0 for k in AUGMENT_KEYS})
     threads = options.threads if options.threads is not None else (
         REPRO_THREADS if repro else None)
-    workers, why_workers = _workers(options, data, device)
+    # Listed once: the workers' choice, the anchor check and the step count all read it.
+    train_files = list_images(data.train, data.path, data.lines.get("train"))
+    workers, why_workers = _workers(options, len(train_files), device)
     if repro and not ckpt:
         if options.workers is None:
             notes.append("DataLoader workers 0")
@@ -154,7 +157,8 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
     frozen = _frozen(options, ckpt["cfg_text"] if ckpt else None, notes)
     hyp = scale_hyp(base_hyp, num_classes, heads, options.img_size,
                     options.batch_size * accumulate)
-    autoanchor = _autoanchor(options, ckpt, data, num_classes, base_hyp["anchor_t"], notes)
+    autoanchor = _autoanchor(options, ckpt, data, train_files, num_classes,
+                             base_hyp["anchor_t"], notes)
     if ckpt:  # runs from before --amp existed were fp32
         precision, reason = ckpt["args"].get("precision", "fp32"), "the run's own"
     else:
@@ -175,7 +179,8 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                    optimizer="adam" if options.adam else str(hyp["optimizer"]),
                    compile=compile_mode, frozen=frozen,
                    autoanchor=autoanchor, notes=tuple(notes),
-                   recipe=MappingProxyType(_recipe(options, data, ckpt, accumulate)))
+                   recipe=MappingProxyType(_recipe(options, data, ckpt, accumulate,
+                                                   len(train_files))))
 
 
 def _compile_mode(options: RunOptions, device: torch.device, world_size: int, notes: list
@@ -248,15 +253,15 @@ def _spans(indices: tuple[int, ...]) -> str:
     return ", ".join(spans)
 
 
-def _autoanchor(options: RunOptions, ckpt: dict | None, data, num_classes: int,
-                anchor_t: float, notes: list) -> AnchorCheck | None:
+def _autoanchor(options: RunOptions, ckpt: dict | None, data, train_files: list,
+                num_classes: int, anchor_t: float, notes: list) -> AnchorCheck | None:
     """A new run's cfg anchors against its training labels, fitted below a BPR of 0.98
     (utils/engine/autoanchor.py); a resume keeps its checkpoint's cfg, --noautoanchor the
     file's. --repro keeps it on: the fit draws from the seed alone."""
     if ckpt or options.noautoanchor:
         return None
     check = plan_anchors(options.cfg, data, options.img_size, num_classes, options.single_cls,
-                         anchor_t, options.seed)
+                         anchor_t, options.seed, files=train_files)
     if check.fitted:
         notes.append(check.note())
     return check
@@ -267,7 +272,7 @@ def _count_heads(cfg: str, cfg_text: str | None) -> int:
     return count_yolo_layers(sections, cfg)
 
 
-def _workers(options: RunOptions, data, device: torch.device) -> tuple[int, str]:
+def _workers(options: RunOptions, images: int, device: torch.device) -> tuple[int, str]:
     """DataLoader workers, and why when they were not given.
 
     On a GPU the loader must keep up with a fast step: a worker per core, up to 8. On the CPU
@@ -283,7 +288,7 @@ def _workers(options: RunOptions, data, device: torch.device) -> tuple[int, str]
     cores = os.cpu_count() or 1
     if device.type == "cuda":
         return min(8, cores), "a worker per core on a GPU, up to 8"
-    if _images_cached(options, data):
+    if _images_cached(options, images):
         return 0, "the images are cached in memory"
     return min(2, cores), "images read from disk"
 
@@ -302,14 +307,13 @@ def optimizer_steps(images: int, batch_size: int, accumulate: int, epochs: int) 
     return epochs * -(-batches // accumulate)
 
 
-def _recipe(options: RunOptions, data, ckpt: dict | None, accumulate: int) -> dict[str, Any]:
+def _recipe(options: RunOptions, data, ckpt: dict | None, accumulate: int,
+            images: int) -> dict[str, Any]:
     """Which hyp file the run uses and why, how many optimizer steps it will take, and a
     warning with what to change when they are too few for the recipe to converge."""
     why = ("--hyp" if ckpt is None and options.hyp != str(data.hyp or DEFAULT_HYP)
            else "the run's own" if ckpt else "the .data file's hyp=" if data.hyp
            else "the own-data default")
-    from utils.data.data_config import list_images
-    images = len(list_images(data.train, data.path, data.lines.get("train")))
     steps = optimizer_steps(images, options.batch_size, accumulate, options.epochs)
     recipe = {"hyp": options.hyp, "why": why, "optimizer_steps": steps, "warning": None}
     if steps < MIN_OPTIMIZER_STEPS:
@@ -322,12 +326,10 @@ def _recipe(options: RunOptions, data, ckpt: dict | None, accumulate: int) -> di
     return recipe
 
 
-def _images_cached(options: RunOptions, data) -> bool:
+def _images_cached(options: RunOptions, images: int) -> bool:
     """Whether the training images will be kept in memory: asked for, or (not asked either
     way) when letterboxed to the training size they fit under the dataset's automatic limit.
     An upper bound (each image as a full square), so a set judged cached is cached."""
     if options.cache_images is not None:
         return options.cache_images
-    from utils.data.data_config import list_images
-    files = list_images(data.train, data.path, data.lines.get("train"))
-    return len(files) * options.img_size ** 2 * 3 <= AUTO_CACHE_BYTES
+    return images * options.img_size ** 2 * 3 <= AUTO_CACHE_BYTES
