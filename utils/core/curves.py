@@ -15,9 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from utils.core.metrics import RECALL_POINTS, MatchTable, accumulate
-
-CONFIDENCE_GRID = np.linspace(0, 1, 1000)  # best_f1_point's grid
+from utils.core.metrics import CONFIDENCE_GRID, RECALL_POINTS, MatchTable, accumulate, f1_curves
 
 
 def _nanmean(values: np.ndarray, axis) -> np.ndarray:
@@ -107,16 +105,7 @@ class ConfidenceCurves:
 
 def confidence_curves(ranked: list[tuple[np.ndarray, np.ndarray, int]]) -> ConfidenceCurves:
     """Precision, recall and F1 [K, G] against the score threshold, from per class (true
-    positives [D] in score order, scores [D], ground-truth count): best_f1_point's arithmetic,
-    step for step, so ``at_best`` gives its numbers to the last bit."""
-    grid = CONFIDENCE_GRID
-    p_curve, r_curve = np.zeros((len(ranked), len(grid))), np.zeros((len(ranked), len(grid)))
-    for k, (tp, scores, num_gts) in enumerate(ranked):
-        if not len(tp):
-            continue
-        tp_sum = np.cumsum(tp)
-        p_curve[k] = np.interp(-grid, -scores, tp_sum / np.arange(1, len(tp) + 1), left=1)
-        r_curve[k] = np.interp(-grid, -scores, tp_sum / num_gts, left=0)
-    f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
-    best = int(f1_curve.mean(0).argmax()) if len(ranked) else 0
-    return ConfidenceCurves(grid.copy(), p_curve, r_curve, f1_curve, best)
+    positives [D] in score order, scores [D], ground-truth count): the curves best_f1_point
+    reads, so ``at_best`` gives its numbers to the last bit."""
+    p_curve, r_curve, f1_curve, best = f1_curves(ranked)
+    return ConfidenceCurves(CONFIDENCE_GRID.copy(), p_curve, r_curve, f1_curve, best)

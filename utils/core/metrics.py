@@ -366,12 +366,16 @@ def _summarize(precision, recall, is_ap: bool, iou_index: int | None, area: str,
     return _mean_valid(values)
 
 
-def best_f1_point(ranked: list[tuple[np.ndarray, np.ndarray, int]]
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall and F1 per class [K] at the one score threshold that maximizes the
-    mean F1 over classes. ``ranked``: per class (true positives [D] in score order, scores [D],
-    ground-truth count)."""
-    grid = np.linspace(0, 1, 1000)
+# The score thresholds precision, recall and F1 are read at.
+CONFIDENCE_GRID = np.linspace(0, 1, 1000)
+
+
+def f1_curves(ranked: list[tuple[np.ndarray, np.ndarray, int]]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Precision, recall and F1 per class against the score threshold, [K, G] on
+    :data:`CONFIDENCE_GRID`, and the grid index that maximizes the mean F1 over classes.
+    ``ranked``: per class (true positives [D] in score order, scores [D], ground-truth count)."""
+    grid = CONFIDENCE_GRID
     p_curve, r_curve = np.zeros((len(ranked), len(grid))), np.zeros((len(ranked), len(grid)))
     for k, (tp, scores, num_gts) in enumerate(ranked):
         if not len(tp):
@@ -383,4 +387,12 @@ def best_f1_point(ranked: list[tuple[np.ndarray, np.ndarray, int]]
         p_curve[k] = np.interp(-grid, -scores, precision, left=1)
     f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
     best = int(f1_curve.mean(0).argmax()) if len(ranked) else 0
+    return p_curve, r_curve, f1_curve, best
+
+
+def best_f1_point(ranked: list[tuple[np.ndarray, np.ndarray, int]]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and F1 per class [K] at the one score threshold that maximizes the
+    mean F1 over classes (:func:`f1_curves`)."""
+    p_curve, r_curve, f1_curve, best = f1_curves(ranked)
     return p_curve[:, best], r_curve[:, best], f1_curve[:, best]
