@@ -185,16 +185,8 @@ def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
     proc = subprocess.Popen([PY, str(driver), "--dry-run", "--out", str(out), "--bundle",
                              str(bundle)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not pid_file.is_file() or not pid_file.read_text():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the first step never started"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    output = _sigterm_once(proc, lambda: pid_file.is_file() and pid_file.read_text(),
+                           "the first step never started")
     assert proc.returncode == 128 + signal.SIGTERM, output
     text = (out / "attempt1" / "summary.md").read_text()
     assert "Stopped by a signal" in text
@@ -211,6 +203,21 @@ def test_sigterm_to_the_script_leaves_a_complete_summary(tmp_path):
     while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not process_alive(child), "the running step outlived the script"
+
+
+def _sigterm_once(proc: subprocess.Popen, ready, never: str) -> str:
+    """SIGTERM to ``proc`` once ``ready()`` holds (within 2 minutes); its output."""
+    try:
+        deadline = time.monotonic() + 120
+        while not ready():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, never
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return output
 
 
 def test_sigterm_while_setting_up_leaves_a_summary(tmp_path):
@@ -233,16 +240,7 @@ def test_sigterm_while_setting_up_leaves_a_summary(tmp_path):
     proc = subprocess.Popen([PY, str(driver), "--dry-run", "--out", str(out)], cwd=ROOT,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not marker.is_file():
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the setup never started"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    output = _sigterm_once(proc, marker.is_file, "the setup never started")
     assert proc.returncode == 128 + signal.SIGTERM, output
     text = (out / "attempt1" / "summary.md").read_text()
     assert "Stopped by a signal before any step started (while setting up)" in text
