@@ -389,3 +389,18 @@ def test_the_verdict_goes_to_an_mlflow_run(tiny_data, tmp_path, monkeypatch, cap
     assert run.data.tags["drift.verdict"] == "agree" and run.data.tags["drift.summary"]
     assert {a.path for a in client.list_artifacts(run_id, "drift")} == {
         "drift/report.json", "drift/report.txt"}
+
+
+def test_noise_group_whose_repro_notes_name_their_seeds_is_one_training(tmp_path, capsys):
+    """--repro's printed notes begin with the run's seed: a group of --repro seeds differs
+    there by design, and was reported as another setting for every seed."""
+    def notes(seed):
+        return {"repro": [f"seed {seed} for python, numpy, torch", "CPU threads 2"]}
+    argv = _noise_case(tmp_path, **notes(0))
+    for seed, run in enumerate(sorted((tmp_path / "group").iterdir())):
+        settings = yaml.safe_load((run / "repro.yaml").read_text())
+        (run / "repro.yaml").write_text(yaml.safe_dump({**settings, **notes(seed + 1)}))
+    code, out = _main(capsys, *argv)
+    assert code in (0, 1) and "=> against seed noise" in out.out
+    assert "WARNING: --noise: repro" not in out.out
+

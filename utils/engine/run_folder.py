@@ -76,14 +76,14 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-# Settings that differ between seeds of one training by design.
 # Settings that differ between the runs of one training under several seeds, by design: the
 # seed, where the run went, and what the seed drew (the initial weights; anchors fitted to the
-# data draw from it too).
+# data draw from it too). "repro" is --repro's printed notes, whose first names the seed; each
+# decision in them is recorded under its own key as well.
 PER_SEED = ("options.seed", "options.name", "options.project", "options.resume",
             "options.quiet", "initial_fingerprint", "autoanchor.seed",
             "autoanchor.anchors_after", "autoanchor.bpr_after", "autoanchor.aat_after",
-            "autoanchor.kept")
+            "autoanchor.kept", "repro")
 
 
 def setting_values(group: list[Run], key: str) -> list[str]:
