@@ -13,6 +13,11 @@ labels/ (5 columns, the format training reads; --save-conf adds the score as a 6
 --save-crop each box in crops/<class>/, --save-csv predictions.csv. An unreadable image is
 skipped with its reason; a stream that cannot be opened or stops keeps what it sent; either
 way the run ends with exit status 2 after the others are done.
+
+Defaults that fit the model, each said in one line: the score threshold is the run's best-F1
+threshold (where its last evaluation read results.txt's P, R and F1), kept by the checkpoint
+and its .onnx export, else 0.3; on the CPU a checkpoint runs in fp32, as its .onnx export does,
+so the two give the same boxes (--precision bf16 computes as a bf16 training evaluated).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import Callable
 import cv2
 import torch
 
+from models.darknet_weights import is_darknet_weights
 from models.onnx_model import is_onnx_file, load_onnx_model
 from utils.base.api import args_from_keywords
 from utils.base.device import add_device_argument, select_device
@@ -37,11 +43,18 @@ from utils.data.inputs import to_model_input
 from utils.data.plots import draw_box
 from utils.data.sources import frames, list_sources, output_stems
 from utils.engine.checkpoint import check_img_size, load_inference_model
-from utils.engine.precision import PRECISIONS, autocast_factory, forward_context
+from utils.engine.precision import (
+    PRECISIONS,
+    autocast_factory,
+    forward_context,
+    inference_precision,
+)
 from utils.engine.run_record import next_run_dir
 
 # uint8 [1, 3, S, S] RGB letterboxed image -> decoded predictions [1, N, 5 + C] float32
 Predictor = Callable[[torch.Tensor], torch.Tensor]
+# The score threshold for weights that keep no best-F1 threshold of their own.
+DEFAULT_CONF = 0.3
 
 
 def torch_predictor(model, device: torch.device, autocast=None) -> Predictor:
@@ -97,8 +110,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="image, video, folder or glob")
     parser.add_argument("--img-size", type=int, default=None,
                         help="inference size in pixels (default: the training size)")
-    parser.add_argument("--conf-thres", type=float, default=0.3,
-                        help="score threshold (default: 0.3)")
+    parser.add_argument("--conf-thres", type=float, default=None,
+                        help="score threshold (default: the run's best-F1 threshold, where the "
+                             f"checkpoint or .onnx file keeps it, else {DEFAULT_CONF})")
     parser.add_argument("--iou-thres", type=float, default=0.6,
                         help="NMS IoU threshold (default: 0.6)")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="keep these only")
@@ -109,7 +123,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="at most this many detections a frame (default: 300)")
     add_device_argument(parser)
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="arithmetic of the forward pass (default: the checkpoint's)")
+                        help="arithmetic of the forward pass (default: fp32 on the CPU, as an "
+                             ".onnx export computes; the checkpoint's on a GPU)")
     parser.add_argument("--fuse", action="store_true", help="fold batch norm into convolutions")
     parser.add_argument("--save-txt", action="store_true",
                         help="also write YOLO label files (class x y w h, normalized)")
@@ -157,22 +172,55 @@ def load_predictor(args: argparse.Namespace) -> tuple[Predictor, dict, int]:
                                  "it on the CPU, in the precision it was exported in)",
                                  args.weights)
         predict, meta = load_onnx_model(args.weights)
+        print("precision fp32 (an .onnx file runs in fp32, in onnxruntime)")
         return predict, meta, meta["num_classes"]
     device = select_device(args.device)
     model, meta = load_inference_model(args.weights, args.cfg)
     if args.fuse:
         model.fuse()
     model.to(device, memory_format=torch.channels_last).eval()
-    precision = args.precision or (meta.get("args") or {}).get("precision", "fp32")
-    print(f"precision {precision}" + ("" if args.precision else " (the checkpoint's)"))
+    precision = say_precision(args, meta, device)
+    check_img_size(inference_size(args, meta), model)
+    return torch_predictor(model, device, autocast_factory(precision, device)), meta, \
+        model.num_classes
+
+
+def say_precision(args: argparse.Namespace, meta: dict, device: torch.device) -> str:
+    """The forward pass's precision (:func:`inference_precision`), said in one line, with a
+    note where a reduced precision's boxes differ from the .onnx export's."""
+    precision, reason = inference_precision(
+        args.precision, (meta.get("args") or {}).get("precision", "fp32"), device)
+    print(f"precision {precision} ({reason})")
     if precision != "fp32":
         # The .pt and its ONNX export must not differ without a word.
         print(f"  ({precision} rounds each layer's output: an .onnx export of these weights "
               "runs in fp32, so its boxes and scores differ in the last digits; --precision "
               "fp32 computes as the export does)")
-    check_img_size(inference_size(args, meta), model)
-    return torch_predictor(model, device, autocast_factory(precision, device)), meta, \
-        model.num_classes
+    return precision
+
+
+def confidence_threshold(args: argparse.Namespace, meta: dict) -> float:
+    """--conf-thres as given, else the run's best-F1 score threshold where the weights keep
+    it (a training checkpoint of an evaluated epoch, or its .onnx export), else
+    :data:`DEFAULT_CONF`; said in one line."""
+    if args.conf_thres is not None:
+        print(f"conf-thres {args.conf_thres:g} (--conf-thres)")
+        return args.conf_thres
+    if meta.get("f1_conf") is not None:
+        source = f"epoch {meta['epoch']}'s" if meta.get("epoch") is not None else "the run's"
+        print(f"conf-thres {meta['f1_conf']:.3f} (the best-F1 score threshold of {source} "
+              "evaluation, where results.txt's P, R and F1 are read; --conf-thres to choose)")
+        return meta["f1_conf"]
+    if is_onnx_file(args.weights):
+        why = "this .onnx file keeps no best-F1 threshold: its weights had none, or an " \
+              "older tools.export wrote it"
+    elif is_darknet_weights(args.weights):
+        why = "darknet weights keep no best-F1 threshold"
+    else:
+        why = "this checkpoint keeps no best-F1 threshold: an older one, weights only, or " \
+              "an epoch not evaluated"
+    print(f"conf-thres {DEFAULT_CONF} (the default: {why})")
+    return DEFAULT_CONF
 
 
 def inference_size(args: argparse.Namespace, meta: dict) -> int:
@@ -195,6 +243,7 @@ def main(args: argparse.Namespace, detections: dict | None = None) -> Path:
     dict, receives each frame's detections [n, 6] (x1, y1, x2, y2, score, class) by name."""
     check_args(args)
     predict, meta, num_classes = load_predictor(args)
+    conf_thres = confidence_threshold(args, meta)
     names = class_names(args, meta.get("names"), num_classes)
     img_size = inference_size(args, meta)
     if img_size <= 0 or img_size % 32:
@@ -204,13 +253,13 @@ def main(args: argparse.Namespace, detections: dict | None = None) -> Path:
         raise InputError(f"--img-size {img_size}: this ONNX file takes {meta['img_size']} px "
                          "only (export again with --img-size)", args.weights)
     sources = list_sources(args.source)
-    out = DetectionWriter(next_run_dir(args.project, args.name), names, args)
+    out = DetectionWriter(next_run_dir(args.project, args.name), names, args, conf_thres)
     failed = []
     try:
         for source, stem in output_stems(sources).items():
             try:
                 for name, frame in frames(source, stem):
-                    det, best = detect_frame(predict, frame, img_size, args.conf_thres,
+                    det, best = detect_frame(predict, frame, img_size, conf_thres,
                                              args.iou_thres, args.classes, args.agnostic_nms,
                                              args.max_det)
                     out.write(name, frame, det, best)
@@ -237,8 +286,9 @@ class DetectionWriter:
     """The result folder: annotated frames, and as asked labels/ (as the ultralytics tools
     write them), crops/<class>/ and predictions.csv; one line of counts a frame."""
 
-    def __init__(self, folder: Path, names: list[str], args: argparse.Namespace):
-        self.folder, self.names, self.args = folder, names, args
+    def __init__(self, folder: Path, names: list[str], args: argparse.Namespace,
+                 conf_thres: float):
+        self.folder, self.names, self.args, self.conf_thres = folder, names, args, conf_thres
         self.csv_file = (folder / "predictions.csv").open("w", newline="") \
             if args.save_csv else None
         self.csv = csv.writer(self.csv_file) if self.csv_file else None
@@ -263,7 +313,7 @@ class DetectionWriter:
             label_file.write_text(label_text(det, frame.shape[:2], args.save_conf))
         counts = Counter(self.names[c] for c in det[:, 5].int().tolist())
         found = ", ".join(f"{n} {k}" for k, n in counts.items()) or (
-            f"nothing above --conf-thres {args.conf_thres} (highest score {best:.3g})")
+            f"nothing above --conf-thres {self.conf_thres:.3g} (highest score {best:.3g})")
         print(f"{name}: {found}")
 
     def _crops(self, name: str, frame, det: torch.Tensor) -> None:

@@ -143,7 +143,8 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLog
     # hold it until the checkpoint and results.txt are written, then stop as for any interrupt.
     with signals_deferred():
         save_checkpoints(training, epoch, is_best,
-                         last=not options.nosave or final or epoch == plan.last_epoch or stopping)
+                         last=not options.nosave or final or epoch == plan.last_epoch or stopping,
+                         evaluation=result)
         write_results(run_dir / "results.txt", training.lines)
         if stopping:
             record_stop(run_dir, epoch, _stop_reason(training))
@@ -163,21 +164,24 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLog
     return result
 
 
-def save_checkpoints(training: Training, epoch: int, is_best: bool, last: bool) -> None:
+def save_checkpoints(training: Training, epoch: int, is_best: bool, last: bool,
+                     evaluation: EvalResult | None = None) -> None:
     """weights/last.pt (when ``last``) and best.pt (its hard link, when ``is_best``), and
     every --save-period epochs weights/epoch{K}.pt: the same whole checkpoint, linked to
-    last.pt's bytes where last.pt was written, else written itself (--nosave)."""
+    last.pt's bytes where last.pt was written, else written itself (--nosave). ``evaluation``
+    (the epoch's, None: not evaluated) gives the checkpoint its best-F1 threshold."""
     weights = training.run_dir / "weights"
     period = training.plan.options.save_period
     keep = period is not None and (epoch + 1) % period == 0
     if last:
-        atomic_torch_save(training_checkpoint(training, epoch), weights / "last.pt")
+        atomic_torch_save(training_checkpoint(training, epoch, evaluation), weights / "last.pt")
         if is_best:
             atomic_same_file(weights / "last.pt", weights / "best.pt")
         if keep:
             atomic_same_file(weights / "last.pt", weights / f"epoch{epoch}.pt")
     elif keep:
-        atomic_torch_save(training_checkpoint(training, epoch), weights / f"epoch{epoch}.pt")
+        atomic_torch_save(training_checkpoint(training, epoch, evaluation),
+                          weights / f"epoch{epoch}.pt")
 
 
 def _stop_reason(training: Training) -> str:

@@ -16,7 +16,9 @@ def is_onnx_file(path: str | Path) -> bool:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The metadata :func:`onnx_bytes` wrote: img_size (int), names (list), num_classes."""
+    """The metadata :func:`onnx_bytes` wrote: img_size (int), names (list), num_classes,
+    source_sha256, and f1_conf (the run's best-F1 score threshold; None where the checkpoint
+    had none, or the file is from before it was written)."""
     import onnx
 
     path = Path(path)
@@ -30,8 +32,10 @@ def read_metadata(path: str | Path) -> dict:
         raise WeightsError(f"no {', '.join(missing)} in the metadata: not written by "
                            "python -m tools.export", path)
     names = json.loads(props["names"])
+    f1_conf = props.get("f1_conf")
     return {"img_size": int(props["img_size"]), "names": names, "num_classes": len(names),
-            "source_sha256": props.get("source_sha256")}
+            "source_sha256": props.get("source_sha256"),
+            "f1_conf": float(f1_conf) if f1_conf is not None else None}
 
 
 def load_onnx_model(path: str | Path) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:

@@ -1,5 +1,6 @@
 """detect.py: one result per source file, unreadable images skipped and reported, label files
-the label reader takes back, the class names and precision the user gave."""
+the label reader takes back, the class names and precision the user gave, and defaults that fit
+the weights: the run's best-F1 threshold, fp32 on the CPU."""
 from __future__ import annotations
 
 import cv2
@@ -26,6 +27,16 @@ def weights(tmp_path_factory):
     return path
 
 
+def _checkpoint(path, **keys):
+    """The ``weights`` fixture's model in a checkpoint with ``keys`` added (what a training
+    checkpoint records: ``args``, ``epoch``, ``f1_conf``)."""
+    torch.manual_seed(0)
+    ckpt = weights_checkpoint(Darknet(MICRO_CFG), list(CLASS_NAMES))
+    ckpt.update(keys)
+    atomic_torch_save(ckpt, path)
+    return path
+
+
 def _image(path, seed=0):
     rng = np.random.default_rng(seed)
     cv2.imwrite(str(path), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
@@ -37,6 +48,17 @@ def _run(weights, source, tmp_path, *extra):
         ["--weights", str(weights), "--source", str(source), "--img-size", "64",
          "--conf-thres", "0.001", "--project", str(tmp_path / "out"), *extra])
     return detect.main(args)
+
+
+def _detect(weights, source, tmp_path, *extra) -> torch.Tensor:
+    """detect.py's detections of the one image ``source``, with its own defaults but for
+    ``extra`` (no --conf-thres unless given)."""
+    detections = {}
+    detect.main(detect.get_args_parser().parse_args(
+        ["--weights", str(weights), "--source", str(source), "--img-size", "64",
+         "--project", str(tmp_path / "out"), *extra]), detections)
+    (found,) = detections.values()
+    return found
 
 
 def test_same_stem_in_one_folder_keeps_both_results(weights, tmp_path):
@@ -109,7 +131,7 @@ def test_names_file_of_another_class_count_is_refused(weights, tmp_path):
 def test_precision_option_overrides_the_checkpoints(weights, tmp_path, capsys):
     _image(tmp_path / "a.png")
     _run(weights, tmp_path / "a.png", tmp_path, "--precision", "bf16")
-    assert "precision bf16\n" in capsys.readouterr().out
+    assert "precision bf16 (--precision)\n" in capsys.readouterr().out
     _run(weights, tmp_path / "a.png", tmp_path)
     assert "precision fp32 (the checkpoint's)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
@@ -138,9 +160,61 @@ def test_options_are_used_or_refused_never_replaced(weights, tmp_path, extra, me
 
 def test_help_shows_the_thresholds_defaults():
     text = detect.get_args_parser().format_help()
-    for flag, default in (("--conf-thres", "0.3"), ("--iou-thres", "0.6")):
-        entry = text[text.index(f"  {flag} "):].split("\n  --")[0]
+    for flag, default in (("--conf-thres", "the run's best-F1 threshold"),
+                          ("--iou-thres", "0.6")):
+        entry = " ".join(text[text.index(f"  {flag} "):].split("\n  --")[0].split())
         assert f"default: {default}" in entry, entry
+    assert "else 0.3" in " ".join(text.split())
+
+
+def test_the_default_threshold_is_the_runs_best_f1_threshold(weights, tmp_path, capsys):
+    """A training checkpoint keeps the score threshold of its evaluation's highest mean F1;
+    without --conf-thres detect.py uses it and says so, and --conf-thres still wins."""
+    _image(tmp_path / "a.png")
+    everything = _detect(weights, tmp_path / "a.png", tmp_path, "--conf-thres", "0.001")
+    assert "conf-thres 0.001 (--conf-thres)\n" in capsys.readouterr().out
+    scores = everything[:, 4].sort().values
+    conf = float(scores[len(scores) // 2 - 1: len(scores) // 2 + 1].mean())  # between two
+    run = _checkpoint(tmp_path / "run.pt", epoch=16, f1_conf=conf)
+    default = _detect(run, tmp_path / "a.png", tmp_path)
+    assert f"conf-thres {conf:.3f} (the best-F1 score threshold of epoch 16's evaluation" \
+        in capsys.readouterr().out
+    assert 0 < len(default) < len(everything) and bool((default[:, 4] > conf).all())
+    torch.testing.assert_close(default, _detect(run, tmp_path / "a.png", tmp_path,
+                                                "--conf-thres", str(conf)), rtol=0, atol=0)
+    assert len(_detect(run, tmp_path / "a.png", tmp_path, "--conf-thres", "0.001")) == \
+        len(everything)
+
+
+def test_weights_without_a_best_f1_threshold_fall_back_to_0_3_and_say_so(weights, tmp_path,
+                                                                        capsys):
+    """Older checkpoints, weights-only ones and unevaluated epochs keep none."""
+    _image(tmp_path / "a.png")
+    assert len(_detect(weights, tmp_path / "a.png", tmp_path)) == 0  # its scores are ~0.003
+    out = capsys.readouterr().out
+    assert "conf-thres 0.3 (the default: this checkpoint keeps no best-F1 threshold" in out
+    assert "nothing above --conf-thres 0.3 " in out
+    unevaluated = _checkpoint(tmp_path / "none.pt", epoch=3, f1_conf=None)
+    assert len(_detect(unevaluated, tmp_path / "a.png", tmp_path)) == 0
+    assert "conf-thres 0.3 (the default:" in capsys.readouterr().out
+
+
+def test_a_bf16_run_computes_in_fp32_on_the_cpu_unless_asked(tmp_path, capsys):
+    """The .pt ran in the run's bf16 while its .onnx export runs fp32, so the two gave other
+    boxes by default; now the CPU computes in fp32 unless --precision says otherwise."""
+    run = _checkpoint(tmp_path / "bf16.pt", args={"precision": "bf16"})
+    _image(tmp_path / "a.png")
+    default = _detect(run, tmp_path / "a.png", tmp_path, "--conf-thres", "0.001",
+                      "--device", "cpu")
+    out = capsys.readouterr().out
+    assert "precision fp32 (the CPU's default, as an .onnx export computes; the run trained " \
+        "in bf16: --precision bf16" in out and "rounds each layer's output" not in out
+    fp32 = _detect(run, tmp_path / "a.png", tmp_path, "--conf-thres", "0.001",
+                   "--precision", "fp32")
+    torch.testing.assert_close(default, fp32, rtol=0, atol=0)
+    _detect(run, tmp_path / "a.png", tmp_path, "--conf-thres", "0.001", "--precision", "bf16")
+    out = capsys.readouterr().out
+    assert "precision bf16 (--precision)" in out and "runs in fp32" in out
 
 
 def test_nothing_found_says_the_highest_score_and_the_threshold(weights, tmp_path, capsys):

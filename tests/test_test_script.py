@@ -88,6 +88,19 @@ def test_precision_overrides_the_checkpoints(tiny_data, tmp_path, capsys):
     assert [d["score"] for d in _json(weights)[0]] == fp32
 
 
+def test_the_best_f1_threshold_is_printed_beside_p_and_r(tiny_data, tmp_path, capsys):
+    """The table's P and R are read at the threshold of highest mean F1: test.py says which
+    (the one a run's checkpoint keeps as detect.py's default), while its own --conf-thres,
+    mAP's, stays low."""
+    weights = _checkpoint(tmp_path / "m.pt", tiny_data, 4)
+    result = _test("--weights", weights)
+    out = capsys.readouterr().out
+    assert result.f1 > 0 and result.f1_conf >= 0.0001  # the test's --conf-thres
+    assert f"P and R at score threshold {result.f1_conf:.3f}, where the mean F1 is highest " \
+           f"({result.f1:.3f})" in out
+    assert test_script.get_args_parser().get_default("conf_thres") == 0.001
+
+
 def test_darknet_weights_read_back_with_the_cfg_they_were_trained_from(tiny_data, tmp_path):
     # A cfg for 80 classes, trained on the 4-class data: the heads were adapted, as training
     # adapts them; reading the weights back must adapt the same cfg the same way.

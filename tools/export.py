@@ -7,9 +7,11 @@
 The file takes ``images``: float32 [B, 3, S, S], RGB, 0..1, letterboxed to S as test.py and
 detect.py do, and gives ``detections``: float32 [B, N, 5 + C], each row a box centre and size in
 input pixels (x, y, w, h), the objectness and the C class scores (sigmoids), before NMS. Its
-metadata holds the input size, the class names (JSON), the layout above and the SHA-256 of the
-weights it came from. The export runs in fp32 whatever the training's precision, and is
-deterministic: the same weights give the same bytes. A missing folder of the output is made.
+metadata holds the input size, the class names (JSON), the layout above, the SHA-256 of the
+weights it came from and, where the checkpoint has it, the run's best-F1 score threshold
+(``f1_conf``: detect.py's default --conf-thres, for the .onnx as for the .pt). The export runs
+in fp32 whatever the training's precision, and is deterministic: the same weights give the same
+bytes. A missing folder of the output is made.
 
 The parity check runs the file in onnxruntime and the model in torch on a fixed input and
 holds every output value v to
@@ -144,6 +146,8 @@ def main(args: argparse.Namespace) -> int:
     metadata = {"img_size": str(img_size), "names": json.dumps(names), "layout": LAYOUT,
                 "input": "images: float32 [B, 3, S, S] RGB 0..1, letterboxed",
                 "source_sha256": digest, "producer": "yolov3-repro tools.export"}
+    if meta.get("f1_conf") is not None:  # so detect.py's default threshold is the .pt's
+        metadata["f1_conf"] = repr(float(meta["f1_conf"]))
     if not output.parent.is_dir():
         output.parent.mkdir(parents=True)
         print(f"made folder {output.parent}")

@@ -1,6 +1,6 @@
 """tools.export: the ONNX file agrees with the torch model (onnxruntime as the reference),
-carries its input size and class names, comes out byte-identical twice, and detect.py runs it
-with the .pt's boxes."""
+carries its input size, class names and the run's best-F1 threshold, comes out byte-identical
+twice, and detect.py runs it with the .pt's boxes, by default too."""
 from __future__ import annotations
 
 import copy
@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import detect
+import test as test_script
 from models import Darknet, onnx_model
-from tests.helpers import MICRO_CFG
+from tests.helpers import MICRO_CFG, run_train
 from utils.base.atomic_io import atomic_torch_save
 from utils.base.errors import InputError, WeightsError
 from utils.data.shapes import CLASS_NAMES
-from utils.engine.checkpoint import weights_checkpoint
+from utils.engine.checkpoint import load_checkpoint, weights_checkpoint
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")
 onnxruntime = pytest.importorskip("onnxruntime",
@@ -41,9 +42,9 @@ def _model(bn_gain: float = 1.0) -> Darknet:
     return model.eval()
 
 
-def _save(model, path):
+def _save(model, path, **keys):
     ckpt = weights_checkpoint(model, list(CLASS_NAMES))
-    ckpt["img_size"] = 64
+    ckpt.update(img_size=64, **keys)
     atomic_torch_save(ckpt, path)
     return path
 
@@ -75,6 +76,7 @@ def test_parity_metadata_and_identical_bytes(checkpoint, tmp_path, capsys):
     assert first.read_bytes() == second.read_bytes()
     meta = onnx_model.read_metadata(first)
     assert meta["img_size"] == 64 and meta["names"] == list(CLASS_NAMES)
+    assert meta["f1_conf"] is None  # a weights-only checkpoint keeps none
     model = onnx.load(str(first))
     assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:] == [3, 64, 64]
     from utils.engine.checkpoint import load_inference_model
@@ -143,6 +145,75 @@ def test_detect_on_onnx_gives_the_boxes_of_the_checkpoint(checkpoint, tmp_path):
         rows[weights.suffix] = np.loadtxt(out / "labels" / "img.txt", ndmin=2)
     assert len(rows[".pt"]) > 0
     np.testing.assert_allclose(rows[".onnx"], rows[".pt"], rtol=0, atol=2e-5)
+
+
+def _label_rows(weights, image, project, *extra) -> np.ndarray:
+    """detect.py's label rows with scores (class x y w h score) for ``image``, under its
+    defaults but for ``extra``."""
+    out = detect.main(detect.get_args_parser().parse_args(
+        ["--weights", str(weights), "--source", str(image), "--save-txt", "--save-conf",
+         "--project", str(project), *extra]))
+    return np.loadtxt(out / "labels" / f"{image.stem}.txt", ndmin=2)
+
+
+def _said(text: str, start: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(start))
+
+
+def test_the_pt_and_its_onnx_give_the_same_boxes_by_default(trained_looking, tmp_path, capsys):
+    """A bf16 run's checkpoint ran in bf16 on the CPU by default while its export runs fp32:
+    the boxes differed with nothing said. Now both compute in fp32 on the CPU, at the run's
+    best-F1 threshold, which the export carries."""
+    _, model, _ = trained_looking
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))
+    scores = np.sort(_label_rows(_save(model, tmp_path / "plain.pt"), image, tmp_path / "all",
+                                 "--conf-thres", "0.001")[:, 5])
+    conf = float(scores[len(scores) // 2 - 1: len(scores) // 2 + 1].mean())  # between two
+    run = _save(model, tmp_path / "run.pt", args={"precision": "bf16"}, epoch=7, f1_conf=conf)
+    onnx_file = tmp_path / "run.onnx"
+    assert _export(run, onnx_file) == 0
+    assert onnx_model.read_metadata(onnx_file)["f1_conf"] == conf
+    capsys.readouterr()
+    rows, said = {}, {}
+    for weights in (run, onnx_file):
+        rows[weights.suffix] = _label_rows(weights, image, tmp_path / weights.suffix)
+        out = capsys.readouterr().out
+        said[weights.suffix] = (_said(out, "conf-thres"), _said(out, "precision"))
+    assert said[".pt"][0].startswith(f"conf-thres {conf:.3f} (the best-F1 score threshold")
+    assert said[".onnx"][0].startswith(f"conf-thres {conf:.3f} (the best-F1 score threshold")
+    assert said[".pt"][1].startswith("precision fp32 (the CPU's default")
+    assert said[".onnx"][1].startswith("precision fp32")
+    assert 0 < len(rows[".pt"]) < len(scores)
+    np.testing.assert_allclose(rows[".onnx"], rows[".pt"], rtol=0, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_a_trained_runs_checkpoint_and_export_agree_by_default(tiny_data, tmp_path, capsys):
+    """End to end: a tiny training keeps its evaluation's best-F1 threshold in best.pt, the
+    threshold test.py reads P and R at on those weights; the checkpoint and its ONNX export
+    give the same boxes on the validation images under detect.py's defaults."""
+    best = run_train(tiny_data, tmp_path / "train") / "weights" / "best.pt"
+    f1_conf = load_checkpoint(best)["f1_conf"]
+    assert f1_conf is not None and 0 < f1_conf < 1
+    assert test_script.run(weights=str(best), quiet=True, plots=False).f1_conf == f1_conf
+    onnx_file = tmp_path / "best.onnx"
+    assert _export(best, onnx_file) == 0
+    capsys.readouterr()
+    found, said = {}, {}
+    for weights in (best, onnx_file):
+        found[weights.suffix] = {}
+        detect.main(detect.get_args_parser().parse_args(
+            ["--weights", str(weights), "--source", str(tiny_data.parent / "images" / "val"),
+             "--project", str(tmp_path / "detect")]), found[weights.suffix])
+        said[weights.suffix] = _said(capsys.readouterr().out, "conf-thres")
+    assert [said[k].split(" (")[0] for k in said] == [f"conf-thres {f1_conf:.3f}"] * 2
+    assert all("(the best-F1 score threshold of" in line for line in said.values())
+    assert found[".pt"].keys() == found[".onnx"].keys() and len(found[".pt"]) == 8
+    assert sum(len(d) for d in found[".pt"].values()) > 0
+    for name, boxes in found[".pt"].items():
+        # x1 y1 x2 y2 in pixels of a 64 px image, score, class: the parity check's tolerance
+        torch.testing.assert_close(found[".onnx"][name], boxes, rtol=0, atol=1e-3)
 
 
 def test_onnx_refuses_options_it_cannot_honour(checkpoint, tmp_path):

@@ -56,8 +56,9 @@ class CocoMetrics:
 
     stats: the 12 summary numbers in COCOeval's order (-1 where nothing was there to measure);
     classes [K] (those with ground truth), ap [K] (0.50:0.95), ap50 [K], and precision, recall,
-    f1 [K] at the score threshold that maximizes the mean F1 over classes (IoU 0.5); ``table``:
-    the per-image matching they were accumulated from.
+    f1 [K] at the score threshold that maximizes the mean F1 over classes (IoU 0.5), that
+    threshold ``f1_conf`` (on :data:`CONFIDENCE_GRID`; 0.0 where the F1 is 0 at every
+    threshold); ``table``: the per-image matching they were accumulated from.
     """
     stats: np.ndarray
     classes: np.ndarray
@@ -67,6 +68,7 @@ class CocoMetrics:
     precision: np.ndarray
     recall: np.ndarray
     f1: np.ndarray
+    f1_conf: float
     table: MatchTable
 
     def named(self) -> dict[str, float]:
@@ -347,9 +349,10 @@ def coco_evaluate(images: list[ImageDetections]) -> CocoMetrics:
     all_100 = precision[:, :, :, 0, -1]  # [T, R, K]
     ap = np.array([_mean_valid(all_100[:, :, k]) for k in range(len(table.classes))])
     ap50 = np.array([_mean_valid(all_100[0, :, k]) for k in range(len(table.classes))])
-    p, r, f1 = best_f1_point(operating)
+    p_curve, r_curve, f1_curve, best = f1_curves(operating)  # best_f1_point, and its threshold
     return CocoMetrics(summarize(precision, recall), table.classes, table.label_counts, ap,
-                       ap50, p, r, f1, table)
+                       ap50, p_curve[:, best], r_curve[:, best], f1_curve[:, best],
+                       float(CONFIDENCE_GRID[best]), table)
 
 
 def _mean_valid(values: np.ndarray) -> float:

@@ -3,7 +3,10 @@
 A training checkpoint holds the raw weights and the EMA weights apart, the EMA update count, the
 optimizer and scheduler, the epoch, every RNG state, the resolved options and hyperparameters,
 the cfg text and class names, and the results.txt lines so far. It is written and read back
-side by side here (:func:`training_checkpoint`, :func:`restore_training`).
+side by side here (:func:`training_checkpoint`, :func:`restore_training`). An epoch that was
+evaluated also leaves ``f1_conf``: the score threshold of its evaluation's highest mean F1 (where
+results.txt's P, R and F1 are read), detect.py's default threshold for these weights; None where
+the epoch was not evaluated or F1 was 0 at every threshold (absent from older checkpoints).
 """
 from __future__ import annotations
 
@@ -90,7 +93,7 @@ def load_inference_model(weights: str | Path, cfg: str | Path | None = None,
         raise InputError(f"--cfg {cfg}: --cfg applies to darknet weights files; a checkpoint "
                          "carries the cfg it was trained with: drop --cfg", weights)
     model = model_from_checkpoint(ckpt, weights)
-    meta = {k: ckpt.get(k) for k in ("names", "args", "epoch", "data", "img_size")}
+    meta = {k: ckpt.get(k) for k in ("names", "args", "epoch", "data", "img_size", "f1_conf")}
     return model, meta
 
 
@@ -131,10 +134,13 @@ def load_initial_weights(model: Darknet, weights: str | Path) -> list[str]:
     return lines + [f"not loaded {line}" for line in skipped] + (kept if anchors else [])
 
 
-def training_checkpoint(training, epoch: int) -> dict:
+def training_checkpoint(training, epoch: int, evaluation=None) -> dict:
     """Everything an exact resume needs, after ``epoch`` of ``training`` (an engine.Training).
-    :func:`restore_training` below reads each part back."""
+    :func:`restore_training` below reads each part back. ``evaluation``: the epoch's
+    EvalResult (None: not evaluated), whose best-F1 threshold the checkpoint keeps for
+    inference; a resume needs none of it, and no weight or fingerprint depends on it."""
     plan, model = training.plan, training.model
+    f1_conf = evaluation.f1_conf if evaluation is not None and evaluation.f1 > 0 else None
     return {"kind": CHECKPOINT_KIND, "epoch": epoch, "model": model.state_dict(),
             "ema": training.ema.state_dict(), "optimizer": training.optimizer.state_dict(),
             "scheduler": training.scheduler.state_dict(),
@@ -145,7 +151,8 @@ def training_checkpoint(training, epoch: int) -> dict:
             "data": plan.options.data, "img_size": plan.options.img_size,
             "upsample": model.upsample_mode, "best_fitness": training.best_fitness,
             "results": training.lines, "digests": training.digests,
-            "logs": dict(training.log_state), "stale_epochs": training.stale_epochs}
+            "logs": dict(training.log_state), "stale_epochs": training.stale_epochs,
+            "f1_conf": f1_conf}
 
 
 def restore_training(training, ckpt: dict) -> None:

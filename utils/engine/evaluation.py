@@ -36,7 +36,9 @@ class ClassResult:
 
 @dataclass
 class EvalResult:
-    """P, R and F1 at the best-F1 threshold; mAP@0.5 and mAP@0.5:0.95 are COCO's AP50 and AP;
+    """P, R and F1 at the best-F1 threshold ``f1_conf`` (the score threshold of the highest
+    mean F1 over the classes, IoU 0.5; 0.0 when no threshold finds a true positive: F1 0);
+    mAP@0.5 and mAP@0.5:0.95 are COCO's AP50 and AP;
     ``coco`` holds all 12 COCO numbers by name; ``matches`` the per-image matching they come
     from (what an image bootstrap resamples); ``names`` every class the model scores;
     ``per_image`` each image's boxes and ground truth (what a confusion matrix counts)."""
@@ -45,6 +47,7 @@ class EvalResult:
     map50: float = 0.0
     map50_95: float = 0.0
     f1: float = 0.0
+    f1_conf: float = 0.0
     losses: tuple[float, float, float] = (0.0, 0.0, 0.0)  # box, obj, cls per image
     coco: dict[str, float] = field(default_factory=dict)
     per_class: list[ClassResult] = field(default_factory=list)
@@ -128,7 +131,8 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     if not score:
         return EvalResult(images=clock.images, speed=clock.per_image_ms())
     result = _result(coco_evaluate(records), records, names,
-                     (loss_sum / max(batches, 1)).tolist() if hyp is not None else None)
+                     (loss_sum / max(batches, 1)).tolist() if hyp is not None else None,
+                     conf_thres)
     result.speed = clock.per_image_ms()
     return result
 
@@ -166,7 +170,8 @@ def as_one_class(detections: torch.Tensor) -> torch.Tensor:
     return torch.cat((detections[..., :5], detections[..., 5:].amax(-1, keepdim=True)), -1)
 
 
-def _result(metrics, records: list[ImageDetections], names: list[str], losses) -> EvalResult:
+def _result(metrics, records: list[ImageDetections], names: list[str], losses,
+            conf_thres: float = 0.0) -> EvalResult:
     result = EvalResult(images=len(records), labels=int(sum(len(r.gt_classes) for r in records)),
                         coco=metrics.named(), matches=metrics.table, names=list(names),
                         per_image=records)
@@ -178,6 +183,10 @@ def _result(metrics, records: list[ImageDetections], names: list[str], losses) -
         result.precision, result.recall = float(metrics.precision.mean()), \
             float(metrics.recall.mean())
         result.f1 = float(metrics.f1.mean())
+        if result.f1 > 0:
+            # No box under conf_thres was scored, so the F1 curve is flat below it: a best
+            # point there (the grid's 0.0) means conf_thres, not "every box".
+            result.f1_conf = max(metrics.f1_conf, conf_thres)
         result.per_class = [
             ClassResult(names[c] if c < len(names) else str(c), int(n), float(p), float(r),
                         float(a50), float(a))
@@ -204,4 +213,14 @@ def format_table(result: EvalResult) -> str:
     for c in result.per_class:
         lines.append(f"{c.name:>{width}} {c.labels:>8} {c.precision:8.3f} {c.recall:8.3f} "
                      f"{c.ap50:8.3f} {c.ap50_95:10.3f}")
+    lines.append(f1_conf_line(result))
     return "\n".join(lines)
+
+
+def f1_conf_line(result: EvalResult) -> str:
+    """Where the table's P and R were read: the best-F1 score threshold, which a run's
+    checkpoint keeps as detect.py's default --conf-thres."""
+    if result.f1 <= 0:
+        return "P and R: no score threshold finds a true positive (F1 0 at every one)"
+    return (f"P and R at score threshold {result.f1_conf:.3f}, where the mean F1 is highest "
+            f"({result.f1:.3f}); a run's checkpoint keeps it for detect.py")

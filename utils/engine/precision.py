@@ -43,6 +43,19 @@ def choose_precision(amp: bool | None, repro: bool, device: torch.device
     return "fp32", f"mixed precision off: the CPU has {why}, so bf16 would be emulated and slower"
 
 
+def inference_precision(requested: str | None, trained: str, device: torch.device
+                        ) -> tuple[str, str]:
+    """(precision, reason) of detect.py's forward pass: ``requested`` (--precision) when
+    given; else fp32 on the CPU, as an .onnx export computes (onnxruntime, fp32), so the two
+    give the same boxes; else (a GPU) the ``trained`` precision, for speed."""
+    if requested:
+        return requested, "--precision"
+    if device.type == "cuda" or trained == "fp32":
+        return trained, "the checkpoint's"
+    return "fp32", (f"the CPU's default, as an .onnx export computes; the run trained in "
+                    f"{trained}: --precision {trained} computes as its evaluation did")
+
+
 def autocast_factory(precision: str, device: torch.device
                      ) -> Callable[[], contextlib.AbstractContextManager] | None:
     """A factory of autocast contexts for ``precision`` on ``device``; None for fp32."""

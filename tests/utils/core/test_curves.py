@@ -1,5 +1,6 @@
 """The plots' curves give back the evaluation's own numbers: the PR curves' means are COCO's AP50
-and AP, the F1 curve's best point is best_f1_point's P, R and F1 to the last bit."""
+and AP, the F1 curve's best point is best_f1_point's P, R and F1 to the last bit, at the
+evaluation's own best-F1 threshold."""
 import numpy as np
 import pytest
 
@@ -54,6 +55,7 @@ def test_the_marked_confidence_is_best_f1_points():
     assert (mean_p, mean_r, mean_f1) == (float(p.mean()), float(r.mean()), float(f1.mean()))
     assert curves.f1.mean(0).max() == mean_f1 and 0 <= conf <= 1
     np.testing.assert_array_equal(curves.precision[:, curves.best], p)
+    assert metrics.f1_conf == conf  # the threshold a checkpoint keeps for detect.py
 
 
 def test_the_band_is_the_curve_itself_when_every_resample_is_the_whole_set():

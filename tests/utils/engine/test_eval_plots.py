@@ -62,7 +62,19 @@ def test_the_f1_mark_is_the_evaluations_p_r_and_f1():
     result = _evaluation(3)
     conf, p, r, f1 = confidence_curves(ranked_detections(result.matches)).at_best()
     assert (p, r, f1) == (result.precision, result.recall, result.f1)
-    assert 0 <= conf <= 1
+    assert 0 <= conf <= 1 and result.f1_conf == conf
+
+
+def test_a_best_f1_below_the_evaluations_threshold_is_that_threshold():
+    """With every box found the F1 curve is flat from 0 up to the lowest score, and its first
+    maximum is the grid's 0.0; no box under the evaluation's own threshold was scored, so the
+    best-F1 threshold reads as that one, never "every box" (what detect.py would draw)."""
+    box = np.array([[10.0, 10.0, 50.0, 50.0]])
+    records = [ImageDetections(0, box, np.array([0]), box, np.array([0.6]), np.array([0]))]
+    metrics = coco_evaluate(records)
+    assert metrics.f1_conf == 0.0
+    result = _result(metrics, records, ["object"], None, conf_thres=0.001)
+    assert result.f1 == pytest.approx(1.0) and result.f1_conf == 0.001
 
 
 @pytest.mark.parametrize("num_classes", [1, 3])
