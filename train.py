@@ -128,7 +128,9 @@ def end_of_epoch(training: Training, epoch: int, stats: EpochStats, logs: RunLog
         result = evaluate(training.ema.module, training.val_loader, plan.device,
                           training.settings.hyp, names=training.names,
                           plot_path=run_dir / "val_predictions.jpg", progress=not options.quiet,
-                          autocast=training.settings.autocast)
+                          autocast=training.settings.autocast,
+                          memory_format=plan.memory_format,
+                          fixed_order_loss=plan.fixed_order_loss)
     eval_seconds = time.perf_counter() - eval_started
     fingerprint = state_fingerprint(training.model.state_dict())
     row = _row(stats, result)

@@ -22,10 +22,10 @@ LESSER_CPU = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
               "MKL_ENABLE_INSTRUCTIONS": "AVX2", "MKL_CBWR": "AUTO"}
 
 
-def _train(data, project, name, mode, env):
+def _train(data, project, name, mode, env, *extra):
     command = [sys.executable, "train.py", "--cfg", str(MICRO_CFG), "--data", str(data),
                "--img-size", "64", "--batch-size", "4", "--epochs", "2", "--quiet",
-               "--project", str(project), "--name", name, mode]
+               "--project", str(project), "--name", name, mode, *extra]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           env={**{k: v for k, v in os.environ.items()
                                   if k not in PORTABLE_ENVIRONMENT}, **env})
@@ -67,8 +67,9 @@ def test_golden_record_of_this_machine_holds(tmp_path, capsys):
         assert "same bits as recorded on" in out
 
 
-def _trace(env):
-    done = subprocess.run([sys.executable, "-m", "tools.golden", "--trace"], cwd=ROOT,
+def _trace(env, threads=2):
+    done = subprocess.run([sys.executable, "-m", "tools.golden", "--trace", "--threads",
+                           str(threads)], cwd=ROOT,
                           capture_output=True, text=True,
                           env=dict(os.environ, PYTHONHASHSEED="0", **env))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -84,3 +85,37 @@ def test_the_mkl_branch_portable_names_is_in_effect_on_this_cpu():
     assert golden.first_trace_difference(portable, auto) == \
         "layer 0 (Conv2d+BatchNorm2d+LeakyReLU), forward"
     assert golden.first_trace_difference(portable, _trace(PORTABLE_ENVIRONMENT)) is None
+
+
+def test_portable_bits_are_the_same_at_any_thread_count(tiny_data, tmp_path):
+    """1, 2 and 3 threads (3 oversubscribes a 2-core machine): the same fingerprints every
+    epoch, the same results, and every layer of the trace the same, forward and backward."""
+    runs = [_train(tiny_data, tmp_path, f"portable{t}", "--portable", {}, "--threads", str(t))
+            for t in (1, 2, 3)]
+    assert comparable(runs[0]) == comparable(runs[1]) == comparable(runs[2])
+    recorded = [yaml.safe_load((r / "repro.yaml").read_text()) for r in runs]
+    assert [r["environment"]["torch_threads"] for r in recorded] == [1, 2, 3]
+    assert all(r["options"]["portable_recipe"] == 2 for r in recorded)
+    traces = [_trace(PORTABLE_ENVIRONMENT, threads) for threads in (1, 2, 3)]
+    assert golden.first_trace_difference(traces[0], traces[1]) is None
+    assert golden.first_trace_difference(traces[0], traces[2]) is None
+    # Without --portable's order the thread count does part two runs: the test can fail.
+    repro = [_train(tiny_data, tmp_path, f"repro{t}", "--repro", {}, "--threads", str(t))
+             for t in (1, 2)]
+    assert comparable(repro[0]) != comparable(repro[1])
+
+
+def test_a_portable_run_resumes_at_another_thread_count_to_the_same_bits(tiny_data, tmp_path):
+    """The count no longer decides the bits, so it is no longer pinned on resume: a run begun
+    on 1 thread continues on 2 as if it had never stopped."""
+    whole = _train(tiny_data, tmp_path, "whole", "--portable", {}, "--threads", "2")
+    part = _train(tiny_data, tmp_path, "part", "--portable", {}, "--threads", "1",
+                  "--stop-after", "1")
+    done = subprocess.run([sys.executable, "train.py", "--resume", str(part / "weights"
+                                                                        / "last.pt"),
+                           "--threads", "2", "--quiet"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert comparable(part) == comparable(whole)
+    recorded = yaml.safe_load((part / "repro.yaml").read_text())
+    assert recorded["resumes"][0]["environment"]["torch_threads"] == 2

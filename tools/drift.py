@@ -130,14 +130,25 @@ def settings_differences(a: Run, b: Run) -> list[dict]:
         out.append({"setting": "epochs", "a": a.epochs, "b": b.epochs,
                     "warning": "different epoch counts: the cosine schedule differs from the "
                                "first epoch, so the runs are not comparable step for step"})
+    thread_free = all(isinstance(r.settings.get("options.portable_recipe"), int)
+                      and r.settings["options.portable_recipe"] >= THREAD_FREE_RECIPE
+                      for r in (a, b))
     for key in sorted(set(a.settings) | set(b.settings), key=_likelihood):
         if key.startswith("options.") and key.split(".", 1)[1] in ("name", "resume", "quiet"):
+            continue
+        if thread_free and key in THREAD_KEYS:  # not a cause: see THREAD_FREE_RECIPE
             continue
         va, vb = a.settings.get(key), b.settings.get(key)
         if va != vb:
             out.append({"setting": key, "a": va, "b": vb})
     return out
 
+
+# Two --portable runs of this recipe or later have the same bits at any thread count
+# (docs/threads.md): their thread counts are not listed as a cause.
+THREAD_FREE_RECIPE = 2
+THREAD_KEYS = ("environment.torch_threads", "environment.machine.kernels.openmp_threads",
+               "options.threads")
 
 # What parts two runs, most likely first: the device, the precision, the thread count, the
 # kernels' instruction set (and what steers it), then library versions; the rest after.

@@ -40,7 +40,7 @@ from utils.base.atomic_io import atomic_write_text
 from utils.base.device import add_device_argument
 from utils.base.errors import InputError, report_input_error
 from utils.base.machine import gpu_software, machine_key
-from utils.base.repro import PORTABLE_ENVIRONMENT
+from utils.base.repro import PORTABLE_ENVIRONMENT, PORTABLE_RECIPE
 from utils.data.hyp import SCRATCH_HYP
 from utils.engine.results import read_results
 
@@ -51,6 +51,9 @@ MICRO_CFG = ROOT / "tests" / "data" / "micro.cfg"
 TRAIN_ARGS = ("--cfg", str(MICRO_CFG), "--img-size", "64", "--batch-size", "4", "--epochs", "3",
               "--threads", "2", "--quiet", "--nosave")
 # Fixed weights for the layer trace: committed, so every machine starts from the same bits.
+# The trace runs at the record's 2 threads and, on the CPU, at 1 too: --portable promises the
+# same bits at any thread count (docs/threads.md).
+TRACE_THREADS = (2, 1)
 TRACE_WEIGHTS = ROOT / "tests" / "data" / "run_before_plan" / "weights" / "last.pt"
 
 
@@ -86,22 +89,31 @@ def run_small_training(device: str, folder: Path) -> dict:
     # The trace runs under the variables the training ran under (set here, before start).
     env = dict(os.environ, PYTHONHASHSEED="0",
                **(PORTABLE_ENVIRONMENT if mode == "portable" else {}))
-    trace = json.loads(_run([sys.executable, "-m", "tools.golden", "--trace", "--device", device,
-                             "--data", str(data)], env).splitlines()[-1])
+    traces = [json.loads(_run([sys.executable, "-m", "tools.golden", "--trace", "--device",
+                               device, "--data", str(data), "--threads", str(threads)],
+                              env).splitlines()[-1])
+              for threads in (TRACE_THREADS if mode == "portable" else TRACE_THREADS[:1])]
+    trace = traces[0]
     run = folder / "runs" / "golden"
     environment = yaml.safe_load((run / "repro.yaml").read_text())["environment"]
     record = {"mode": mode, "fingerprints": [r.fingerprint for r in read_results(run)],
               "trace": trace, "machine": environment["machine"],
               "versions": {k: environment.get(k) for k in ("torch", "python", "numpy")}}
+    if mode == "portable":
+        record["recipe"] = PORTABLE_RECIPE
+        # Where the trace at another thread count first parts from the record's (None: the
+        # same bits), checked by compare() on this machine and kept out of the file.
+        record["threads_check"] = {threads: first_trace_difference(trace, other) for threads,
+                                   other in zip(TRACE_THREADS[1:], traces[1:])}
     record["key"] = machine_key(record["machine"], record["versions"])
     return record
 
 
-def layer_trace(data: Path, device: str) -> dict:
+def layer_trace(data: Path, device: str, threads: int = 2) -> dict:
     """One forward and backward pass of :data:`TRACE_WEIGHTS` on the small set's first batch,
-    as the record's mode computes it (2 threads, deterministic; on the CPU --portable's
-    convolutions), hashed: the model input, each layer's output and its parameters' gradients,
-    and the loss (as a hex float)."""
+    as the record's mode computes it (``threads`` threads, deterministic; on the CPU
+    --portable's kernels), hashed: the model input, each layer's output and its parameters'
+    gradients, and the loss (as a hex float)."""
     import torch
 
     from tools.probe import digest, fixed_batch, run_pass
@@ -109,7 +121,7 @@ def layer_trace(data: Path, device: str) -> dict:
 
     ckpt = load_checkpoint(TRACE_WEIGHTS)
     images, targets = fixed_batch(ckpt, str(data), 4)
-    trace = run_pass(ckpt, images, targets, {"device": device, "threads": 2, "repro": 1,
+    trace = run_pass(ckpt, images, targets, {"device": device, "threads": threads, "repro": 1,
                                              "portable": int(device == "cpu")})
     grads = [digest(torch.cat([g.flatten() for g in trace.param_grads[i]]))
              if i in trace.param_grads else None for i in range(len(trace.outputs))]
@@ -170,8 +182,21 @@ def _nearness(a: str, b: str) -> int:
 
 
 def _recipe(record: dict) -> dict:
-    """The kernel variables a record was made under (a recipe change moves every bit)."""
-    return record["machine"].get("variables", {})
+    """The kernel variables and --portable recipe a record was made under (a recipe change
+    moves every bit; records from before the recipe was numbered are recipe 1)."""
+    recipe = dict(record["machine"].get("variables", {}))
+    if record["mode"] == "portable":
+        recipe["recipe"] = record.get("recipe", 1)
+    return recipe
+
+
+def other_recipe(record: dict, other: dict) -> str | None:
+    """The kernel variables and --portable recipe that differ between two records
+    ("recipe 1 vs 2"), None when they agree: another recipe computes other bits by design."""
+    ours, theirs = _recipe(record), _recipe(other)
+    differ = [f"{k} {theirs.get(k)!r} vs {ours.get(k)!r}" for k in sorted(set(ours) | set(theirs))
+              if ours.get(k) != theirs.get(k)]
+    return ", ".join(differ) or None
 
 
 def _gpu(record: dict) -> tuple | None:
@@ -200,10 +225,23 @@ def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
     same_mode = [r for r in records if r["mode"] == record["mode"]]
     own = [r for r in same_mode if r["key"] == record["key"] and _recipe(r) == _recipe(record)]
     lines, status = [], 0
+    for threads, part in (record.get("threads_check") or {}).items():
+        if part is not None:
+            status = 1
+            lines.append(f"THREAD COUNT CHANGES THE BITS: the trace at {threads} thread(s) first "
+                         f"differs from {TRACE_THREADS[0]} threads' at {part}")
+        else:
+            lines.append(f"the trace at {threads} thread(s) is the same as at "
+                         f"{TRACE_THREADS[0]}, every layer")
     if not own:
         lines.append(f"new machine: {record['key']} (no record under these kernel variables "
-                     "yet; --record adds it)")
+                     "and recipe yet; --record adds it)")
     for other in sorted(same_mode, key=lambda r: -_nearness(r["key"], record["key"])):
+        recipe = other_recipe(record, other)
+        if recipe:
+            lines.append(f"recorded under another recipe than this run's, {other['key']} "
+                         f"({recipe}): its bits are no evidence either way")
+            continue
         software = other_software(record, other)
         if software:
             lines.append(f"another torch/CUDA/cuDNN than the record of {other['key']} "
@@ -237,9 +275,11 @@ def compare(record: dict, records: list[dict]) -> tuple[int, list[str]]:
 
 
 def add_record(path: Path, record: dict) -> None:
-    """Add ``record`` to the file, replacing an older one of the same machine and mode."""
+    """Add ``record`` to the file, replacing an older one of the same machine, mode and
+    recipe (another recipe's record stays: the evidence of that recipe)."""
     records = [r for r in load_records(path)
-               if not (r["key"] == record["key"] and r["mode"] == record["mode"])]
+               if not (r["key"] == record["key"] and r["mode"] == record["mode"]
+                       and _recipe(r) == _recipe(record))]
     records.append(record)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({"records": records}, indent=1) + "\n")
@@ -256,6 +296,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", action="store_true", help="add this machine's result")
     parser.add_argument("--file", default=str(GOLDEN), help="the record file")
     add_device_argument(parser, default="cpu", help="cpu (--portable) or cuda (--repro)")
+    parser.add_argument("--threads", type=int, default=TRACE_THREADS[0],
+                        help="with --trace: torch's CPU threads")
     parser.add_argument("--trace", action="store_true",
                         help="print only the layer trace as JSON (run under the record's "
                              "variables; the check runs it itself)")
@@ -267,7 +309,7 @@ def main(args: argparse.Namespace) -> int:
     if args.trace:
         with tempfile.TemporaryDirectory() as folder:
             data = Path(args.data) if args.data else small_data(Path(folder))
-            print(json.dumps(layer_trace(data, args.device)))
+            print(json.dumps(layer_trace(data, args.device, args.threads)))
         return 0
     path = Path(args.file)
     try:
@@ -285,6 +327,7 @@ def main(args: argparse.Namespace) -> int:
     status, lines = compare(record, records)
     print("\n".join(lines))
     if args.record:
+        record.pop("threads_check", None)
         add_record(path, record)
         print(f"recorded in {path}")
     return status

@@ -95,7 +95,9 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     model = Darknet(ckpt["cfg_path"], num_classes=ckpt["num_classes"], upsample=upsample,
                     cfg_text=ckpt["cfg_text"])
     load_state_checked(model, ckpt["model"], "checkpoint")
-    layout = torch.channels_last if setting.get("channels_last", 1) else torch.contiguous_format
+    # A run's own layout: --portable trains in NCHW (utils.engine.plan's memory_format).
+    layout = torch.channels_last if setting.get("channels_last", int(not portable)) \
+        else torch.contiguous_format
     model.to(device, memory_format=layout).train()
     types = [type(m).__name__ if not isinstance(m, torch.nn.Sequential)
              else "+".join(type(c).__name__ for c in m) for m in model.module_list]
@@ -124,7 +126,8 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
         preds = model(x)
     loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
                         model.strides(), hyp,
-                        label_smoothing=hyp.get("label_smoothing", 0.0))  # 0: from before it
+                        label_smoothing=hyp.get("label_smoothing", 0.0),  # 0: from before it
+                        fixed_order=portable)
     loss.backward()
     for h in handles:
         h.remove()

@@ -404,3 +404,16 @@ def test_noise_group_whose_repro_notes_name_their_seeds_is_one_training(tmp_path
     assert code in (0, 1) and "=> against seed noise" in out.out
     assert "WARNING: --noise: repro" not in out.out
 
+
+def test_thread_count_is_not_a_cause_between_thread_free_portable_runs(tmp_path, capsys):
+    def settings(threads, recipe):
+        return {"options": {"seed": 0, "threads": threads, "portable": True,
+                            "portable_recipe": recipe},
+                "environment": {"torch_threads": threads}}
+    for recipe, listed in ((1, True), (2, False)):
+        a = _run(tmp_path / f"a{recipe}", settings=settings(1, recipe))
+        b = _run(tmp_path / f"b{recipe}", settings=settings(4, recipe), change_from=1)
+        code, out = _main(capsys, str(a), str(b), "--out", str(tmp_path))
+        assert code == 1
+        assert ("options.threads: 1 vs 4" in out.out) is listed, out.out
+        assert ("environment.torch_threads: 1 vs 4" in out.out) is listed

@@ -60,8 +60,25 @@ def test_compare_reports_the_trace_and_a_recipe_change_does_not_fail():
     mine["machine"]["variables"] = {"MKL_CBWR": "COMPATIBLE"}
     status, lines = compare(mine, [old])
     assert status == 0 and lines[0].startswith("new machine: intel")
-    assert "  recorded setting that differs: variables.MKL_CBWR: 'COMPATIBLE' vs 'AVX2,STRICT'" \
-        in lines
+    assert lines[1] == ("recorded under another recipe than this run's, intel (MKL_CBWR "
+                        "'AVX2,STRICT' vs 'COMPATIBLE'): its bits are no evidence either way")
+    # So is a record of the first --portable recipe (2-thread bits only, unnumbered): the
+    # thread-count-free recipe computes other bits by design.
+    mine["recipe"], old["machine"]["variables"] = 2, {"MKL_CBWR": "COMPATIBLE"}
+    status, lines = compare(mine, [old])
+    assert status == 0 and "(recipe 1 vs 2)" in lines[1]
+
+
+def test_a_trace_that_changes_with_the_thread_count_fails():
+    mine = dict(_record("amd", ["a"]), trace=_trace(["a"], ["g"]), recipe=2,
+                threads_check={1: "layer 0 (T0), backward"})
+    status, lines = compare(mine, [dict(mine)])
+    assert status == 1 and lines[0] == ("THREAD COUNT CHANGES THE BITS: the trace at 1 "
+                                        "thread(s) first differs from 2 threads' at layer 0 "
+                                        "(T0), backward")
+    mine["threads_check"] = {1: None}
+    status, lines = compare(mine, [dict(mine)])
+    assert status == 0 and lines[0] == "the trace at 1 thread(s) is the same as at 2, every layer"
 
 
 def test_matching_fingerprints_also_compare_the_trace():

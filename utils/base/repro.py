@@ -13,6 +13,7 @@ point where a run was resumed, which per-worker streams would.
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import random
@@ -97,6 +98,41 @@ PORTABLE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
                         "DNNL_MAX_CPU_ISA": "AVX2"}
 
 
+# --portable's bits at any thread count too (docs/threads.md): NCHW, MKL's GEMMs on one thread
+# (single_threaded_blas) and fixed-order loss sums (utils.core.reduction). The recipe's number
+# is recorded (opt.yaml, the golden records): 1 was the same bits at one thread count only.
+PORTABLE_RECIPE = 2
+# Batch norm in channels-last keeps one partial sum per thread; in NCHW each channel is summed
+# whole by one thread.
+PORTABLE_MEMORY_FORMAT = torch.contiguous_format
+
+
+def single_threaded_blas() -> None:
+    """MKL's GEMMs on one thread for this (calling) thread, whatever torch's thread count.
+
+    MKL splits a GEMM over its threads and, at its COMPATIBLE branch, sums in another order
+    for each count (strict CNR, which would not, is Intel-only at AVX2 and above). Torch's own
+    parallel loops call their GEMMs inside a parallel region, where MKL runs one thread anyway
+    (the convolution's forward pass and input gradient, one image per thread); what this
+    changes is the GEMMs torch calls outside one: the weight gradient's, summed image by
+    image in order. ``mkl_set_num_threads_local`` outranks the global count that
+    ``torch.set_num_threads`` sets; the autograd engine runs a CPU backward pass on the
+    thread that called it, so this thread's setting covers training. Raises RuntimeError when
+    torch has no MKL to set (a build without it: no thread-count promise)."""
+    library = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    try:
+        # MKL_Set_Num_Threads_Local takes its count by value (the lowercase C name is the
+        # Fortran-style entry point, which takes a pointer).
+        set_local = ctypes.CDLL(library).MKL_Set_Num_Threads_Local
+    except (OSError, AttributeError) as err:
+        raise RuntimeError(f"torch's MKL thread setting not found in {library} ({err})") from None
+    set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
+    # Torch sets every thread's MKL count again at the thread's first parallel loop (its lazy
+    # start of the thread pool): run one first, or the setting below is undone by it.
+    torch.ones(1 << 17).sum()
+    set_local(1)
+
+
 def configure_determinism(deterministic: bool, threads: int | None = None,
                           portable: bool = False) -> None:
     """Set torch's global switches for a reproducible (or a fast) run.
@@ -104,11 +140,14 @@ def configure_determinism(deterministic: bool, threads: int | None = None,
     Deterministic: strict ``use_deterministic_algorithms``, cuDNN deterministic and not
     benchmarking, TF32 off for convolutions and matmuls. Otherwise cuDNN may benchmark and pick
     the fastest (possibly nondeterministic) kernels. ``portable``: CPU convolutions through
-    ATen and MKL rather than oneDNN (with :data:`PORTABLE_ENVIRONMENT` set at start).
+    ATen and MKL rather than oneDNN (with :data:`PORTABLE_ENVIRONMENT` set at start), MKL's
+    GEMMs on one thread (:func:`single_threaded_blas`).
     """
     torch.backends.mkldnn.enabled = not portable
     if threads is not None:
         torch.set_num_threads(threads)
+    if portable:  # after set_num_threads, which sets MKL's count too
+        single_threaded_blas()
     # The first call imports the inductor config (about 3 s): skip it when there is nothing
     # to turn off.
     if deterministic or torch.are_deterministic_algorithms_enabled():

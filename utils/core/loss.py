@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from utils.core.boxes import paired_iou, wh_ratio_match
+from utils.core.reduction import fixed_order_mean
 
 # The order of the loss parts in yolo_loss's ``parts`` tensor (and in results.txt).
 LOSS_PARTS = ("box", "obj", "cls", "total")
@@ -88,24 +89,38 @@ def class_targets(logits: torch.Tensor, cls: torch.Tensor, label_smoothing: floa
     return target
 
 
+def _bce(pos_weight: float, device: torch.device, fixed_order: bool):
+    """BCE with logits and a positive weight, averaged: by torch's fused mean, or (fixed_order)
+    elementwise and then :func:`fixed_order_mean`, whose order no thread count changes."""
+    if not fixed_order:
+        return nn.BCEWithLogitsLoss(pos_weight=_constant(pos_weight, device))
+    elementwise = nn.BCEWithLogitsLoss(pos_weight=_constant(pos_weight, device),
+                                       reduction="none")
+    return lambda logits, target: fixed_order_mean(elementwise(logits, target))
+
+
 def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[torch.Tensor],
-              strides: list[int], hyp: dict, label_smoothing: float = 0.0
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              strides: list[int], hyp: dict, label_smoothing: float = 0.0,
+              fixed_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(loss, parts)``: loss is a scalar scaled by the batch size (the gradient of a
     sum over images), parts is [4] in LOSS_PARTS order (box, obj, cls, total) per image,
     detached.
 
     anchors: per layer [A, 2] in pixels; strides: per layer, pixels per grid cell;
     hyp keys: box, obj, cls (gains), cls_pw, obj_pw (BCE positive weights), anchor_t, iou_type;
-    label_smoothing: the class targets' epsilon (:func:`class_targets`; 0: hard targets).
+    label_smoothing: the class targets' epsilon (:func:`class_targets`; 0: hard targets);
+    fixed_order: every mean summed in an order that does not depend on the thread count
+    (utils.core.reduction; --portable's). Off, the means are torch's fused ones, whose bits
+    the runs recorded so far hold.
     """
     device = preds[0].device
     dtype = preds[0].dtype
     grid_anchors = [a.to(device) / s for a, s in zip(anchors, strides)]
     assigned = build_targets(targets.to(device), grid_anchors,
                              [tuple(p.shape[2:4]) for p in preds], hyp["anchor_t"])
-    bce_cls = nn.BCEWithLogitsLoss(pos_weight=_constant(hyp["cls_pw"], device))
-    bce_obj = nn.BCEWithLogitsLoss(pos_weight=_constant(hyp["obj_pw"], device))
+    mean = fixed_order_mean if fixed_order else torch.mean
+    bce_cls = _bce(hyp["cls_pw"], device, fixed_order)
+    bce_obj = _bce(hyp["obj_pw"], device, fixed_order)
     box_loss = torch.zeros((), device=device, dtype=dtype)
     obj_loss = torch.zeros((), device=device, dtype=dtype)
     cls_loss = torch.zeros((), device=device, dtype=dtype)
@@ -117,7 +132,7 @@ def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[to
             pxy = ps[:, :2].sigmoid()
             pwh = ps[:, 2:4].clamp(max=10.0).exp() * t.anchor_wh
             iou = paired_iou(torch.cat((pxy, pwh), 1), t.box, hyp.get("iou_type", "giou"))
-            box_loss = box_loss + (1.0 - iou).mean()
+            box_loss = box_loss + mean(1.0 - iou)
             flat = ((t.image * num_anchors + t.anchor) * ny + t.gy) * nx + t.gx
             index, value = _unique_max(flat, iou.detach().clamp(min=0).to(dtype))
             target_obj.view(-1)[index] = value

@@ -72,13 +72,15 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
              conf_thres: float = 0.001, iou_thres: float = 0.6, names: list[str] | None = None,
              plot_path: Path | None = None, coco_json: list | None = None,
              progress: bool = True, autocast=None, single_cls: bool = False,
-             score: bool = True) -> EvalResult:
+             score: bool = True, memory_format: torch.memory_format = torch.channels_last,
+             fixed_order_loss: bool = False) -> EvalResult:
     """Run ``model`` over ``loader`` (a :class:`YoloDataset`'s) and score it by COCO's rules;
     with ``hyp`` also the validation losses. ``coco_json``, when a list, receives COCO result
     records in original image pixels. ``autocast``: a context manager factory for the forward
     pass (the training's precision). ``single_cls``: a multi-class model's boxes are scored as
     one class (:func:`as_one_class`). ``score=False`` times the stages (``speed``) and
-    scores nothing."""
+    scores nothing. ``memory_format``: the model's layout (its inputs are given it);
+    ``fixed_order_loss``: the validation losses' means in a thread-count-free order."""
     dataset = loader.dataset
     names = names or [str(i) for i in range(model.num_classes)]
     index_of = {str(f): i for i, f in enumerate(dataset.files)}
@@ -93,7 +95,7 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     bar = tqdm(loader, desc="evaluating", disable=None if progress else True, leave=False)
     clock = StageClock(device)
     for images, targets, paths, placements in bar:
-        images = to_model_input(images, device)
+        images = to_model_input(images, device, memory_format)
         clock.lap("preprocess")
         with forward_context(autocast):
             detections, raw = model(images)
@@ -102,7 +104,8 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
         if single_cls:
             detections = as_one_class(detections)
         if hyp is not None:
-            _, parts = yolo_loss(raw, targets.to(device), model.anchors(), model.strides(), hyp)
+            _, parts = yolo_loss(raw, targets.to(device), model.anchors(), model.strides(), hyp,
+                                 fixed_order=fixed_order_loss)
             loss_sum += parts[:len(VAL_LOSS_PARTS)]
         output = non_max_suppression(detections, conf_thres, iou_thres)
         clock.lap("nms", images=len(images))

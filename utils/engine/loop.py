@@ -72,7 +72,8 @@ class LoopSettings:
     ``accumulate``: batches per optimizer step; ``loss_scale``: the world size under DDP (undoes
     DDP's averaging, so gradients stay the sum over the global batch); ``autocast``: a factory of
     autocast contexts for mixed precision (None: fp32); ``plot_path``: where to draw the first
-    batch of epoch 0, with ``names``.
+    batch of epoch 0, with ``names``; ``memory_format``: the model's layout, its inputs'
+    too; ``fixed_order_loss``: loss means in a thread-count-free order (--portable).
     """
     epochs: int
     hyp: dict
@@ -86,6 +87,8 @@ class LoopSettings:
     plot_path: Path | None = None
     names: tuple[str, ...] = ()
     frozen: tuple[int, ...] = ()  # --freeze's layers: batch norm held in eval mode
+    memory_format: torch.memory_format = torch.channels_last
+    fixed_order_loss: bool = False
 
 
 @dataclass
@@ -152,7 +155,7 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
     img_size, images_seen = 0, 0
     for i, (images, targets, _paths, _placements) in bar:
         iteration = i + batches * epoch
-        images = to_model_input(images, device)
+        images = to_model_input(images, device, settings.memory_format)
         targets = targets.to(device, non_blocking=True)
         if iteration <= settings.warmup_iterations:
             _warm_up(optimizer, iteration, epoch_lr, settings)
@@ -197,7 +200,8 @@ def _forward_loss(model, images, targets, anchors, strides, settings: LoopSettin
     with forward_context(settings.autocast):
         preds = model(images)
     return yolo_loss([p.float() for p in preds], targets, anchors, strides, settings.hyp,
-                     label_smoothing=settings.hyp["label_smoothing"])
+                     label_smoothing=settings.hyp["label_smoothing"],
+                     fixed_order=settings.fixed_order_loss)
 
 
 def _warm_up(optimizer: torch.optim.Optimizer, iteration: int, epoch_lr: float,

@@ -237,8 +237,13 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
     _check_not_behind(ckpt_path, ckpt)
     saved = {f.name: ckpt["args"].get(f.name, DEFAULTS.get(f.name, parser.get_default(f.name)))
              for f in dataclasses.fields(RunOptions)}
+    # A thread-count-free --portable run (recipe 2, docs/threads.md) continues at any count.
+    thread_free = (ckpt["args"].get("portable_recipe") or 0) >= 2
     for key in PINNED_ON_RESUME:
         value = getattr(given, key)
+        if key == "threads" and thread_free:
+            saved[key] = value if value is not None else saved[key]
+            continue
         if value != parser.get_default(key) and value != saved[key]:
             raise InputError(f"--resume continues the same training: --{key.replace('_', '-')} "
                              f"{value} differs from the checkpoint's {saved[key]}; start a new "

@@ -22,7 +22,7 @@ import torch
 from models.cfg_parser import count_yolo_layers, parse_cfg, parse_cfg_text
 from utils.base.device import select_device
 from utils.base.errors import InputError, counted
-from utils.base.repro import PORTABLE_ENVIRONMENT
+from utils.base.repro import PORTABLE_ENVIRONMENT, PORTABLE_MEMORY_FORMAT, PORTABLE_RECIPE
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.data_config import list_images
 from utils.data.datasets import AUTO_CACHE_BYTES
@@ -51,7 +51,8 @@ class RunPlan:
     precision: str                # fp32, bf16 or fp16
     precision_reason: str
     deterministic: bool           # strict deterministic kernels, no cuDNN benchmark, no TF32
-    portable: bool                # CPU kernels pinned for the same bits on other CPUs
+    portable: bool                # CPU kernels pinned for the same bits on other CPUs and
+                                  # at any thread count (NCHW, one-thread GEMMs, fixed sums)
     threads: int | None           # torch's CPU threads; None: torch's default (all cores)
     upsample: str                 # "nearest" or "deterministic"
     augment: bool                 # online augmentation
@@ -83,6 +84,18 @@ class RunPlan:
         """The last epoch this invocation trains (--stop-after ends a run early)."""
         return min(self.options.epochs, self.options.stop_after or self.options.epochs) - 1
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The layout of the model and its inputs: channels-last (oneDNN's and cuDNN's
+        fastest), or under --portable NCHW, whose batch norm sums each channel on one thread
+        (channels-last keeps a partial sum per thread: other bits at another thread count)."""
+        return PORTABLE_MEMORY_FORMAT if self.portable else torch.channels_last
+
+    @property
+    def fixed_order_loss(self) -> bool:
+        """Loss means summed in an order no thread count changes (--portable's)."""
+        return self.portable
+
     def warmup_iterations(self, batches_per_epoch: int) -> int:
         """The warm-up's length in batches: the hyp's warm-up epochs of this run's loader."""
         return round(self.hyp["warmup_epochs"] * batches_per_epoch)
@@ -92,6 +105,8 @@ class RunPlan:
         meaning of every earlier version: decided values filled in, precision added)."""
         record = self.options.as_dict()
         record.update(workers=self.workers, threads=self.threads, precision=self.precision)
+        if self.portable:  # which --portable: 2 and above, the same bits at any thread count
+            record["portable_recipe"] = PORTABLE_RECIPE
         return record
 
 
@@ -135,15 +150,18 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
             notes.append("multi-scale off")
     if repro and not options.augment:
         base_hyp.update({k: 0.0 for k in AUGMENT_KEYS})
+    # --portable's bits do not depend on the thread count: it keeps torch's default (all
+    # cores) unless --threads says otherwise.
     threads = options.threads if options.threads is not None else (
-        REPRO_THREADS if repro else None)
+        REPRO_THREADS if repro and not options.portable else None)
     # Listed once: the workers' choice, the anchor check and the step count all read it.
     train_files = list_images(data.train, data.path, data.lines.get("train"))
     workers, why_workers = _workers(options, len(train_files), device)
     if repro and not ckpt:
         if options.workers is None:
             notes.append("DataLoader workers 0")
-        notes.append(f"CPU threads {threads}")
+        notes.append(f"CPU threads {threads or torch.get_num_threads()}"
+                     + (" (--portable: the same bits at any count)" if options.portable else ""))
     elif why_workers:
         notes.append(f"DataLoader workers: {workers} ({why_workers}; --workers sets them)")
     num_classes = 1 if options.single_cls else data.num_classes
@@ -166,7 +184,9 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
     compile_mode = _compile_mode(options, device, world_size, notes)
     if options.portable:
         notes.append("portable: ATen kernels at AVX2, convolutions through ATen + MKL (oneDNN "
-                     "off), MKL conditional numerical reproducibility at its COMPATIBLE branch")
+                     "off), MKL conditional numerical reproducibility at its COMPATIBLE branch "
+                     "on one thread per GEMM, NCHW layout, loss sums in a fixed order: the same "
+                     "bits on other CPUs and at any thread count")
         _check_portable_start()
     return RunPlan(options=options, run_dir=run_dir, portable=options.portable,
                    checkpoint=Path(options.resume) if ckpt else None, device=device,

@@ -80,7 +80,7 @@ def build_model(plan: RunPlan, data, ckpt: dict | None, dist: DistInfo, log
             raise InputError("--sync-bn: torch's SyncBatchNorm runs on GPUs only; drop it for a "
                              "CPU run")
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device, memory_format=plan.memory_format)
     return model, names, initial_fingerprint
 
 
@@ -182,7 +182,8 @@ def build_training(asked: RunOptions, ckpt: dict | None, run_dir: Path | None) -
         progress=not options.quiet and dist.is_main,
         autocast=autocast_factory(plan.precision, device),
         plot_path=run_dir / "train_batch0.jpg" if dist.is_main else None, names=tuple(names),
-        frozen=plan.frozen)
+        frozen=plan.frozen, memory_format=plan.memory_format,
+        fixed_order_loss=plan.fixed_order_loss)
     training = Training(plan=plan, dist=dist, log=log, model=model, train_model=train_model,
                         ema=ema, optimizer=optimizer, scheduler=scheduler,
                         scaler=make_grad_scaler(plan.precision, device), lr_factor=lr_factor,

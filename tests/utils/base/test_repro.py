@@ -117,3 +117,25 @@ def test_repro_skips_the_nan_fill_and_its_bits_do_not_need_it():
         configure_determinism(False)
         torch.utils.deterministic.fill_uninitialized_memory = True
     assert all(torch.equal(a, b) for a, b in zip(with_fill, without))
+
+
+_MKL_THREADS = """
+import ctypes, os, torch
+from utils.base.repro import configure_determinism
+configure_determinism(True, threads=2, portable=True)
+torch.randn(1 << 20).sum()  # a parallel loop after the setting: it must not undo it
+lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+print(torch.get_num_threads(), lib.MKL_Get_Max_Threads())
+"""
+
+
+def test_portable_runs_mkls_gemms_on_one_thread_and_torchs_loops_on_all():
+    """MKL's COMPATIBLE branch sums a GEMM in another order at each thread count; torch resets
+    a thread's MKL count at its first parallel loop, which undid the setting in training."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    done = subprocess.run([sys.executable, "-c", _MKL_THREADS], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split() == ["2", "1"]

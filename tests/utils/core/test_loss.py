@@ -116,3 +116,22 @@ def test_class_targets_follow_yolov5s_smooth_bce():
     expected = torch.full((2, 4), 0.05)
     expected[0, 1] = expected[1, 3] = 0.95
     torch.testing.assert_close(smoothed, expected, rtol=0, atol=0)
+
+
+def test_fixed_order_loss_is_the_same_loss():
+    """--portable's loss means (utils.core.reduction) give the loss torch's fused means give,
+    to rounding, on a grid larger than one row of the fixed-order sum (16 x 3 x 32 x 32
+    objectness scores), and the same value to the bit on a small one."""
+    g = torch.Generator().manual_seed(0)
+    anchors = [torch.tensor([[8.0, 8.0], [16.0, 16.0], [32.0, 32.0]])]
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [5, 3, 0.2, 0.7, 0.2, 0.4]])
+    for grid, exact in ((32, False), (4, True)):
+        p = torch.randn(16, 3, grid, grid, 9, generator=g, requires_grad=True)
+        fused, fused_parts = yolo_loss([p], targets, anchors, [8], HYP)
+        fixed, fixed_parts = yolo_loss([p], targets, anchors, [8], HYP, fixed_order=True)
+        if exact:
+            assert torch.equal(fused_parts, fixed_parts)
+        torch.testing.assert_close(fixed, fused, rtol=1e-6, atol=0)
+        fused_grad, = torch.autograd.grad(fused, p)
+        fixed_grad, = torch.autograd.grad(fixed, p)
+        torch.testing.assert_close(fixed_grad, fused_grad, rtol=1e-5, atol=1e-9)

@@ -37,6 +37,20 @@ def test_repro_plan_pins_and_says_so_without_touching_the_parsed_options(tiny_da
         plan.hyp["lr0"] = 1.0
 
 
+def test_portable_plan_leaves_the_thread_count_free_and_trains_in_nchw(tiny_data, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setattr("utils.engine.plan._check_portable_start", lambda: None)
+    _, plan = _plan(tiny_data, tmp_path, "--portable")
+    assert plan.threads is None and plan.portable and plan.fixed_order_loss
+    assert plan.memory_format == torch.contiguous_format
+    assert plan.record()["portable_recipe"] == 2
+    assert any("the same bits at any count" in n for n in plan.notes)
+    assert _plan(tiny_data, tmp_path, "--portable", "--threads", "3")[1].threads == 3
+    _, repro = _plan(tiny_data, tmp_path, "--repro")
+    assert repro.memory_format == torch.channels_last and not repro.fixed_order_loss
+    assert "portable_recipe" not in repro.record()
+
+
 def test_ordinary_plan_keeps_augmentation_and_scales_the_gains(tiny_data, tmp_path):
     _, plan = _plan(tiny_data, tmp_path, "--hyp", "data/hyp.scratch.yaml")
     assert plan.augment and not plan.deterministic and plan.upsample == "nearest"
