@@ -187,6 +187,12 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                      "off), MKL conditional numerical reproducibility at its COMPATIBLE branch "
                      "on one thread per GEMM, NCHW layout, loss sums in a fixed order: the same "
                      "bits on other CPUs and at any thread count")
+        if world_size > 1:
+            notes.append(f"WARNING: --portable under {world_size} processes: the same bits at "
+                         f"{world_size} processes only. Each process's batch norm sees its "
+                         "share of the batch and the all-reduce adds in an order of its own, so "
+                         "another process count parts from epoch 0 (the per-shard form that "
+                         "would not is a prototype: docs/threads.md)")
         _check_portable_start()
     return RunPlan(options=options, run_dir=run_dir, portable=options.portable,
                    checkpoint=Path(options.resume) if ckpt else None, device=device,

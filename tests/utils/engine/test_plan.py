@@ -46,6 +46,14 @@ def test_portable_plan_leaves_the_thread_count_free_and_trains_in_nchw(tiny_data
     assert plan.record()["portable_recipe"] == 2
     assert any("the same bits at any count" in n for n in plan.notes)
     assert _plan(tiny_data, tmp_path, "--portable", "--threads", "3")[1].threads == 3
+    # The process count still decides the bits: said, not silently different.
+    args = train_args(tiny_data, tmp_path, "--portable")
+    options, ckpt, run_dir = resolve_options(args, train.get_args_parser())
+    two = make_plan(options, ckpt, run_dir, prepare_data(tiny_data), device=CPU,
+                    dist=DistInfo(rank=0, world_size=2, local_rank=0, backend="gloo"))
+    assert any(n.startswith("WARNING: --portable under 2 processes: the same bits at 2 "
+                            "processes only") for n in two.notes)
+    assert not any("processes only" in n for n in plan.notes)
     _, repro = _plan(tiny_data, tmp_path, "--repro")
     assert repro.memory_format == torch.channels_last and not repro.fixed_order_loss
     assert "portable_recipe" not in repro.record()
