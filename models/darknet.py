@@ -287,6 +287,10 @@ class Darknet(nn.Module):
     def strides(self) -> list[int]:
         return [m.stride for m in self.heads]
 
+    def xy_scales(self) -> list[float]:
+        """Per yolo layer, its cfg's ``scale_x_y`` (1: YOLOv3's centre decode)."""
+        return [m.scale_x_y for m in self.heads]
+
     def forward(self, x: torch.Tensor):
         outputs: list[torch.Tensor | None] = []
         yolo_outputs = []
@@ -345,7 +349,23 @@ def _build_yolo(s: dict, i: int, layers: list[dict], in_ch: int, stride: int, pa
         raise CfgError(f"[yolo] with {len(mask)} anchors and {classes} classes needs "
                        f"filters={expected} in the conv before it (layer {i - 1}), got {in_ch}",
                        path, s["line"])
-    return YOLOLayer(pairs[mask], classes, stride)
+    return YOLOLayer(pairs[mask], classes, stride, _scale_x_y(s, path))
+
+
+def _scale_x_y(s: dict, path) -> float:
+    """A [yolo] section's ``scale_x_y`` (1 when absent), checked: a number from 1 (YOLOv3's
+    decode) up; 2 is YOLOv4's and yolov5's, which reaches the neighbouring cells."""
+    if "scale_x_y" not in s:
+        return 1.0
+    line = s["key_lines"]["scale_x_y"]
+    try:
+        value = float(s["scale_x_y"])
+    except ValueError:
+        raise CfgError(f"scale_x_y={s['scale_x_y']!r} is not a number", path, line) from None
+    if not (math.isfinite(value) and value >= 1.0):
+        raise CfgError(f"scale_x_y={s['scale_x_y']}: expected a number of at least 1 (1: "
+                       "YOLOv3's centre decode, 2: YOLOv4's)", path, line)
+    return value
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from utils.core.boxes import decode_xy
+
 
 class RepeatUpsample(nn.Module):
     """Nearest-neighbour upsampling by an integer factor, written as expand + reshape.
@@ -65,10 +67,17 @@ class YOLOLayer(nn.Module):
     Inference: also decodes them, in fp32 whatever the forward pass's precision, into
     ``[B, A*H*W, 5 + C]``: box centre and size in input pixels (xywh), then sigmoid objectness
     and class scores.
+
+    ``scale_x_y`` (darknet's key of the same name, YOLOv4's cfgs): the centre decodes as
+    ``sigmoid * s - (s - 1) / 2`` cells from the cell's corner, so at 2 it reaches half a cell
+    beyond the cell on each side, where a neighbouring cell's target lies (the loss assigns
+    those, utils.core.loss.build_targets). At 1, darknet's YOLOv3 decode, to the bit.
     """
 
-    def __init__(self, anchors: torch.Tensor, num_classes: int, stride: int):
+    def __init__(self, anchors: torch.Tensor, num_classes: int, stride: int,
+                 scale_x_y: float = 1.0):
         super().__init__()
+        self.scale_x_y = scale_x_y
         self.register_buffer("anchors", anchors.float())  # (A, 2) in pixels
         self.num_anchors = len(anchors)
         self.num_classes = num_classes
@@ -89,7 +98,7 @@ class YOLOLayer(nn.Module):
                                 torch.arange(nx, device=p.device), indexing="ij")
         grid = torch.stack((xv, yv), dim=-1).view(1, 1, ny, nx, 2).to(p.dtype)
         anchor_wh = self.anchors.view(1, self.num_anchors, 1, 1, 2).to(p.dtype)
-        xy = (p[..., :2].sigmoid() + grid) * self.stride
+        xy = (decode_xy(p[..., :2], self.scale_x_y) + grid) * self.stride
         # Clamp before exp so an untrained model cannot produce inf box sizes.
         wh = p[..., 2:4].clamp(max=10.0).exp() * anchor_wh
         scores = p[..., 4:].sigmoid()
@@ -97,4 +106,5 @@ class YOLOLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"anchors={self.anchors.tolist()}, classes={self.num_classes}, "
-                f"stride={self.stride}")
+                f"stride={self.stride}" + (f", scale_x_y={self.scale_x_y:g}"
+                                           if self.scale_x_y != 1.0 else ""))

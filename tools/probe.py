@@ -127,7 +127,7 @@ def run_pass(ckpt: dict, images: torch.Tensor, targets: torch.Tensor, setting: d
     loss, _ = yolo_loss([p.float() for p in preds], targets.to(device), model.anchors(),
                         model.strides(), hyp,
                         label_smoothing=hyp.get("label_smoothing", 0.0),  # 0: from before it
-                        fixed_order=portable)
+                        fixed_order=portable, xy_scales=model.xy_scales())
     loss.backward()
     for h in handles:
         h.remove()

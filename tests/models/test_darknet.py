@@ -222,3 +222,28 @@ def test_anchor_slots_of_overlapping_masks_and_of_separate_lists():
     rewritten = anchored_cfg_text(own, slots + 1)
     assert "anchors=1,1,  2,2,  3,3,  5,5,  6,6,  7,7\n" in rewritten
     assert "anchors=11,15,  24,28,  38,59,  81,82,  135,169,  344,319\n" in rewritten
+
+
+def _with_scale_x_y(value: str) -> str:
+    return MICRO_CFG.read_text().replace("[yolo]\n", f"[yolo]\nscale_x_y={value}\n")
+
+
+def test_scale_x_y_decodes_the_centre_as_darknet_and_is_checked():
+    from utils.base.errors import CfgError
+    plain = Darknet(str(MICRO_CFG), num_classes=4).eval()
+    scaled = Darknet(str(MICRO_CFG), num_classes=4, cfg_text=_with_scale_x_y("2.0")).eval()
+    assert plain.xy_scales() == [1.0, 1.0] and scaled.xy_scales() == [2.0, 2.0]
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        (a, raw), (b, _) = plain(x), scaled(x)
+    head = plain.heads[0]
+    cells = raw[0][..., :2].sigmoid()  # the first head's centres, as YOLOv3 decodes them
+    n = cells[0].numel() // 2
+    offset_a = a[0, :n, :2].view_as(cells[0]) / head.stride
+    offset_b = b[0, :n, :2].view_as(cells[0]) / head.stride
+    # The same grid corner under both: 2 s - 0.5 against s.
+    torch.testing.assert_close(offset_b - (2 * cells[0] - 0.5), offset_a - cells[0])
+    torch.testing.assert_close(a[..., 2:], b[..., 2:])  # sizes and scores unchanged
+    with pytest.raises(CfgError, match=r"scale_x_y=0.5: expected a number of at least 1"):
+        Darknet(str(MICRO_CFG), num_classes=4, cfg_text=_with_scale_x_y("0.5"))

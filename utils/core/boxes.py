@@ -71,3 +71,12 @@ def wh_ratio_match(target_wh: torch.Tensor, anchor_wh: torch.Tensor,
     ratio = target_wh[None, :, :] / anchor_wh[:, None, :]
     worst = torch.max(ratio, 1.0 / ratio).max(dim=2).values
     return worst < threshold
+
+
+def decode_xy(t: torch.Tensor, scale_x_y: float) -> torch.Tensor:
+    """[..., 2] raw centre outputs -> the centre's offset from its cell's corner, in cells:
+    ``sigmoid(t)`` (scale 1, the same ops and bits as before the key was read), else
+    ``sigmoid(t) * s - (s - 1) / 2``, darknet's ``scale_x_y``."""
+    if scale_x_y == 1.0:
+        return t.sigmoid()
+    return t.sigmoid() * scale_x_y - 0.5 * (scale_x_y - 1.0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from utils.core.boxes import paired_iou, wh_ratio_match
+from utils.core.boxes import decode_xy, paired_iou, wh_ratio_match
 from utils.core.reduction import fixed_order_mean
 
 # The order of the loss parts in yolo_loss's ``parts`` tensor (and in results.txt).
@@ -33,14 +33,20 @@ class LayerTargets:
 
 
 def build_targets(targets: torch.Tensor, anchors: list[torch.Tensor],
-                  grid_shapes: list[tuple[int, int]], anchor_t: float) -> list[LayerTargets]:
+                  grid_shapes: list[tuple[int, int]], anchor_t: float,
+                  neighbours: list[bool] | None = None) -> list[LayerTargets]:
     """Assign each target to every anchor whose shape is within ``anchor_t`` of its own, in the
-    grid cell holding its centre.
+    grid cell holding its centre; on a layer whose ``neighbours`` is true also in the two
+    cells beside it nearest the centre, one across and one up or down (yolov5's assignment:
+    three times the positives), whose decode must reach half a cell beyond the cell
+    (``scale_x_y`` 2, models.layers.decode_xy).
 
-    anchors: per layer [A, 2] in grid units (pixels / stride); grid_shapes: per layer (H, W).
+    anchors: per layer [A, 2] in grid units (pixels / stride); grid_shapes: per layer (H, W);
+    neighbours: per layer (None: none anywhere).
     """
     out = []
-    for layer_anchors, (ny, nx) in zip(anchors, grid_shapes):
+    neighbours = neighbours or [False] * len(anchors)
+    for layer_anchors, (ny, nx), beside in zip(anchors, grid_shapes, neighbours):
         # Scaled by Python numbers, not a tensor of (nx, ny, nx, ny): a tensor built from host
         # values is a host-to-device copy on a GPU, each call. The products are the same.
         boxes = targets[:, 2:6].clone()  # [T, 4] xywh in grid units
@@ -50,13 +56,43 @@ def build_targets(targets: torch.Tensor, anchors: list[torch.Tensor],
         anchor_index, target_index = match.nonzero(as_tuple=True)
         t = targets[target_index]
         b = boxes[target_index]
-        cell = b[:, :2].long()
+        points = b[:, :2]  # where each assignment's cell is found: its centre
+        if beside:
+            t, b, anchor_index, points = _with_neighbours(t, b, anchor_index, nx, ny)
+        cell = points.long()
         gx, gy = cell[:, 0].clamp(0, nx - 1), cell[:, 1].clamp(0, ny - 1)
         offset = b[:, :2] - torch.stack((gx, gy), dim=1).to(b.dtype)
         out.append(LayerTargets(t[:, 0].long(), anchor_index, gy, gx,
                                 torch.cat((offset, b[:, 2:4]), dim=1),
                                 layer_anchors[anchor_index], t[:, 1].long()))
     return out
+
+
+def _with_neighbours(t: torch.Tensor, b: torch.Tensor, anchor_index: torch.Tensor, nx: int,
+                     ny: int) -> tuple[torch.Tensor, ...]:
+    """The assignments ``t`` [n, 6], ``b`` [n, 4] (xywh in grid units), ``anchor_index`` [n],
+    then their copies for the neighbouring cell nearer the centre in x and in y (where that
+    cell is on the grid): [n + k, ...] each, and ``points`` [n + k, 2], a point inside each
+    assignment's cell (the centre, or the centre moved half a cell toward the neighbour). A
+    copy keeps the true box, so its centre lies -0.5..1.5 cells from its cell's corner. The
+    order is fixed: the centres' assignments, then left, right, up, down."""
+    xy = b[:, :2]
+    frac = xy - xy.floor()
+    left = (frac[:, 0] < 0.5) & (xy[:, 0] > 1.0)
+    right = (frac[:, 0] > 0.5) & (xy[:, 0] < nx - 1.0)
+    up = (frac[:, 1] < 0.5) & (xy[:, 1] > 1.0)
+    down = (frac[:, 1] > 0.5) & (xy[:, 1] < ny - 1.0)
+    shifts = ((left, (-0.5, 0.0)), (right, (0.5, 0.0)), (up, (0.0, -0.5)), (down, (0.0, 0.5)))
+    ts, bs, anchors, points = [t], [b], [anchor_index], [xy]
+    for keep, (dx, dy) in shifts:
+        ts.append(t[keep])
+        bs.append(b[keep])
+        anchors.append(anchor_index[keep])
+        moved = xy[keep].clone()  # shifted by Python numbers: no tensor from host values
+        moved[:, 0] += dx
+        moved[:, 1] += dy
+        points.append(moved)
+    return torch.cat(ts), torch.cat(bs), torch.cat(anchors), torch.cat(points)
 
 
 @functools.lru_cache(maxsize=16)
@@ -101,7 +137,8 @@ def _bce(pos_weight: float, device: torch.device, fixed_order: bool):
 
 def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[torch.Tensor],
               strides: list[int], hyp: dict, label_smoothing: float = 0.0,
-              fixed_order: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              fixed_order: bool = False, xy_scales: list[float] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Returns ``(loss, parts)``: loss is a scalar scaled by the batch size (the gradient of a
     sum over images), parts is [4] in LOSS_PARTS order (box, obj, cls, total) per image,
     detached.
@@ -111,25 +148,28 @@ def yolo_loss(preds: list[torch.Tensor], targets: torch.Tensor, anchors: list[to
     label_smoothing: the class targets' epsilon (:func:`class_targets`; 0: hard targets);
     fixed_order: every mean summed in an order that does not depend on the thread count
     (utils.core.reduction; --portable's). Off, the means are torch's fused ones, whose bits
-    the runs recorded so far hold.
+    the runs recorded so far hold; xy_scales: per layer, the cfg's ``scale_x_y`` (None: 1
+    everywhere), the centre decode, and at 2 or more the neighbouring cells' assignments.
     """
     device = preds[0].device
     dtype = preds[0].dtype
     grid_anchors = [a.to(device) / s for a, s in zip(anchors, strides)]
+    xy_scales = xy_scales or [1.0] * len(preds)
     assigned = build_targets(targets.to(device), grid_anchors,
-                             [tuple(p.shape[2:4]) for p in preds], hyp["anchor_t"])
+                             [tuple(p.shape[2:4]) for p in preds], hyp["anchor_t"],
+                             [s >= 2.0 for s in xy_scales])
     mean = fixed_order_mean if fixed_order else torch.mean
     bce_cls = _bce(hyp["cls_pw"], device, fixed_order)
     bce_obj = _bce(hyp["obj_pw"], device, fixed_order)
     box_loss = torch.zeros((), device=device, dtype=dtype)
     obj_loss = torch.zeros((), device=device, dtype=dtype)
     cls_loss = torch.zeros((), device=device, dtype=dtype)
-    for p, t in zip(preds, assigned):
+    for p, t, xy_scale in zip(preds, assigned, xy_scales):
         batch, num_anchors, ny, nx, outputs = p.shape
         target_obj = torch.zeros(p.shape[:4], device=device, dtype=dtype)
         if len(t.image):
             ps = p[t.image, t.anchor, t.gy, t.gx]  # [n, 5 + C]
-            pxy = ps[:, :2].sigmoid()
+            pxy = decode_xy(ps[:, :2], xy_scale)
             pwh = ps[:, 2:4].clamp(max=10.0).exp() * t.anchor_wh
             iou = paired_iou(torch.cat((pxy, pwh), 1), t.box, hyp.get("iou_type", "giou"))
             box_loss = box_loss + mean(1.0 - iou)

@@ -105,7 +105,7 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
             detections = as_one_class(detections)
         if hyp is not None:
             _, parts = yolo_loss(raw, targets.to(device), model.anchors(), model.strides(), hyp,
-                                 fixed_order=fixed_order_loss)
+                                 fixed_order=fixed_order_loss, xy_scales=model.xy_scales())
             loss_sum += parts[:len(VAL_LOSS_PARTS)]
         output = non_max_suppression(detections, conf_thres, iou_thres)
         clock.lap("nms", images=len(images))

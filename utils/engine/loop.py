@@ -144,7 +144,7 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
     net = getattr(model, "module", model)  # the Darknet inside a DDP wrapper
     hold_frozen_statistics(net, settings.frozen)  # train() just turned their batch norm on
     batches = len(loader)
-    anchors, strides = net.anchors(), net.strides()
+    heads = net.anchors(), net.strides(), net.xy_scales()
     loss_sum = torch.zeros(len(LOSS_PARTS), device=device)
     # disable=None: drawn on a terminal only; a log file gets the epoch's line, not 1,300
     # redrawn bars.
@@ -164,7 +164,7 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
         if i == 0 and epoch == 0 and settings.plot_path is not None:
             plot_batch(images, labels_to_boxes(targets.cpu(), len(images), *images.shape[2:]),
                        settings.plot_path, list(settings.names))
-        loss, parts = _forward_loss(model, images, targets, anchors, strides, settings)
+        loss, parts = _forward_loss(model, images, targets, heads, settings)
         if not torch.isfinite(loss):
             named = dict(zip(LOSS_PARTS, parts.tolist()))
             raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}, batch {i} "
@@ -194,14 +194,16 @@ def train_one_epoch(model: nn.Module, ema: ModelEMA, optimizer: torch.optim.Opti
                       time.perf_counter() - started, images_seen)
 
 
-def _forward_loss(model, images, targets, anchors, strides, settings: LoopSettings):
+def _forward_loss(model, images, targets, heads, settings: LoopSettings):
     """The forward pass (under autocast when mixed precision is on) and the loss, in fp32
-    (``float()`` of an fp32 tensor is the tensor itself)."""
+    (``float()`` of an fp32 tensor is the tensor itself); ``heads``: the yolo layers' anchors,
+    strides and centre scales."""
+    anchors, strides, xy_scales = heads
     with forward_context(settings.autocast):
         preds = model(images)
     return yolo_loss([p.float() for p in preds], targets, anchors, strides, settings.hyp,
                      label_smoothing=settings.hyp["label_smoothing"],
-                     fixed_order=settings.fixed_order_loss)
+                     fixed_order=settings.fixed_order_loss, xy_scales=xy_scales)
 
 
 def _warm_up(optimizer: torch.optim.Optimizer, iteration: int, epoch_lr: float,

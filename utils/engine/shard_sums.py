@@ -176,7 +176,8 @@ def shard_model(model: nn.Module, shards: Shards) -> nn.Module:
 
 
 def shard_losses(preds: list[torch.Tensor], targets: torch.Tensor, anchors, strides,
-                 hyp: dict, shards: Shards) -> tuple[torch.Tensor, torch.Tensor]:
+                 hyp: dict, shards: Shards, xy_scales: list[float] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss to backpropagate, parts [4] over the global batch): one loss per shard of this
     process's images (``targets`` rows index them, 0..local*shard_size-1), each the YOLO loss
     of its ``shard_size`` images; parts are the shards' per-image parts averaged in shard
@@ -188,7 +189,7 @@ def shard_losses(preds: list[torch.Tensor], targets: torch.Tensor, anchors, stri
         shard_targets = targets[rows].clone()
         shard_targets[:, 0] -= lo
         loss, part = yolo_loss([p[lo:lo + shards.shard_size] for p in preds], shard_targets,
-                               anchors, strides, hyp, fixed_order=True)
+                               anchors, strides, hyp, fixed_order=True, xy_scales=xy_scales)
         losses.append(loss)
         parts.append(part)
     return torch.stack(losses).sum(), shards.combine(torch.stack(parts)) / shards.count

@@ -135,3 +135,35 @@ def test_fixed_order_loss_is_the_same_loss():
         fused_grad, = torch.autograd.grad(fused, p)
         fixed_grad, = torch.autograd.grad(fixed, p)
         torch.testing.assert_close(fixed_grad, fused_grad, rtol=1e-5, atol=1e-9)
+
+
+def test_neighbour_cells_take_the_target_where_the_decode_reaches_it():
+    """yolov5's assignment, on a layer whose scale_x_y is 2: the centre's cell, and the
+    neighbour nearer the centre in x and in y, each with the true centre relative to its own
+    cell (between -0.5 and 1.5 cells, what 2 sigmoid - 0.5 spans)."""
+    targets = torch.tensor([[0.0, 1.0, 2.3 / 8, 5.7 / 8, 2 / 8, 2 / 8],   # left and down
+                            [0.0, 0.0, 0.3 / 8, 7.6 / 8, 2 / 8, 2 / 8]])  # at the corner
+    anchors = [torch.tensor([[2.0, 2.0]])]
+    (alone,) = build_targets(targets, anchors, [(8, 8)], 4.0)
+    (t,) = build_targets(targets, anchors, [(8, 8)], 4.0, neighbours=[True])
+    assert list(zip(alone.gx.tolist(), alone.gy.tolist())) == [(2, 5), (0, 7)]
+    # The second target's neighbours would be off the grid (x < 1, y > 7): none.
+    assert list(zip(t.gx.tolist(), t.gy.tolist())) == [(2, 5), (0, 7), (1, 5), (2, 6)]
+    torch.testing.assert_close(t.box[:, :2], torch.tensor([[0.3, 0.7], [0.3, 0.6],
+                                                           [1.3, 0.7], [0.3, -0.3]]))
+    assert t.cls.tolist() == [1, 0, 1, 1] and t.image.tolist() == [0, 0, 0, 0]
+
+
+def test_a_neighbour_cell_predicting_the_true_box_has_no_box_loss():
+    p = torch.full((1, 1, 4, 4, 6), -20.0)
+    target = torch.tensor([[0.0, 0.0, 2.2 / 4, 1.5 / 4, 1 / 4, 1 / 4]])  # cell (1, 2), left: (1, 1)
+    p[0, 0, 1, :, 2:4] = 0.0
+    # Cell x 2 decodes 0.2 (sigmoid 0.35), its left neighbour 1.2 (sigmoid 0.85); y 0.5 both.
+    p[0, 0, 1, 2, 0] = torch.logit(torch.tensor(0.35))
+    p[0, 0, 1, 1, 0] = torch.logit(torch.tensor(0.85))
+    p[0, 0, 1, 1:3, 1] = 0.0
+    _, parts = yolo_loss([p], target, [torch.tensor([[16.0, 16.0]])], [16], HYP,
+                         xy_scales=[2.0])
+    assert parts[0].item() < 1e-6
+    _, plain = yolo_loss([p], target, [torch.tensor([[16.0, 16.0]])], [16], HYP)
+    assert plain[0].item() > 0.01  # the same outputs under YOLOv3's decode miss
