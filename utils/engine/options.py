@@ -18,6 +18,7 @@ from typing import Any
 from utils.base.device import add_device_argument
 from utils.base.errors import InputError, counted
 from utils.base.machine import cpu_info
+from utils.base.repro import PORTABLE_RECIPE
 from utils.data.hyp import DEFAULT_HYP
 from utils.engine.checkpoint import load_checkpoint
 
@@ -238,7 +239,14 @@ def resolve_options(args: argparse.Namespace, parser: argparse.ArgumentParser
     saved = {f.name: ckpt["args"].get(f.name, DEFAULTS.get(f.name, parser.get_default(f.name)))
              for f in dataclasses.fields(RunOptions)}
     # A thread-count-free --portable run (recipe 2, docs/threads.md) continues at any count.
-    thread_free = (ckpt["args"].get("portable_recipe") or 0) >= 2
+    recipe = ckpt["args"].get("portable_recipe") or 1
+    if saved["portable"] and recipe != PORTABLE_RECIPE:
+        raise InputError(f"a --portable run of recipe {recipe} (its layout and sums: "
+                         f"docs/threads.md); this trainer computes recipe {PORTABLE_RECIPE}, "
+                         "whose bits differ from the first step: finish it with the commit "
+                         "that began it (repro.yaml's git_commit), or start a new run",
+                         ckpt_path)
+    thread_free = saved["portable"] and recipe >= 2
     for key in PINNED_ON_RESUME:
         value = getattr(given, key)
         if key == "threads" and thread_free:

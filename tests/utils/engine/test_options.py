@@ -126,3 +126,18 @@ def test_resume_pins_freeze_and_image_weights_and_honours_patience_and_save_peri
     for refused in (["--freeze", "3"], ["--image-weights"]):
         with pytest.raises(InputError, match="differs from the checkpoint's"):
             resolve_options(parser.parse_args(["--resume", str(run), *refused]), parser)
+
+
+def test_resume_refuses_a_portable_run_of_the_first_recipe(tiny_data, tmp_path):
+    """Recipe 1 (2-thread bits, channels-last) and recipe 2 (docs/threads.md) part from the
+    first step: a resume across them would be silently another training."""
+    import torch
+    run = run_train(tiny_data, tmp_path, "--repro", "--epochs", "3", "--stop-after", "1")
+    last = run / "weights" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    ckpt["args"]["portable"] = True  # as a --portable run saved it before recipes were numbered
+    torch.save(ckpt, last)
+    parser = train.get_args_parser()
+    with pytest.raises(InputError, match="a --portable run of recipe 1 .* this trainer computes "
+                                         "recipe 2"):
+        resolve_options(parser.parse_args(["--resume", str(run)]), parser)
