@@ -240,3 +240,22 @@ def test_options_are_used_or_refused_never_replaced(checkpoint, tmp_path, extra,
     with pytest.raises(InputError, match=message):
         _export(checkpoint, tmp_path / "m.onnx", *extra)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_cfg_with_scale_x_y_exports_its_decode(tmp_path, capsys):
+    """The centre decode of scale_x_y 2 (YOLOv4's cfgs) is part of the exported graph: the
+    parity check holds, and the cfg the checkpoint carries says it."""
+    torch.manual_seed(0)
+    text = MICRO_CFG.read_text().replace("[yolo]\n", "[yolo]\nscale_x_y=2.0\n")
+    model = Darknet(MICRO_CFG, cfg_text=text).eval()
+    ckpt = weights_checkpoint(model, list(CLASS_NAMES))
+    assert "scale_x_y=2.0" in ckpt["cfg_text"]
+    ckpt.update(img_size=64)
+    atomic_torch_save(ckpt, tmp_path / "sxy.pt")
+    assert _export(tmp_path / "sxy.pt", tmp_path / "sxy.onnx") == 0
+    assert capsys.readouterr().out.rstrip().endswith(": ok")
+    predict, _meta = onnx_model.load_onnx_model(tmp_path / "sxy.onnx")
+    x = torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(x.float() / 255)[0]
+    torch.testing.assert_close(torch.as_tensor(predict(x)), expected, rtol=1e-4, atol=1e-3)
