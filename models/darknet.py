@@ -65,6 +65,21 @@ def adapted_cfg_text(cfg_text: str, num_classes: int, path="<cfg>") -> str:
     return _write_back(cfg_text, sections, ("classes", "filters"))
 
 
+def scaled_cfg_text(cfg_text: str, scale_x_y: float, path="<cfg>") -> tuple[str, int]:
+    """``cfg_text`` with ``scale_x_y=<value>`` under each [yolo] header whose section sets no
+    scale_x_y of its own (those keep theirs), every other line as it was; and the number of
+    sections so given it."""
+    headers = {s["line"] for s in parse_cfg_text(cfg_text, path)
+               if s["type"] == "yolo" and "scale_x_y" not in s}
+    lines = cfg_text.splitlines(keepends=True)
+    out = []
+    for number, line in enumerate(lines, 1):
+        out.append(line)
+        if number in headers:
+            out.append(("" if line.endswith("\n") else "\n") + f"scale_x_y={scale_x_y:g}\n")
+    return "".join(out), len(headers)
+
+
 def _write_back(cfg_text: str, sections: list[dict], keys: tuple[str, ...]) -> str:
     """``cfg_text`` with the lines of ``keys`` whose value in ``sections`` (parsed from that
     text, then changed) differs from the line's rewritten as ``key=value``, indent and comment

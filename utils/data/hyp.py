@@ -18,7 +18,10 @@ STRING_KEYS = {"iou_type": ("giou", "ciou"), "optimizer": ("sgd", "adam")}
 # still name them (load_hyp refuses a missing key), but a checkpoint or run folder from before
 # them lacks them: its hyp gets these values (:func:`with_added_keys`), so it trains on as it
 # did.
-ADDED_KEYS = {"label_smoothing": 0.0, "mixup": 0.0}
+ADDED_KEYS = {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0}
+# Their allowed values. scale_x_y: the centre decode a cfg's [yolo] layers get where they set
+# none (models.layers.YOLOLayer; at 2 the loss assigns neighbouring cells too).
+ADDED_RANGES = {"label_smoothing": (0.0, 1.0), "mixup": (0.0, 1.0), "scale_x_y": (1.0, 3.0)}
 
 
 def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
@@ -48,8 +51,9 @@ def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
                                  lines.get(key))
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{key}: {value!r} is not a number", path, lines.get(key))
-        elif key in ADDED_KEYS and not 0 <= value <= 1:
-            raise InputError(f"{key}: {value!r}, expected a number in 0..1", path,
+        elif key in ADDED_RANGES and not ADDED_RANGES[key][0] <= value <= ADDED_RANGES[key][1]:
+            low, high = ADDED_RANGES[key]
+            raise InputError(f"{key}: {value!r}, expected a number in {low:g}..{high:g}", path,
                              lines.get(key))
     missing = sorted(set(known) - set(hyp))
     if missing:

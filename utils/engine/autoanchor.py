@@ -112,16 +112,19 @@ class AnchorCheck:
 
 def plan_anchors(cfg: str, data, img_size: int, num_classes: int, single_cls: bool,
                  anchor_t: float, seed: int, generations: int = GENERATIONS,
-                 fit: bool = False, files: list | None = None) -> AnchorCheck:
+                 fit: bool = False, files: list | None = None,
+                 cfg_text: str | None = None) -> AnchorCheck:
     """The check of a new run: the cfg file ``cfg`` against the training labels of ``data``
     (a DataConfig) at ``img_size``. Raises InputError when the anchors must be fitted and
     cannot be. ``fit``: fit even when the cfg's anchors pass (tools.anchors --fit).
-    ``files``: the training images when the caller has listed them already."""
+    ``files``: the training images when the caller has listed them already; ``cfg_text``:
+    the cfg as the run adapts it (None: the file's text)."""
     count_yolo_layers(parse_cfg(cfg), cfg)  # a missing or broken cfg, said as the model says it
     if files is None:
         files = list_images(data.train, data.path, data.lines.get("train"))
     sizes = label_sizes(files, num_classes, single_cls)
-    return check_anchors(Path(cfg).read_text(), cfg, sizes, img_size, anchor_t, seed,
+    text = cfg_text if cfg_text is not None else Path(cfg).read_text()
+    return check_anchors(text, cfg, sizes, img_size, anchor_t, seed,
                          data.path, generations, fit)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import torch
 
 from models.cfg_parser import count_yolo_layers, parse_cfg, parse_cfg_text
+from models.darknet import scaled_cfg_text
 from utils.base.device import select_device
 from utils.base.errors import InputError, counted
 from utils.base.repro import PORTABLE_ENVIRONMENT, PORTABLE_MEMORY_FORMAT, PORTABLE_RECIPE
@@ -68,6 +69,7 @@ class RunPlan:
     notes: tuple[str, ...] = field(default=())  # what the plan pinned or chose, to print
     recipe: Mapping[str, Any] = field(default_factory=dict)  # the hyp file, why, the steps
     frozen: tuple[int, ...] = ()  # --freeze: module_list indices kept as loaded
+    scaled_cfg_text: str | None = None  # a new run's cfg with the hyp's scale_x_y written in
 
     @property
     def epochs(self) -> int:
@@ -75,9 +77,12 @@ class RunPlan:
 
     @property
     def cfg_text(self) -> str | None:
-        """The cfg a new run builds its model from when it is not the file as it is: the
-        cfg with the anchors autoanchor fitted and kept; else None."""
-        return self.autoanchor.cfg_text if self.autoanchor else None
+        """The cfg a new run builds its model from when it is not the file as it is: with the
+        hyp's scale_x_y in the [yolo] layers that set none, then the anchors autoanchor fitted
+        and kept; else None."""
+        if self.autoanchor and self.autoanchor.cfg_text:
+            return self.autoanchor.cfg_text
+        return self.scaled_cfg_text
 
     @property
     def last_epoch(self) -> int:
@@ -175,8 +180,9 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
     frozen = _frozen(options, ckpt["cfg_text"] if ckpt else None, notes)
     hyp = scale_hyp(base_hyp, num_classes, heads, options.img_size,
                     options.batch_size * accumulate)
+    scaled = _scaled_cfg(options, ckpt, base_hyp["scale_x_y"], notes)
     autoanchor = _autoanchor(options, ckpt, data, train_files, num_classes,
-                             base_hyp["anchor_t"], notes)
+                             base_hyp["anchor_t"], notes, scaled)
     if ckpt:  # runs from before --amp existed were fp32
         precision, reason = ckpt["args"].get("precision", "fp32"), "the run's own"
     else:
@@ -204,7 +210,7 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                    drop_last=repro, workers=workers, pin_memory=device.type == "cuda",
                    optimizer="adam" if options.adam else str(hyp["optimizer"]),
                    compile=compile_mode, frozen=frozen,
-                   autoanchor=autoanchor, notes=tuple(notes),
+                   autoanchor=autoanchor, scaled_cfg_text=scaled, notes=tuple(notes),
                    recipe=MappingProxyType(_recipe(options, data, ckpt, accumulate,
                                                    len(train_files))))
 
@@ -279,15 +285,35 @@ def _spans(indices: tuple[int, ...]) -> str:
     return ", ".join(spans)
 
 
+def _scaled_cfg(options: RunOptions, ckpt: dict | None, scale_x_y: float, notes: list
+                ) -> str | None:
+    """A new run's cfg text with the hyp's ``scale_x_y`` in each [yolo] layer that sets none
+    (the own-data recipe's 2: the centre decode that reaches the neighbouring cells, whose
+    targets the loss then assigns too, docs/measurements/own_data.md); None when the hyp's is
+    1 or every layer sets its own. A resume keeps its checkpoint's cfg."""
+    if ckpt or scale_x_y == 1.0:
+        return None
+    text, count = scaled_cfg_text(Path(options.cfg).read_text(), scale_x_y, options.cfg)
+    if not count:
+        return None
+    notes.append(f"cfg: scale_x_y={scale_x_y:g} written in {counted(count, '[yolo] layer')} "
+                 "that set none (the hyp's scale_x_y: the centre decodes as "
+                 f"sigmoid*{scale_x_y:g} - {(scale_x_y - 1) / 2:g} and each target is also "
+                 "assigned to its two nearest neighbouring cells); the run's cfg says it")
+    return text
+
+
 def _autoanchor(options: RunOptions, ckpt: dict | None, data, train_files: list,
-                num_classes: int, anchor_t: float, notes: list) -> AnchorCheck | None:
+                num_classes: int, anchor_t: float, notes: list, cfg_text: str | None = None
+                ) -> AnchorCheck | None:
     """A new run's cfg anchors against its training labels, fitted below a BPR of 0.98
     (utils/engine/autoanchor.py); a resume keeps its checkpoint's cfg, --noautoanchor the
-    file's. --repro keeps it on: the fit draws from the seed alone."""
+    file's. --repro keeps it on: the fit draws from the seed alone. ``cfg_text``: the cfg as
+    the run adapts it (None: the file)."""
     if ckpt or options.noautoanchor:
         return None
     check = plan_anchors(options.cfg, data, options.img_size, num_classes, options.single_cls,
-                         anchor_t, options.seed, files=train_files)
+                         anchor_t, options.seed, files=train_files, cfg_text=cfg_text)
     if check.fitted:
         notes.append(check.note())
     return check

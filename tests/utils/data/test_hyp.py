@@ -39,39 +39,48 @@ def test_bad_hyp_file(tmp_path, change, message):
     assert message in str(err.value) and str(err.value).startswith(f"{path}:")
 
 
-def test_added_keys_are_in_every_hyp_file_and_off():
+def test_added_keys_are_in_every_hyp_file_and_off_but_the_own_recipes_scale():
     files = sorted(DATA.glob("hyp*.yaml"))
-    assert len(files) >= 2
+    assert len(files) >= 3
+    assert ADDED_KEYS == {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0}
     for path in files:
         hyp = load_hyp(path)
-        assert {k: hyp[k] for k in ADDED_KEYS} == ADDED_KEYS == {"label_smoothing": 0.0,
-                                                                  "mixup": 0.0}, path
+        # The own-data recipe turns the neighbour-cell assignment on (measured: own_data.md).
+        on = {"scale_x_y": 2.0} if path == DEFAULT_HYP else {}
+        assert {k: hyp[k] for k in ADDED_KEYS} == {**ADDED_KEYS, **on}, path
 
 
 def test_a_checkpoints_hyp_from_before_gets_the_off_values():
-    old = {k: v for k, v in load_hyp().items() if k not in ADDED_KEYS}
+    old = {k: v for k, v in load_hyp(SCRATCH_HYP).items() if k not in ADDED_KEYS}
     filled, which = with_added_keys(old)
-    assert which == list(ADDED_KEYS) and filled == load_hyp()
+    assert which == list(ADDED_KEYS) and filled == load_hyp(SCRATCH_HYP)
     assert with_added_keys(load_hyp()) == (load_hyp(), [])
 
 
+def test_scale_x_y_is_checked_as_a_centre_decode(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text(SCRATCH_HYP.read_text().replace("scale_x_y: 1.0", "scale_x_y: 0.5"))
+    with pytest.raises(InputError, match=r"scale_x_y: 0.5, expected a number in 1..3"):
+        load_hyp(path)
+
+
 def test_a_hyp_file_with_the_added_keys_off_digests_as_it_did_before_them(tmp_path):
-    text = DEFAULT_HYP.read_text()
+    text = SCRATCH_HYP.read_text()
     before = "".join(line for line in text.splitlines(keepends=True)
                      if line.split(":")[0] not in ADDED_KEYS)
-    assert digest_without_added_keys(DEFAULT_HYP) == hashlib.sha256(before.encode()).hexdigest()
+    assert digest_without_added_keys(SCRATCH_HYP) == hashlib.sha256(before.encode()).hexdigest()
     on = tmp_path / "on.yaml"
     on.write_text(text.replace("mixup: 0.0", "mixup: 0.5"))
-    assert digest_without_added_keys(on) != digest_without_added_keys(DEFAULT_HYP)
+    assert digest_without_added_keys(on) != digest_without_added_keys(SCRATCH_HYP)
 
 
-@pytest.mark.parametrize("key", sorted(ADDED_KEYS))
+@pytest.mark.parametrize("key", ["label_smoothing", "mixup"])
 def test_added_keys_are_fractions(tmp_path, key):
     path = tmp_path / "h.yaml"
-    path.write_text(DEFAULT_HYP.read_text().replace(f"{key}: 0.0", f"{key}: 1.5"))
+    path.write_text(SCRATCH_HYP.read_text().replace(f"{key}: 0.0", f"{key}: 1.5"))
     with pytest.raises(InputError, match=f"{key}: 1.5, expected a number in 0..1"):
         load_hyp(path)
-    path.write_text(DEFAULT_HYP.read_text().replace(f"{key}: 0.0 ", "").replace(
+    path.write_text(SCRATCH_HYP.read_text().replace(f"{key}: 0.0 ", "").replace(
         f"{key}: 0.0", ""))
     with pytest.raises(InputError, match=f"missing hyperparameters: \\['{key}'\\]"):
         load_hyp(path)

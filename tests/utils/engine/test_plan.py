@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import train
-from tests.helpers import poor_anchors_cfg, run_train, train_args
+from tests.helpers import MICRO_CFG, poor_anchors_cfg, run_train, train_args
 from utils.base.errors import InputError
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.data_config import prepare_data
@@ -105,16 +105,31 @@ def test_compile_plans_its_shape_mode_and_refuses_what_it_cannot_do(tiny_data, t
 
 
 def test_autoanchor_is_planned_for_a_new_run_and_off_with_noautoanchor(tiny_data, tmp_path):
-    _, plan = _plan(tiny_data, tmp_path)
+    scratch = ("--hyp", "data/hyp.scratch.yaml")  # scale_x_y 1: the cfg file as it is
+    _, plan = _plan(tiny_data, tmp_path, *scratch)
     assert plan.autoanchor.before.bpr >= 0.98 and not plan.autoanchor.fitted
     assert plan.cfg_text is None and not any("autoanchor" in n for n in plan.notes)
-    _, plan = _plan(tiny_data, tmp_path, "--noautoanchor")
+    _, plan = _plan(tiny_data, tmp_path, "--noautoanchor", *scratch)
     assert plan.autoanchor is None and plan.cfg_text is None and plan.record()["noautoanchor"]
     cfg = poor_anchors_cfg(tmp_path)
     for extra in ((), ("--repro",)):  # --repro keeps it on: the fit draws from the seed
         _, plan = _plan(tiny_data, tmp_path, "--cfg", str(cfg), *extra)
         assert plan.autoanchor.kept and plan.cfg_text == plan.autoanchor.cfg_text
+        # The fit is made on the cfg as the run adapts it: the own recipe's scale_x_y stays.
+        assert plan.cfg_text.count("scale_x_y=2\n") == 2
         assert any(n.startswith("autoanchor: anchors fitted") for n in plan.notes)
+
+
+def test_the_own_recipe_writes_its_scale_x_y_into_the_layers_that_set_none(tiny_data,
+                                                                           tmp_path):
+    _, plan = _plan(tiny_data, tmp_path)  # no hyp=: data/hyp.own.yaml, scale_x_y 2
+    assert plan.base_hyp["scale_x_y"] == 2.0 and not plan.autoanchor.fitted
+    assert plan.cfg_text == MICRO_CFG.read_text().replace("[yolo]\n", "[yolo]\nscale_x_y=2\n")
+    assert any(n.startswith("cfg: scale_x_y=2 written in 2 [yolo] layers") for n in plan.notes)
+    own = tmp_path / "own.cfg"  # a layer that sets its own keeps it
+    own.write_text(MICRO_CFG.read_text().replace("[yolo]\n", "[yolo]\nscale_x_y=1.05\n", 1))
+    _, plan = _plan(tiny_data, tmp_path, "--cfg", str(own))
+    assert plan.cfg_text.count("scale_x_y=1.05") == 1 and plan.cfg_text.count("scale_x_y=2") == 1
 
 
 def test_the_default_run_keeps_its_anchors_and_so_its_bits():
