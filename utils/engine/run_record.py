@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from models.darknet import anchored_cfg_text, cfg_anchors
+from models.darknet import anchored_cfg_text, cfg_anchors, scaled_cfg_text
 from utils.base.atomic_io import atomic_write_text
 from utils.base.device import device_name
 from utils.base.errors import InputError
@@ -146,7 +146,8 @@ def check_inputs_unchanged(plan, ckpt: dict, digests: dict) -> list[str]:
     only reported."""
     notes = []
     cfg = plan.options.cfg
-    if Path(cfg).is_file() and _cfg_changed(Path(cfg).read_text(), ckpt["cfg_text"], cfg):
+    if Path(cfg).is_file() and _cfg_changed(Path(cfg).read_text(), ckpt["cfg_text"], cfg,
+                                            plan.base_hyp.get("scale_x_y", 1.0)):
         notes.append(f"{cfg} changed since the run started; the run continues with the cfg "
                      "stored in its checkpoint")
     saved = ckpt.get("digests") or {}
@@ -162,12 +163,15 @@ def check_inputs_unchanged(plan, ckpt: dict, digests: dict) -> list[str]:
     return notes
 
 
-def _cfg_changed(text: str, saved: str, path) -> bool:
-    """Whether the cfg file's ``text`` differs from the checkpoint's cfg by more than the
-    anchors autoanchor fitted into the run's copy (which the file never had)."""
+def _cfg_changed(text: str, saved: str, path, scale_x_y: float = 1.0) -> bool:
+    """Whether the cfg file's ``text`` differs from the checkpoint's cfg by more than what the
+    run wrote into its copy (which the file never had): the hyp's ``scale_x_y`` where a [yolo]
+    layer set none, and the anchors autoanchor fitted."""
     if text == saved:
         return False
     try:
+        if scale_x_y != 1.0:
+            text = scaled_cfg_text(text, scale_x_y, path)[0]
         return anchored_cfg_text(text, cfg_anchors(saved, path)[0], path) != saved
     except (InputError, ValueError):  # another structure: changed in any case
         return True
