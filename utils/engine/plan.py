@@ -136,8 +136,9 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
     if ckpt:
         base_hyp, filled = with_added_keys(base_hyp)
         if filled:
+            values = ", ".join(f"{k} {base_hyp[k]:g}" for k in filled)
             notes.append(f"hyp from before {', '.join(filled)}: filled with their off values "
-                         "(0), so the run trains on as it started")
+                         f"({values}), so the run trains on as it started")
     repro = options.repro
     augment = not repro or options.augment
     if repro and not ckpt:
