@@ -39,7 +39,7 @@ def build_targets(targets: torch.Tensor, anchors: list[torch.Tensor],
     grid cell holding its centre; on a layer whose ``neighbours`` is true also in the two
     cells beside it nearest the centre, one across and one up or down (yolov5's assignment:
     three times the positives), whose decode must reach half a cell beyond the cell
-    (``scale_x_y`` 2, models.layers.decode_xy).
+    (``scale_x_y`` 2, utils.core.boxes.decode_xy).
 
     anchors: per layer [A, 2] in grid units (pixels / stride); grid_shapes: per layer (H, W);
     neighbours: per layer (None: none anywhere).
