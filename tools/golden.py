@@ -17,7 +17,10 @@ promises. A record of the same GPU model under another torch, CUDA or cuDNN is r
 also holds a layer trace: one forward and backward pass of fixed, committed weights
 (tests/data/run_before_plan) on the small set's first batch, hashed per layer. Weights and
 input are the same on every machine, so when two records part the trace names the first layer
-whose arithmetic differs, without the other machine at hand. On a GPU the training is --repro
+whose arithmetic differs, without the other machine at hand. On the CPU the trace is also
+taken at 1 thread and must equal the 2-thread one (--portable's bits do not depend on the
+count, docs/threads.md); a record of another --portable recipe is reported as such, never
+failed. On a GPU the training is --repro
 (portable is a CPU mode): same-model GPUs under the same software must match; against a CPU it
 is drift.
 
