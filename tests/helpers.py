@@ -57,3 +57,36 @@ def poor_anchors_cfg(folder: Path) -> Path:
     path = folder / "poor_anchors.cfg"
     path.write_text(text.replace(MICRO_ANCHORS, POOR_ANCHORS))
     return path
+
+
+def _gloo_process(work, rank: int, port: int, queue) -> None:
+    """One of :func:`in_two_gloo_processes`'s processes: joins the group, runs ``work``."""
+    import os
+
+    import torch
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        queue.put((rank, work(rank)))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def in_two_gloo_processes(work, timeout: float = 120) -> list:
+    """``work(rank)`` (a module-level function: it is pickled by name) in 2 spawned processes
+    of one gloo group on the loopback address, without torchrun; their results, rank 0 first."""
+    import multiprocessing
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_gloo_process, args=(work, r, port, queue))
+               for r in range(2)]
+    for w in workers:
+        w.start()
+    results = dict(queue.get(timeout=timeout) for _ in workers)
+    for w in workers:
+        w.join(60)
+    return [results[0], results[1]]

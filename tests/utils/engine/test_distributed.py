@@ -4,12 +4,11 @@ process makes the built-in data. The torchrun runs are in tests/test_distributed
 from __future__ import annotations
 
 import datetime
-import multiprocessing
-import os
 
 import pytest
 import torch
 
+from tests.helpers import in_two_gloo_processes
 from utils.base.errors import InputError
 from utils.engine import training_setup
 from utils.engine.distributed import (
@@ -50,32 +49,15 @@ def test_one_process_keeps_its_figures_to_the_bit():
     assert out is sums and targets == 7
 
 
-def _reduce(rank: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        sums = torch.tensor([1.0, 2.0]) * (rank + 1)  # rank 0: 1, 2; rank 1: 2, 4
-        out, targets = epoch_over_ranks(sums, 3 + rank)
-        queue.put((rank, out.tolist(), targets))
-    finally:
-        torch.distributed.destroy_process_group()
+def _reduce(rank: int) -> tuple[list[float], int]:
+    sums = torch.tensor([1.0, 2.0]) * (rank + 1)  # rank 0: 1, 2; rank 1: 2, 4
+    out, targets = epoch_over_ranks(sums, 3 + rank)
+    return out.tolist(), targets
 
 
 def test_two_processes_write_the_global_batchs_losses_and_targets():
     """Before, results.txt held rank 0's share: its losses and its last batch's targets."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_reduce, args=(r, port, queue)) for r in range(2)]
-    for w in workers:
-        w.start()
-    results = sorted(queue.get(timeout=120) for _ in workers)
-    for w in workers:
-        w.join(60)
-    assert results == [(0, [1.5, 3.0], 7), (1, [1.5, 3.0], 7)]
+    assert in_two_gloo_processes(_reduce) == [([1.5, 3.0], 7), ([1.5, 3.0], 7)]
 
 
 def test_each_nodes_first_process_makes_the_data_while_the_others_wait(monkeypatch):

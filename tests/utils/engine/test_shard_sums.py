@@ -2,14 +2,10 @@
 few steps in 1 process and in 2 gloo processes, the same global batch, the same bits."""
 from __future__ import annotations
 
-import multiprocessing
-import os
-import socket
-
 import torch
 
 from models import Darknet
-from tests.helpers import MICRO_CFG
+from tests.helpers import MICRO_CFG, in_two_gloo_processes
 from utils.base.repro import configure_determinism, state_fingerprint
 from utils.data.hyp import SCRATCH_HYP, load_hyp, scale_hyp
 from utils.engine.shard_sums import Shards, shard_losses, shard_model
@@ -59,28 +55,13 @@ def _train(rank: int, world: int, group=None) -> dict:
     return {"fingerprint": state_fingerprint(model.state_dict()), "parts": parts}
 
 
-def _worker(rank: int, port: int, queue) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        queue.put((rank, _train(rank, 2, torch.distributed.group.WORLD)))
-    finally:
-        torch.distributed.destroy_process_group()
+def _train_in_two(rank: int) -> dict:
+    return _train(rank, 2, torch.distributed.group.WORLD)
 
 
 def test_one_and_two_processes_train_to_the_same_bits():
     one = _train(0, 1)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    workers = [context.Process(target=_worker, args=(r, port, queue)) for r in range(2)]
-    for w in workers:
-        w.start()
-    two = dict(queue.get(timeout=300) for _ in workers)
-    for w in workers:
-        w.join(60)
+    two = in_two_gloo_processes(_train_in_two, timeout=300)
     assert two[0] == two[1] == one
     assert one["fingerprint"] != state_fingerprint(_model().state_dict())  # it trained
 
