@@ -177,8 +177,10 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
                          f"{ckpt['num_classes']}; restore classes= or start a new run",
                          data.path)
     accumulate = max(round(base_hyp["nbs"] / options.batch_size), 1)
-    heads = _count_heads(options.cfg, ckpt["cfg_text"] if ckpt else None)
-    frozen = _frozen(options, ckpt["cfg_text"] if ckpt else None, notes)
+    # The model's layers, parsed once: a resume's from the cfg its checkpoint holds.
+    sections = parse_cfg_text(ckpt["cfg_text"], options.cfg) if ckpt else parse_cfg(options.cfg)
+    heads = count_yolo_layers(sections, options.cfg)
+    frozen = _frozen(options, sections, notes)
     hyp = scale_hyp(base_hyp, num_classes, heads, options.img_size,
                     options.batch_size * accumulate)
     scaled = _scaled_cfg(options, ckpt, base_hyp["scale_x_y"], notes)
@@ -253,15 +255,14 @@ def _check_portable_start() -> None:
                          "them")
 
 
-def _frozen(options: RunOptions, cfg_text: str | None, notes: list) -> tuple[int, ...]:
-    """--freeze's layers, checked against the cfg: each must exist, and none may be a [yolo]
-    layer (the heads are what a frozen backbone leaves to train)."""
+def _frozen(options: RunOptions, sections: list[dict], notes: list) -> tuple[int, ...]:
+    """--freeze's layers, checked against the cfg's ``sections``: each must exist, and none may
+    be a [yolo] layer (the heads are what a frozen backbone leaves to train)."""
     frozen = frozen_layers(options.freeze)
     if not frozen:
         return ()
     cfg = options.cfg
-    kinds = [s["type"] for s in (parse_cfg_text(cfg_text, cfg) if cfg_text is not None
-                                 else parse_cfg(cfg))[1:]]
+    kinds = [s["type"] for s in sections[1:]]
     if frozen[-1] >= len(kinds):
         raise InputError(f"--freeze {options.freeze}: the model has layers 0..{len(kinds) - 1} "
                          f"({len(kinds)} layers)", cfg)
@@ -318,11 +319,6 @@ def _autoanchor(options: RunOptions, ckpt: dict | None, data, train_files: list,
     if check.fitted:
         notes.append(check.note())
     return check
-
-
-def _count_heads(cfg: str, cfg_text: str | None) -> int:
-    sections = parse_cfg_text(cfg_text, cfg) if cfg_text is not None else parse_cfg(cfg)
-    return count_yolo_layers(sections, cfg)
 
 
 def _workers(options: RunOptions, images: int, device: torch.device) -> tuple[int, str]:
