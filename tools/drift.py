@@ -155,8 +155,7 @@ THREAD_KEYS = ("environment.torch_threads", "environment.machine.kernels.openmp_
 LIKELY_CAUSES = (
     ("environment.device", "environment.machine.gpu."),
     ("precision", "options.amp", "options.portable"),
-    ("environment.torch_threads", "environment.machine.kernels.openmp_threads",
-     "options.threads", "world_size", "environment.nccl_variables."),
+    (*THREAD_KEYS, "world_size", "environment.nccl_variables."),
     ("environment.machine.kernels.cpu_capability", "environment.machine.kernels.mkldnn_enabled",
      "environment.machine.variables.", "environment.machine.cpu.", "environment.cudnn_",
      "environment.matmul_allow_tf32", "environment.deterministic_algorithms"),

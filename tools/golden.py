@@ -20,9 +20,8 @@ input are the same on every machine, so when two records part the trace names th
 whose arithmetic differs, without the other machine at hand. On the CPU the trace is also
 taken at 1 thread and must equal the 2-thread one (--portable's bits do not depend on the
 count, docs/threads.md); a record of another --portable recipe is reported as such, never
-failed. On a GPU the training is --repro
-(portable is a CPU mode): same-model GPUs under the same software must match; against a CPU it
-is drift.
+failed. On a GPU the training is --repro (portable is a CPU mode): same-model GPUs under the
+same software must match; against a CPU it is drift.
 
 Exit status: 0 same bits as this machine's record (or a new machine, reported), 1 this
 machine's record differs, 2 bad input.

@@ -82,17 +82,17 @@ def epoch_weighted_draw(seed: int, epoch: int, weights) -> list[int]:
                              generator=generator).tolist()
 
 
-# --portable: what keeps a CPU run's bits the same on any x86-64 CPU with AVX2, Intel or AMD,
-# at one thread count (measured choices in docs/drift.md). Read when the libraries start, so
-# they are set by the restart (utils/engine/restart.py), overriding whatever the user's environment
-# claims. ATen's own kernels are pinned to their AVX2 build; convolutions leave oneDNN (whose
-# kernels follow the CPU's instruction set and cache sizes: other bits at AVX2 and SSE4.1 caps
-# on one machine) for ATen's im2col + MKL GEMM under MKL's conditional numerical
-# reproducibility mode (CNR) at its COMPATIBLE branch: SSE2 without the approximation
-# instructions, the one branch MKL honours on Intel and non-Intel CPUs alike. Its AVX2 branch
-# is Intel-only: on an AMD EPYC MKL silently ran its AUTO branch instead, and an Intel Xeon at
-# AVX2 got other bits from the first convolution (docs/drift.md). oneDNN is capped too, for
-# any operator that still reaches it.
+# --portable: what keeps a CPU run's bits the same on any x86-64 CPU with AVX2, Intel or AMD, with
+# the thread-count settings below (measured choices in docs/drift.md). Read when the libraries
+# start, so they are set by the restart (utils/engine/restart.py), overriding whatever the user's
+# environment claims. ATen's own kernels are pinned to their AVX2 build; convolutions leave oneDNN
+# (whose kernels follow the CPU's instruction set and cache sizes: other bits at AVX2 and SSE4.1
+# caps on one machine) for ATen's im2col + MKL GEMM under MKL's conditional numerical
+# reproducibility mode (CNR) at its COMPATIBLE branch: SSE2 without the approximation instructions,
+# the one branch MKL honours on Intel and non-Intel CPUs alike. Its AVX2 branch is Intel-only: on
+# an AMD EPYC MKL silently ran its AUTO branch instead, and an Intel Xeon at AVX2 got other bits
+# from the first convolution (docs/drift.md). oneDNN is capped too, for any operator that still
+# reaches it.
 PORTABLE_ENVIRONMENT = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE",
                         "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
                         "DNNL_MAX_CPU_ISA": "AVX2"}

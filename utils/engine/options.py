@@ -89,8 +89,8 @@ def options_parser() -> argparse.ArgumentParser:
     p.add_argument("--repro", action="store_true",
                    help="bit-reproducible training (see README: what it turns off)")
     p.add_argument("--portable", action="store_true",
-                   help="--repro whose bits hold on any x86-64 CPU with AVX2 (Intel or AMD) at "
-                        "the same thread count: fp32, kernels pinned (see docs/repro.md)")
+                   help="--repro whose bits hold on any x86-64 CPU with AVX2 (Intel or AMD) and "
+                        "at any thread count: fp32, kernels pinned (see docs/threads.md)")
     p.add_argument("--augment", action="store_true",
                    help="with --repro: keep online augmentation on (still deterministic)")
     p.add_argument("--noautoanchor", action="store_true",

@@ -121,7 +121,7 @@ def input_digests(cfg_text: str, hyp_path: str | Path, train_set, val_set, data
     """SHA-256 of what a run trains on: the cfg text, the hyp file, each set's images and
     labels (names and bytes), and the class names (``data``: the .data file's DataConfig).
     The hyp file's is taken without the lines of keys added since runs were first recorded
-    (label_smoothing, mixup) while they are off: the digest it had before them, so a run, a
+    (utils.data.hyp.ADDED_KEYS) while they are off: the digest it had before them, so a run, a
     resume or a seed group from then and one from now agree when their hyperparameters do."""
     return {"cfg": hashlib.sha256(cfg_text.encode()).hexdigest(),
             "hyp": digest_without_added_keys(hyp_path),
