@@ -6,8 +6,8 @@
   the ten IoU thresholds gives the mAP@0.5:0.95 curve. :func:`pr_band` resamples the images
   (the image bootstrap's weights) for a band around the mean curves.
 - Precision, recall and F1 against the score threshold (:func:`confidence_curves`): the curves
-  :func:`utils.core.metrics.best_f1_point` computes and picks its point on, the same
-  arithmetic, so the marked point is the P, R and F1 of results.txt.
+  :func:`utils.core.metrics.f1_curves` computes and the evaluation picks its point on, the
+  same arithmetic, so the marked point is the P, R and F1 of results.txt.
 """
 from __future__ import annotations
 
@@ -82,14 +82,14 @@ def pr_band(table: MatchTable, counts: np.ndarray, level: float = 0.95) -> PRBan
 
 def ranked_detections(table: MatchTable) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """Per class of the table: (true positive [D] at IoU 0.5, area all, scores [D] in ranking
-    order, ground-truth count): what :func:`utils.core.metrics.best_f1_point` reads."""
+    order, ground-truth count): what :func:`utils.core.metrics.f1_curves` reads."""
     return [(m.tp[0, 0], m.scores, int(m.gts[:, 0].sum())) for m in table.per_class]
 
 
 @dataclass
 class ConfidenceCurves:
     """confidence [G] (the score threshold); precision, recall, f1 [K, G] per class; ``best``:
-    the grid index where the mean F1 over the classes is highest (best_f1_point's point)."""
+    the grid index where the mean F1 over the classes is highest (the evaluation's point)."""
     confidence: np.ndarray
     precision: np.ndarray
     recall: np.ndarray
@@ -105,7 +105,7 @@ class ConfidenceCurves:
 
 def confidence_curves(ranked: list[tuple[np.ndarray, np.ndarray, int]]) -> ConfidenceCurves:
     """Precision, recall and F1 [K, G] against the score threshold, from per class (true
-    positives [D] in score order, scores [D], ground-truth count): the curves best_f1_point
-    reads, so ``at_best`` gives its numbers to the last bit."""
+    positives [D] in score order, scores [D], ground-truth count): the evaluation's own
+    curves, so ``at_best`` gives its P, R and F1 to the last bit."""
     p_curve, r_curve, f1_curve, best = f1_curves(ranked)
     return ConfidenceCurves(CONFIDENCE_GRID.copy(), p_curve, r_curve, f1_curve, best)

@@ -349,7 +349,7 @@ def coco_evaluate(images: list[ImageDetections]) -> CocoMetrics:
     all_100 = precision[:, :, :, 0, -1]  # [T, R, K]
     ap = np.array([_mean_valid(all_100[:, :, k]) for k in range(len(table.classes))])
     ap50 = np.array([_mean_valid(all_100[0, :, k]) for k in range(len(table.classes))])
-    p_curve, r_curve, f1_curve, best = f1_curves(operating)  # best_f1_point, and its threshold
+    p_curve, r_curve, f1_curve, best = f1_curves(operating)
     return CocoMetrics(summarize(precision, recall), table.classes, table.label_counts, ap,
                        ap50, p_curve[:, best], r_curve[:, best], f1_curve[:, best],
                        float(CONFIDENCE_GRID[best]), table)
@@ -391,11 +391,3 @@ def f1_curves(ranked: list[tuple[np.ndarray, np.ndarray, int]]
     f1_curve = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
     best = int(f1_curve.mean(0).argmax()) if len(ranked) else 0
     return p_curve, r_curve, f1_curve, best
-
-
-def best_f1_point(ranked: list[tuple[np.ndarray, np.ndarray, int]]
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision, recall and F1 per class [K] at the one score threshold that maximizes the
-    mean F1 over classes (:func:`f1_curves`)."""
-    p_curve, r_curve, f1_curve, best = f1_curves(ranked)
-    return p_curve[:, best], r_curve[:, best], f1_curve[:, best]

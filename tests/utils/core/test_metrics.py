@@ -13,8 +13,8 @@ from pycocotools.cocoeval import COCOeval
 from utils.core.metrics import (
     ImageDetections,
     accumulate,
-    best_f1_point,
     coco_evaluate,
+    f1_curves,
     match_detections,
     match_images,
     summarize,
@@ -136,10 +136,12 @@ def test_matching_prefers_regular_over_ignored_and_the_best_iou():
     assert on_ignored[:, 0].tolist() == [False] * 5 + [True] * 4 + [False]
 
 
-def test_best_f1_point_by_hand():
+def test_the_best_f1_point_by_hand():
     # One class, 2 labels: TP at 0.9, FP at 0.8, TP at 0.7. Best F1 at threshold just above
     # 0.7... below 0.7 all are in: P 2/3, R 1, F1 0.8; above 0.8: P 1, R 0.5, F1 0.667.
-    p, r, f1 = best_f1_point([(np.array([True, False, True]), np.array([0.9, 0.8, 0.7]), 2)])
+    p, r, f1, best = f1_curves([(np.array([True, False, True]), np.array([0.9, 0.8, 0.7]),
+                                 2)])
+    p, r, f1 = p[:, best], r[:, best], f1[:, best]
     assert p[0] == pytest.approx(2 / 3, abs=0.01) and r[0] == pytest.approx(1.0)
     assert f1[0] == pytest.approx(0.8, abs=0.01)
 
