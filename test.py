@@ -25,8 +25,6 @@ for the same weights; a --repro run is evaluated under its own determinism setti
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +40,11 @@ from utils.base.host_memory import retain_freed_memory
 from utils.base.repro import configure_determinism, state_fingerprint
 from utils.core.bootstrap import coco_bootstrap, paired_coco_bootstrap
 from utils.core.significance import verdict_sentence
-from utils.data.coco_json import empty_detections_message, ground_truth_json
+from utils.data.coco_json import (
+    compare_with_pycocotools,
+    empty_detections_message,
+    ground_truth_json,
+)
 from utils.data.data_config import prepare_data
 from utils.data.datasets import YoloDataset, create_dataloader
 from utils.engine.checkpoint import check_img_size, load_inference_model
@@ -255,7 +257,7 @@ def save_json(args: argparse.Namespace, a: Evaluated) -> None:
     if args.pycocotools and empty:
         print(empty)
     elif args.pycocotools:
-        print(compare_with_pycocotools(result, out.with_suffix(".ground_truth.json"),
+        print(compare_with_pycocotools(result.coco, out.with_suffix(".ground_truth.json"),
                                        out.with_suffix(".detections.json")))
 
 
@@ -350,27 +352,6 @@ def precision_setup(args: argparse.Namespace, meta: dict, device: torch.device):
         return autocast_factory(args.precision, device)
     print(f"precision: {(meta.get('args') or {}).get('precision', 'fp32')} (the checkpoint's)")
     return checkpoint_autocast(meta, device)
-
-
-def compare_with_pycocotools(result: EvalResult, truth: Path, detections: Path) -> str:
-    """COCOeval's 12 numbers on the written files beside this evaluator's."""
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise InputError("--pycocotools needs pycocotools (pip install pycocotools)") from None
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(truth))
-        coco = COCOeval(gt, gt.loadRes(str(detections)), "bbox")
-        coco.evaluate()
-        coco.accumulate()
-        coco.summarize()
-    lines = [f"{'metric':>10} {'ours':>9} {'pycocotools':>11} {'difference':>10}"]
-    for (name, ours), theirs in zip(result.coco.items(), coco.stats):
-        lines.append(f"{name:>10} {ours:9.5f} {theirs:11.5f} {ours - theirs:10.2g}")
-    worst = max(abs(a - b) for a, b in zip(result.coco.values(), coco.stats))
-    lines.append(f"largest |difference|: {worst:.3g}")
-    return "\n".join(lines)
 
 
 def run(**options) -> EvalResult:

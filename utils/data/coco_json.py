@@ -13,12 +13,15 @@ used instead, so detections are scored by pycocotools against the original insta
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from utils.base.errors import InputError
 from utils.core.boxes import xywhn_to_xyxy
 
 # The 80 COCO class names in YOLO order, and their ids among COCO's 91 (some ids are unused).
@@ -134,3 +137,25 @@ def empty_detections_message(detections: list, conf_thres: float) -> str | None:
     return (f"no detections above --conf-thres {conf_thres}: pycocotools cannot load an empty "
             "result list (its loadRes ends in an IndexError); every AP and AR is 0 by our "
             "evaluator")
+
+
+def compare_with_pycocotools(ours: dict[str, float], truth: Path, detections: Path) -> str:
+    """pycocotools' COCOeval on the files ``truth`` and ``detections``: its 12 numbers beside
+    ``ours`` (this evaluator's, by name in COCOeval's order) and their differences."""
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise InputError("--pycocotools needs pycocotools (pip install pycocotools)") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(truth))
+        coco = COCOeval(gt, gt.loadRes(str(detections)), "bbox")
+        coco.evaluate()
+        coco.accumulate()
+        coco.summarize()
+    lines = [f"{'metric':>10} {'ours':>9} {'pycocotools':>11} {'difference':>10}"]
+    for (name, mine), theirs in zip(ours.items(), coco.stats):
+        lines.append(f"{name:>10} {mine:9.5f} {theirs:11.5f} {mine - theirs:10.2g}")
+    worst = max(abs(a - b) for a, b in zip(ours.values(), coco.stats))
+    lines.append(f"largest |difference|: {worst:.3g}")
+    return "\n".join(lines)

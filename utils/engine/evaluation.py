@@ -133,7 +133,7 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     model.train(was_training)
     if not score:
         return EvalResult(images=clock.images, speed=clock.per_image_ms())
-    result = _result(coco_evaluate(records), records, names,
+    result = eval_result(coco_evaluate(records), records, names,
                      (loss_sum / max(batches, 1)).tolist() if hyp is not None else None,
                      conf_thres)
     result.speed = clock.per_image_ms()
@@ -173,8 +173,10 @@ def as_one_class(detections: torch.Tensor) -> torch.Tensor:
     return torch.cat((detections[..., :5], detections[..., 5:].amax(-1, keepdim=True)), -1)
 
 
-def _result(metrics, records: list[ImageDetections], names: list[str], losses,
-            conf_thres: float = 0.0) -> EvalResult:
+def eval_result(metrics, records: list[ImageDetections], names: list[str], losses,
+                conf_thres: float = 0.0) -> EvalResult:
+    """The evaluation of ``records`` from their COCO metrics: the summary, P, R and F1 at the
+    best-F1 threshold (not below ``conf_thres``), per-class rows; ``losses`` or None."""
     result = EvalResult(images=len(records), labels=int(sum(len(r.gt_classes) for r in records)),
                         coco=metrics.named(), matches=metrics.table, names=list(names),
                         per_image=records)
@@ -199,8 +201,9 @@ def _result(metrics, records: list[ImageDetections], names: list[str], losses,
     return result
 
 
-def format_table(result: EvalResult) -> str:
-    """The 12 COCO numbers, then P, R, AP50 and AP per class."""
+def format_table(result: EvalResult, kept: bool = True) -> str:
+    """The 12 COCO numbers, then P, R, AP50 and AP per class; ``kept``: the detections came
+    from this project's model, whose checkpoint keeps the best-F1 threshold."""
     lines = []
     for name, is_ap, iou, area, max_det in SUMMARY:
         kind = "Average Precision" if is_ap else "Average Recall"
@@ -216,14 +219,15 @@ def format_table(result: EvalResult) -> str:
     for c in result.per_class:
         lines.append(f"{c.name:>{width}} {c.labels:>8} {c.precision:8.3f} {c.recall:8.3f} "
                      f"{c.ap50:8.3f} {c.ap50_95:10.3f}")
-    lines.append(f1_conf_line(result))
+    lines.append(f1_conf_line(result, kept))
     return "\n".join(lines)
 
 
-def f1_conf_line(result: EvalResult) -> str:
+def f1_conf_line(result: EvalResult, kept: bool = True) -> str:
     """Where the table's P and R were read: the best-F1 score threshold, which a run's
     checkpoint keeps as detect.py's default --conf-thres."""
     if result.f1 <= 0:
         return "P and R: no score threshold finds a true positive (F1 0 at every one)"
-    return (f"P and R at score threshold {result.f1_conf:.3f}, where the mean F1 is highest "
-            f"({result.f1:.3f}); a run's checkpoint keeps it for detect.py")
+    line = (f"P and R at score threshold {result.f1_conf:.3f}, where the mean F1 is highest "
+            f"({result.f1:.3f})")
+    return line + ("; a run's checkpoint keeps it for detect.py" if kept else "")

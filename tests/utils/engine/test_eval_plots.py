@@ -25,14 +25,14 @@ from utils.engine.eval_plots import (
     run_record,
     write_eval_plots,
 )
-from utils.engine.evaluation import _result
+from utils.engine.evaluation import eval_result
 
 NAMES = {1: ["object"], 3: ["person", "bicycle", "car, red"]}
 
 
 def _evaluation(num_classes: int, records=None):
     records = synthetic_images(num_classes) if records is None else records
-    return _result(coco_evaluate(records), records, NAMES[num_classes], None)
+    return eval_result(coco_evaluate(records), records, NAMES[num_classes], None)
 
 
 def _image_size(path) -> tuple[int, int]:
@@ -73,7 +73,7 @@ def test_a_best_f1_below_the_evaluations_threshold_is_that_threshold():
     records = [ImageDetections(0, box, np.array([0]), box, np.array([0.6]), np.array([0]))]
     metrics = coco_evaluate(records)
     assert metrics.f1_conf == 0.0
-    result = _result(metrics, records, ["object"], None, conf_thres=0.001)
+    result = eval_result(metrics, records, ["object"], None, conf_thres=0.001)
     assert result.f1 == pytest.approx(1.0) and result.f1_conf == 0.001
 
 
