@@ -1,7 +1,8 @@
 """own_data.md's side-by-side table and plot: ours (tools.seed_group folders) against the
 ultralytics package (train_ultralytics.py folders), both scored by this project's evaluator.
 
-    PYTHONPATH=. python docs/measurements/own_data_scripts/side_by_side.py SPEC.json OUT.json OUT.png
+    PYTHONPATH=. python docs/measurements/own_data_scripts/side_by_side.py \
+        SPEC.json OUT.json OUT.png
 
 SPEC.json: {"set name": {"data": ".data file", "epochs": E, "ours": "group folder",
 "ultralytics": "folder of seedK/ folders"}, ...}.
