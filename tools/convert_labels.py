@@ -310,6 +310,12 @@ def summary(report: dict, out: Path) -> str:
              f"{counted(report['classes'], 'class')} "
              f"({', '.join(f'{n} {k}' for n, k in report['boxes_per_class'].items())}); "
              f"splits: {', '.join(f'{k} {v}' for k, v in report['splits'].items())}"]
+    empty = [n for n, k in report["boxes_per_class"].items() if not k]
+    if empty:
+        # A class no box uses still gets the model's outputs and, unseen, trains towards "never";
+        # COCO exports list such categories (a parent category, a class of another split).
+        lines.append(f"no box of {counted(len(empty), 'class')}: {', '.join(empty)} (kept in "
+                     "the class list, which the model's outputs follow; mAP leaves them out)")
     counts = report["counts"]
     lines.append("changed or left out: " + (", ".join(f"{k} {v}" for k, v in counts.items())
                                             or "nothing"))

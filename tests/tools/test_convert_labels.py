@@ -464,3 +464,16 @@ def test_the_summary_counts_in_words():
               "splits": {"all": 1}, "counts": {}, "events": [], "options": {"format": "voc"}}
     first = summary(report, Path("out")).splitlines()[0]
     assert first.startswith("1 image, 1 box, 1 class (raccoon 1)")
+
+
+def test_a_class_without_boxes_is_named(tmp_path):
+    """A COCO export may list categories no box uses (Roboflow adds a parent category): they
+    stay classes (the model gets outputs for them), so the summary names them."""
+    path = _instances(tmp_path, categories=[{"id": 0, "name": "pieces"},
+                                            {"id": 1, "name": "cat"}])
+    done = _run_tool("coco", path, tmp_path / "imgs", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "no box of 1 class: pieces" in done.stdout
+    plain = _run_tool("coco", _instances(tmp_path, name="train"), tmp_path / "imgs",
+                      tmp_path / "out2", "--split", "train")
+    assert plain.returncode == 0 and "no box of" not in plain.stdout
