@@ -134,8 +134,8 @@ def evaluate(model, loader, device: torch.device, hyp: dict | None = None,
     if not score:
         return EvalResult(images=clock.images, speed=clock.per_image_ms())
     result = eval_result(coco_evaluate(records), records, names,
-                     (loss_sum / max(batches, 1)).tolist() if hyp is not None else None,
-                     conf_thres)
+                         (loss_sum / max(batches, 1)).tolist() if hyp is not None else None,
+                         conf_thres)
     result.speed = clock.per_image_ms()
     return result
 
