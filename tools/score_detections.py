@@ -26,7 +26,11 @@ import numpy as np
 
 from utils.base.errors import InputError, run_script
 from utils.core.metrics import ImageDetections, coco_evaluate
-from utils.data.coco_json import compare_with_pycocotools, ground_truth_json
+from utils.data.coco_json import (
+    bboxes_to_xyxy,
+    compare_with_pycocotools,
+    ground_truth_json,
+)
 from utils.data.data_config import prepare_data
 from utils.engine.evaluation import EvalResult, eval_result, format_table, make_val_dataset
 
@@ -134,18 +138,12 @@ def score(truth: dict, records: list[dict], classes: np.ndarray, path: Path
         truths = gts[image_id]
         images.append(ImageDetections(
             image_id,
-            _xyxy([a["bbox"] for a in truths]),
+            bboxes_to_xyxy([a["bbox"] for a in truths]),
             np.array([categories.index(a["category_id"]) for a in truths], dtype=np.int64),
-            _xyxy([records[i]["bbox"] for i in rows]),
+            bboxes_to_xyxy([records[i]["bbox"] for i in rows]),
             np.array([records[i]["score"] for i in rows], dtype=np.float64),
             classes[rows]))
     return images, mapped
-
-
-def _xyxy(boxes: list[list[float]]) -> np.ndarray:
-    """[x, y, w, h] lists -> [N, 4] xyxy float64."""
-    b = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.concatenate((b[:, :2], b[:, :2] + b[:, 2:]), 1)
 
 
 def main(args: argparse.Namespace) -> EvalResult:

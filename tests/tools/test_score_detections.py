@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tools import score_detections
-from utils.data.coco_json import ground_truth_json
+from utils.data.coco_json import bboxes_to_xyxy, ground_truth_json
 from utils.data.data_config import prepare_data
 from utils.engine.evaluation import make_val_dataset
 
@@ -104,4 +104,4 @@ def test_bad_detection_files_say_what_was_expected(tmp_path, text, expected):
 
 
 def test_box_conversion_is_xywh_to_xyxy():
-    np.testing.assert_array_equal(score_detections._xyxy([[1, 2, 3, 4]]), [[1, 2, 4, 6]])
+    np.testing.assert_array_equal(bboxes_to_xyxy([[1, 2, 3, 4]]), [[1, 2, 4, 6]])

@@ -95,6 +95,13 @@ def labels_to_pixels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(boxes, 0, np.array([w, h, w, h], dtype=np.float64))
 
 
+def bboxes_to_xyxy(bboxes: list[list[float]]) -> np.ndarray:
+    """COCO bboxes [x, y, width, height] -> [N, 4] xyxy float64: the inverse of the bbox
+    this module writes."""
+    b = np.array(bboxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate((b[:, :2], b[:, :2] + b[:, 2:]), 1)
+
+
 def _xywh(box) -> list[float]:
     x1, y1, x2, y2 = (float(v) for v in box)
     return [x1, y1, x2 - x1, y2 - y1]
