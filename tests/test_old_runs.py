@@ -46,8 +46,8 @@ def test_an_old_run_resumes_and_keeps_its_first_epoch(old_run, capsys):
     # Its hyp predates label_smoothing and mixup: they are filled with their off values, said,
     # and its hyp file (which has them now, off) still counts as the one it started with.
     out = capsys.readouterr().out
-    assert ("hyp from before label_smoothing, mixup, scale_x_y: filled with their off values "
-            "(label_smoothing 0, mixup 0, scale_x_y 1)") in out
+    assert ("hyp from before label_smoothing, mixup, scale_x_y, close_mosaic: filled with their "
+            "off values (label_smoothing 0, mixup 0, scale_x_y 1, close_mosaic 0)") in out
     assert "files changed since the run started" not in out
     hyp = load_checkpoint(old_run / "weights" / "last.pt")["hyp"]
     assert (hyp["label_smoothing"], hyp["mixup"]) == (0.0, 0.0)

@@ -66,8 +66,9 @@ MUTATION = {
 }
 # Never mutated: words (optimizer, iou_type) have no scale to multiply, and nbs sets the
 # accumulation, which changes what a step is rather than how it is tuned.
-# scale_x_y changes the model's centre decode (written into its cfg), not a training setting.
-NOT_MUTATED = ("optimizer", "iou_type", "nbs", "scale_x_y")
+# scale_x_y changes the model's centre decode (written into its cfg), not a training setting;
+# close_mosaic is a whole number of epochs, which a gain would make fractional.
+NOT_MUTATED = ("optimizer", "iou_type", "nbs", "scale_x_y", "close_mosaic")
 MUTATE_PROBABILITY, SIGMA, FACTOR_RANGE = 0.8, 0.2, (0.3, 3.0)
 KEPT, NOT_KEPT, START = "kept", "not better than the parent beyond seed noise", "start"
 # Options this tool sets for each training, and options that never change a training's result

@@ -69,6 +69,9 @@ class YoloDataset(Dataset):
     before training, never from inside a DataLoader worker. ``cache_images``: True keeps them
     all in RAM, False none, None (default) keeps them while they need under 1 GiB.
 
+    ``mosaic_epochs``: the epochs (counted from 0) in which an augmented item may be a mosaic;
+    None: every epoch (the hyp's close_mosaic turns it off for a run's last epochs).
+
     Items: ``(image [3, H, W] uint8 RGB, labels [N, 6] (0, class, x, y, w, h normalized),
     path, Letterbox)``; the :class:`Letterbox` maps boxes back to the original image.
     """
@@ -76,8 +79,10 @@ class YoloDataset(Dataset):
     def __init__(self, image_files: list[Path], num_classes: int, img_size: int,
                  augment: bool = False, hyp: dict | None = None, seed: int = 0,
                  rect: bool = False, batch_size: int = 16, stride: int = 32,
-                 cache_images: bool | None = None, single_cls: bool = False):
+                 cache_images: bool | None = None, single_cls: bool = False,
+                 mosaic_epochs: int | None = None):
         limit_opencv_threads()
+        self.mosaic_epochs = mosaic_epochs
         self.img_size = img_size
         self.augment = augment
         self.hyp = hyp or {}
@@ -147,7 +152,10 @@ class YoloDataset(Dataset):
         epoch, index = item if isinstance(item, tuple) else (0, item)
         rng = sample_rng(self.seed, epoch, index)
         hyp = self.hyp
-        use_mosaic = self.augment and not self.rect and rng.random() < hyp.get("mosaic", 0.0)
+        # The draw comes before the epoch test, so the epochs with mosaic keep every draw (and
+        # bit) of a run that never closes it.
+        use_mosaic = (self.augment and not self.rect and rng.random() < hyp.get("mosaic", 0.0)
+                      and (self.mosaic_epochs is None or epoch < self.mosaic_epochs))
         img, boxes, placement = self._placed(index, use_mosaic, rng)
         # Drawn only when mixup is on, so a run without it keeps every later draw (and bit).
         if self.augment and not self.rect and hyp.get("mixup", 0.0) and \

@@ -18,10 +18,13 @@ STRING_KEYS = {"iou_type": ("giou", "ciou"), "optimizer": ("sgd", "adam")}
 # still name them (load_hyp refuses a missing key), but a checkpoint or run folder from before
 # them lacks them: its hyp gets these values (:func:`with_added_keys`), so it trains on as it
 # did.
-ADDED_KEYS = {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0}
+ADDED_KEYS = {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0, "close_mosaic": 0.0}
 # Their allowed values. scale_x_y: the centre decode a cfg's [yolo] layers get where they set
-# none (models.layers.YOLOLayer; at 2 the loss assigns neighbouring cells too).
-ADDED_RANGES = {"label_smoothing": (0.0, 1.0), "mixup": (0.0, 1.0), "scale_x_y": (1.0, 3.0)}
+# none (models.layers.YOLOLayer; at 2 the loss assigns neighbouring cells too). close_mosaic:
+# the last epochs trained without mosaic, a whole number.
+ADDED_RANGES = {"label_smoothing": (0.0, 1.0), "mixup": (0.0, 1.0), "scale_x_y": (1.0, 3.0),
+                "close_mosaic": (0.0, 100_000.0)}
+WHOLE_KEYS = ("close_mosaic",)
 
 
 def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
@@ -54,6 +57,9 @@ def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
         elif key in ADDED_RANGES and not ADDED_RANGES[key][0] <= value <= ADDED_RANGES[key][1]:
             low, high = ADDED_RANGES[key]
             raise InputError(f"{key}: {value!r}, expected a number in {low:g}..{high:g}", path,
+                             lines.get(key))
+        elif key in WHOLE_KEYS and value != int(value):
+            raise InputError(f"{key}: {value!r}, expected a whole number of epochs", path,
                              lines.get(key))
     missing = sorted(set(known) - set(hyp))
     if missing:

@@ -101,6 +101,13 @@ class RunPlan:
         """Loss means summed in an order no thread count changes (--portable's)."""
         return self.portable
 
+    @property
+    def mosaic_epochs(self) -> int | None:
+        """The epochs (from 0) whose augmented items may be mosaics: all but the hyp's last
+        close_mosaic of the run's schedule; None when it closes none."""
+        close = int(self.base_hyp["close_mosaic"])
+        return max(self.epochs - close, 0) if close and self.base_hyp["mosaic"] else None
+
     def warmup_iterations(self, batches_per_epoch: int) -> int:
         """The warm-up's length in batches: the hyp's warm-up epochs of this run's loader."""
         return round(self.hyp["warmup_epochs"] * batches_per_epoch)
@@ -156,6 +163,11 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
             notes.append("multi-scale off")
     if repro and not options.augment:
         base_hyp.update({k: 0.0 for k in AUGMENT_KEYS})
+    if base_hyp["close_mosaic"] and base_hyp["mosaic"] and augment:
+        close = int(base_hyp["close_mosaic"])
+        notes.append(f"mosaic off from epoch {max(options.epochs - close, 0)} (the hyp's "
+                     f"close_mosaic {close}: single images for the run's last "
+                     f"{counted(close, 'epoch')})")
     # --portable's bits do not depend on the thread count: it keeps torch's default (all
     # cores) unless --threads says otherwise.
     threads = options.threads if options.threads is not None else (

@@ -92,7 +92,7 @@ def build_loaders(plan: RunPlan, data, dist_info: DistInfo, log):
                             plan.num_classes, options.img_size, augment=plan.augment,
                             hyp=dict(plan.base_hyp), seed=options.seed, rect=options.rect,
                             batch_size=options.batch_size, cache_images=options.cache_images,
-                            single_cls=options.single_cls)
+                            single_cls=options.single_cls, mosaic_epochs=plan.mosaic_epochs)
     val_set = make_val_dataset(data, options.img_size, options.batch_size, options.single_cls,
                                cache_images=options.cache_images)
     for name, ds in (("train", train_set), ("val", val_set)):

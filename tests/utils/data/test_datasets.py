@@ -143,3 +143,30 @@ def test_image_weights_need_a_box(tmp_path):
     dataset = YoloDataset(files, 5, 64)
     with pytest.raises(InputError, match="--image-weights: none of the 5 training images has"):
         create_dataloader(dataset, 2, 0, shuffle=True, weighted=True)
+
+
+def test_closed_mosaic_epochs_train_on_single_images_and_the_others_keep_their_bits(tmp_path):
+    import torch
+
+    from utils.data.datasets import YoloDataset
+    from utils.data.hyp import DEFAULT_HYP, load_hyp
+    files = _rect_set(tmp_path)
+    hyp = {**load_hyp(DEFAULT_HYP), "mosaic": 1.0}
+
+    def items(epoch, **kw):
+        dataset = YoloDataset(files, 5, 64, augment=True, hyp=kw.pop("hyp", hyp), seed=3, **kw)
+        return [dataset[(epoch, i)] for i in range(len(dataset))]
+
+    def same(a, b):
+        return all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) and x[3] == y[3]
+                   for x, y in zip(a, b))
+
+    # Before the closed epochs: the items of a run that never closes its mosaic, to the bit.
+    assert same(items(1, mosaic_epochs=2), items(1))
+    # From them on: what a mosaic probability of 0 gives (the same draws, no mosaic).
+    closed, single = items(2, mosaic_epochs=2), items(2, hyp={**hyp, "mosaic": 0.0})
+    assert same(closed, single) and not same(closed, items(2))
+    # Each image holds one box of class = its index: a single image has at most that one box,
+    # a mosaic also the boxes of the three images drawn beside it.
+    assert all(labels[:, 1].tolist() in ([], [i]) for i, (_, labels, _, _) in enumerate(closed))
+    assert any(len(labels) > 1 for _, labels, _, _ in items(2))

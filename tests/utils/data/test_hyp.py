@@ -42,7 +42,8 @@ def test_bad_hyp_file(tmp_path, change, message):
 def test_added_keys_are_in_every_hyp_file_and_off_but_the_own_recipes_scale():
     files = sorted(DATA.glob("hyp*.yaml"))
     assert len(files) >= 3
-    assert ADDED_KEYS == {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0}
+    assert ADDED_KEYS == {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0,
+                          "close_mosaic": 0.0}
     for path in files:
         hyp = load_hyp(path)
         # The own-data recipe turns the neighbour-cell assignment on (measured: own_data.md).
@@ -84,3 +85,15 @@ def test_added_keys_are_fractions(tmp_path, key):
         f"{key}: 0.0", ""))
     with pytest.raises(InputError, match=f"missing hyperparameters: \\['{key}'\\]"):
         load_hyp(path)
+
+
+def test_close_mosaic_is_a_whole_number_of_epochs(tmp_path):
+    path = tmp_path / "h.yaml"
+    path.write_text(SCRATCH_HYP.read_text().replace("close_mosaic: 0", "close_mosaic: 2.5"))
+    with pytest.raises(InputError, match=r"close_mosaic: 2.5, expected a whole number of epochs"):
+        load_hyp(path)
+    path.write_text(SCRATCH_HYP.read_text().replace("close_mosaic: 0", "close_mosaic: -1"))
+    with pytest.raises(InputError, match=r"close_mosaic: -1, expected a number in 0..100000"):
+        load_hyp(path)
+    path.write_text(SCRATCH_HYP.read_text().replace("close_mosaic: 0", "close_mosaic: 10"))
+    assert load_hyp(path)["close_mosaic"] == 10

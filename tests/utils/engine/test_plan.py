@@ -168,3 +168,17 @@ def test_optimizer_steps_count_the_last_partial_batch():
     assert optimizer_steps(157, 16, 4, 50) == 150
     assert optimizer_steps(157, 16, 1, 50) == 500
     assert optimizer_steps(500, 8, 1, 17) == 1071  # the built-in default run
+
+
+def test_close_mosaic_is_planned_from_the_run_length_and_said(tiny_data, tmp_path):
+    hyp = tmp_path / "hyp.yaml"
+    hyp.write_text(open("data/hyp.own.yaml").read().replace("close_mosaic: 0", "close_mosaic: 3"))
+    _, plan = _plan(tiny_data, tmp_path, "--hyp", str(hyp), "--epochs", "5")
+    assert plan.mosaic_epochs == 2
+    assert ("mosaic off from epoch 2 (the hyp's close_mosaic 3: single images for the run's "
+            "last 3 epochs)") in plan.notes
+    # Longer than the run: no epoch has mosaic. --repro turns mosaic off, so there is none to close.
+    assert _plan(tiny_data, tmp_path, "--hyp", str(hyp), "--epochs", "2")[1].mosaic_epochs == 0
+    _, repro = _plan(tiny_data, tmp_path, "--hyp", str(hyp), "--repro")
+    assert repro.mosaic_epochs is None and not any("mosaic off from" in n for n in repro.notes)
+    assert _plan(tiny_data, tmp_path)[1].mosaic_epochs is None
