@@ -41,9 +41,10 @@ from utils.base.repro import configure_determinism, state_fingerprint
 from utils.core.bootstrap import coco_bootstrap, paired_coco_bootstrap
 from utils.core.significance import verdict_sentence
 from utils.data.coco_json import (
-    compare_with_pycocotools,
     empty_detections_message,
     ground_truth_json,
+    pycocotools_stats,
+    pycocotools_table,
 )
 from utils.data.data_config import prepare_data
 from utils.data.datasets import YoloDataset, create_dataloader
@@ -257,8 +258,9 @@ def save_json(args: argparse.Namespace, a: Evaluated) -> None:
     if args.pycocotools and empty:
         print(empty)
     elif args.pycocotools:
-        print(compare_with_pycocotools(result.coco, out.with_suffix(".ground_truth.json"),
-                                       out.with_suffix(".detections.json")))
+        stats = pycocotools_stats(out.with_suffix(".ground_truth.json"),
+                                  out.with_suffix(".detections.json"))
+        print(pycocotools_table(result.coco, stats))
 
 
 def format_intervals(intervals: dict, resamples: int, seed: int) -> str:

@@ -21,6 +21,7 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,8 +29,9 @@ from utils.base.errors import InputError, run_script
 from utils.core.metrics import ImageDetections, coco_evaluate
 from utils.data.coco_json import (
     bboxes_to_xyxy,
-    compare_with_pycocotools,
     ground_truth_json,
+    pycocotools_stats,
+    pycocotools_table,
 )
 from utils.data.data_config import prepare_data
 from utils.engine.evaluation import EvalResult, eval_result, format_table, make_val_dataset
@@ -146,29 +148,48 @@ def score(truth: dict, records: list[dict], classes: np.ndarray, path: Path
     return images, mapped
 
 
-def main(args: argparse.Namespace) -> EvalResult:
-    data = prepare_data(args.data)
-    names = data.names
+class Scored(NamedTuple):
+    """A detections file scored: our evaluator's result, the ground truth (COCO json) and the
+    records with the ground truth's image and category ids (what pycocotools loads)."""
+    result: EvalResult
+    truth: dict
+    mapped: list[dict]
+    records: int
+
+
+def score_file(data_file: str, detections: str, category_offset: int | None = None) -> Scored:
+    """Score the COCO results file ``detections`` on ``data_file``'s validation images."""
+    data = prepare_data(data_file)
     dataset = make_val_dataset(data, img_size=32, batch_size=1)  # sizes and labels only
-    truth = ground_truth_json(dataset.files, dataset.image_sizes, dataset.labels, names)
-    path = Path(args.detections)
+    truth = ground_truth_json(dataset.files, dataset.image_sizes, dataset.labels, data.names)
+    path = Path(detections)
     records = read_records(path)
     categories = [c["id"] for c in truth["categories"]]
-    classes = classes_of(records, categories, args.category_offset, path)
+    classes = classes_of(records, categories, category_offset, path)
     images, mapped = score(truth, records, classes, path)
-    result = eval_result(coco_evaluate(images), images, names, None)
-    print(f"{len(records)} detections on {len(images)} validation images of {args.data}")
-    print(format_table(result, kept=False))
-    if args.pycocotools and not mapped:
+    return Scored(eval_result(coco_evaluate(images), images, data.names, None), truth, mapped,
+                  len(records))
+
+
+def pycocotools_of(scored: Scored) -> list[float]:
+    """pycocotools' 12 numbers on the same boxes (it needs at least one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_file, det_file = Path(tmp, "truth.json"), Path(tmp, "detections.json")
+        gt_file.write_text(json.dumps(scored.truth))
+        det_file.write_text(json.dumps(scored.mapped))
+        return pycocotools_stats(gt_file, det_file)
+
+
+def main(args: argparse.Namespace) -> EvalResult:
+    scored = score_file(args.data, args.detections, args.category_offset)
+    print(f"{scored.records} detections on {len(scored.truth['images'])} validation images of "
+          f"{args.data}")
+    print(format_table(scored.result, kept=False))
+    if args.pycocotools and not scored.mapped:
         print("no detections: pycocotools cannot load an empty result list")
     elif args.pycocotools:
-        with tempfile.TemporaryDirectory() as tmp:
-            gt_file, det_file = Path(tmp, "truth.json"), Path(tmp, "detections.json")
-            gt_file.write_text(json.dumps(truth))
-            det_file.write_text(json.dumps(mapped))
-            print(compare_with_pycocotools(result.coco, gt_file, det_file))
-    return result
-
+        print(pycocotools_table(scored.result.coco, pycocotools_of(scored)))
+    return scored.result
 
 if __name__ == "__main__":
     run_script(main, get_args_parser())

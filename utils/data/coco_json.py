@@ -146,9 +146,9 @@ def empty_detections_message(detections: list, conf_thres: float) -> str | None:
             "evaluator")
 
 
-def compare_with_pycocotools(ours: dict[str, float], truth: Path, detections: Path) -> str:
-    """pycocotools' COCOeval on the files ``truth`` and ``detections``: its 12 numbers beside
-    ``ours`` (this evaluator's, by name in COCOeval's order) and their differences."""
+def pycocotools_stats(truth: Path, detections: Path) -> list[float]:
+    """pycocotools' COCOeval on the files ``truth`` and ``detections``: its 12 numbers
+    (``COCOeval.stats``, in its order)."""
     try:
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -160,9 +160,19 @@ def compare_with_pycocotools(ours: dict[str, float], truth: Path, detections: Pa
         coco.evaluate()
         coco.accumulate()
         coco.summarize()
+    return [float(x) for x in coco.stats]
+
+
+def largest_difference(ours: dict[str, float], stats: list[float]) -> float:
+    """The largest |ours - pycocotools'| over the 12 numbers (``ours`` in COCOeval's order)."""
+    return max(abs(a - b) for a, b in zip(ours.values(), stats))
+
+
+def pycocotools_table(ours: dict[str, float], stats: list[float]) -> str:
+    """pycocotools' 12 numbers beside ``ours`` (this evaluator's, by name in COCOeval's order)
+    and their differences."""
     lines = [f"{'metric':>10} {'ours':>9} {'pycocotools':>11} {'difference':>10}"]
-    for (name, mine), theirs in zip(ours.items(), coco.stats):
+    for (name, mine), theirs in zip(ours.items(), stats):
         lines.append(f"{name:>10} {mine:9.5f} {theirs:11.5f} {mine - theirs:10.2g}")
-    worst = max(abs(a - b) for a, b in zip(ours.values(), coco.stats))
-    lines.append(f"largest |difference|: {worst:.3g}")
+    lines.append(f"largest |difference|: {largest_difference(ours, stats):.3g}")
     return "\n".join(lines)

@@ -7,9 +7,7 @@ ultralytics package (train_ultralytics.py folders), both scored by this project'
 SPEC.json: {"set name": {"data": ".data file", "epochs": E, "ours": "group folder",
 "ultralytics": "folder of seedK/ folders"}, ...}.
 """
-import contextlib
 import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -21,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from tools import score_detections  # noqa: E402
 from utils.core.significance import Summary, verdict_sentence, welch_interval  # noqa: E402
+from utils.data.coco_json import largest_difference  # noqa: E402
 
 METRICS = (("map50", "mAP@0.5"), ("map", "mAP@0.5:0.95"))
 
@@ -46,13 +45,9 @@ def theirs(folder: Path, data: str) -> list[dict]:
         if not (run / "info.json").exists():
             continue
         info = json.loads((run / "info.json").read_text())
-        args = score_detections.get_args_parser().parse_args(
-            ["--data", data, "--detections", str(run / "val" / "predictions.json"),
-             "--category-offset", "1", "--pycocotools"])
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            result = score_detections.main(args)
-        worst = float(printed.getvalue().split("largest |difference|: ")[1].split()[0])
+        scored = score_detections.score_file(data, str(run / "val" / "predictions.json"), 1)
+        result = scored.result
+        worst = largest_difference(result.coco, score_detections.pycocotools_of(scored))
         runs.append({"seed": run.name, "map50": result.map50, "map": result.map50_95,
                      "own_map50": info.get("own_map50", info.get("map50")),
                      "own_map": info.get("own_map", info.get("map")), "pycocotools_diff": worst,
