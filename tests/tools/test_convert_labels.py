@@ -19,6 +19,7 @@ import test as test_script
 from tests.helpers import ROOT, run_train
 from tools import convert_labels
 from utils.base.errors import InputError
+from utils.data.conversion_report import REPORT_FILE, summary
 from utils.data.data_config import label_path_for, list_images, load_data_config
 from utils.data.labels import parse_label_text
 
@@ -79,7 +80,7 @@ def test_voc_every_odd_case_is_reported(tmp_path, capsys):
     # dog (1, 1, 32, 24) is pixels 0..32 x 0..24; cat (40..80) is clipped at the width, 64.
     np.testing.assert_allclose(rows, [[1, 16 / 64, 12 / 48, 32 / 64, 24 / 48],
                                       [0, 51.5 / 64, 19.5 / 48, 25 / 64, 21 / 48]], atol=1e-6)
-    report = json.loads((tmp_path / "out" / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
     assert report["counts"] == {"clipped": 1, "dropped": 1, "refused": 2, "left out": 1,
                                 "image left out": 1}
     assert report["images"] == 2 and report["boxes"] == 2
@@ -98,7 +99,7 @@ def test_voc_keep_difficult_and_default_class_order(tmp_path, capsys):
     data = _convert("voc", tmp_path / "VOC", tmp_path / "out", "--keep-difficult")
     config = load_data_config(data)
     assert config.names == ["cat", "dog", "zebra"]  # sorted: zebra is not a VOC class
-    report = json.loads((tmp_path / "out" / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
     assert "left out" not in report["counts"] and report["boxes"] == 4
 
 
@@ -281,7 +282,7 @@ def test_voc_image_is_found_by_its_exact_stem(tmp_path):
     out = tmp_path / "out"
     for name in ("x.jpg", "x.aug.jpg", "p[br].JPG"):
         assert (out / "images" / name).resolve() == (root / "JPEGImages" / name).resolve()
-    report = json.loads((out / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((out / REPORT_FILE).read_text())
     assert report["images"] == 3 and "image left out" not in report["counts"]
 
 
@@ -346,7 +347,7 @@ def test_val_fraction_is_seeded_and_stable_when_images_are_added(tmp_path):
     assert 3 <= len(val) <= 18
     assert split(tmp_path / "b") == (train, val)  # the same seed: the same split
     assert split(tmp_path / "c", seed=4) != (train, val)
-    report = json.loads((tmp_path / "a" / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "a" / REPORT_FILE).read_text())
     assert report["options"]["val_fraction"] == 0.25 and report["options"]["seed"] == 3
     for i in range(40, 60):  # new images never move the old ones
         _voc_file(src / "annotations", f"im{i}", [_voc_object("cat", (1, 1, 10, 10))])
@@ -387,7 +388,7 @@ def test_voc_degenerate_boxes_are_reported(tmp_path, capsys):
                                           _voc_object("cat", (1, 1, 10, 10))])
     _image(root / "JPEGImages" / "x.jpg")
     _convert("voc", root, tmp_path / "kept")  # cat is class 7 of VOC's 20
-    report = json.loads((tmp_path / "kept" / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "kept" / REPORT_FILE).read_text())
     assert report["counts"] == {"degenerate kept": 2} and report["boxes"] == 3
     events = "\n".join(report["events"])
     assert "x.xml: object 1 (cat): degenerate kept: a point" in events
@@ -396,7 +397,7 @@ def test_voc_degenerate_boxes_are_reported(tmp_path, capsys):
                                         dtype=float)[0], [7, 4.5 / 64, 4.5 / 48, 1 / 64, 1 / 48],
                                atol=1e-6)
     _convert("voc", root, tmp_path / "dropped", "--drop-degenerate")
-    report = json.loads((tmp_path / "dropped" / convert_labels.REPORT_FILE).read_text())
+    report = json.loads((tmp_path / "dropped" / REPORT_FILE).read_text())
     assert report["counts"] == {"dropped": 2} and report["boxes"] == 1
     assert "object 1 (cat): dropped: degenerate: a point" in "\n".join(report["events"])
     with pytest.raises(SystemExit):
@@ -459,11 +460,22 @@ def test_a_project_with_the_older_lists_folder_gets_root_lists(tmp_path):
 
 
 def test_the_summary_counts_in_words():
-    from tools.convert_labels import summary
     report = {"images": 1, "boxes": 1, "classes": 1, "boxes_per_class": {"raccoon": 1},
               "splits": {"all": 1}, "counts": {}, "events": [], "options": {"format": "voc"}}
     first = summary(report, Path("out")).splitlines()[0]
     assert first.startswith("1 image, 1 box, 1 class (raccoon 1)")
+
+
+def test_a_class_with_one_box_is_named():
+    report = {"images": 9, "boxes": 9, "classes": 3,
+              "boxes_per_class": {"pawn": 7, "bishop": 1, "king": 1},
+              "splits": {"all": 9}, "counts": {}, "events": [], "options": {"format": "voc"}}
+    lines = summary(report, Path("out")).splitlines()
+    assert "one box only of 2 classes: bishop, king (too few to learn from; its AP, if it is " \
+           "in the validation split, is one box's)" in lines
+    report["boxes_per_class"] = {"pawn": 7, "bishop": 2, "king": 0}
+    assert not any(line.startswith("one box only") for line in summary(report, Path("out"))
+                   .splitlines())
 
 
 def test_a_class_without_boxes_is_named(tmp_path):
