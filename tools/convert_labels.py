@@ -41,14 +41,10 @@ import shutil
 from pathlib import Path
 
 from utils.base.errors import InputError, run_script
+from utils.data.coco_reader import convert_coco
 from utils.data.conversion_report import report_file, report_of, sha256_of, summary
-from utils.data.voc_coco import (
-    Conversion,
-    convert_coco,
-    convert_voc,
-    find_voc_source,
-    split_problem,
-)
+from utils.data.label_conversion import Conversion, split_problem
+from utils.data.voc_reader import convert_voc, find_voc_source
 
 COCO_IDS_FILE = "coco_ids.json"
 LEFTOVER = re.compile(r"\.(partial|replaced)-(\d+)")  # OUT.partial-<pid>, OUT.replaced-<pid>

@@ -6,7 +6,7 @@ import hashlib
 from pathlib import Path
 
 from utils.base.errors import counted
-from utils.data.voc_coco import Conversion
+from utils.data.label_conversion import Conversion
 
 REPORT_FILE = "conversion_report.json"  # a VOC root's, all its splits at once
 PRINTED_EVENTS = 50

@@ -1,18 +1,12 @@
-"""utils.data.voc_coco, the readers behind tools.convert_labels (whose tests convert whole
-sets): the small decisions, one at a time."""
+"""utils.data.voc_reader, coco_reader and label_conversion, the readers behind
+tools.convert_labels (whose tests convert whole sets): the small decisions, one at a time."""
 from __future__ import annotations
 
 import pytest
 
 from utils.base.errors import InputError
-from utils.data.voc_coco import (
-    _image_set_id,
-    find_voc_source,
-    image_index,
-    in_val,
-    is_class_name,
-    split_problem,
-)
+from utils.data.label_conversion import is_class_name, split_problem
+from utils.data.voc_reader import _image_set_id, find_voc_source, image_index, in_val
 
 
 def test_val_membership_depends_on_seed_and_id_only():
