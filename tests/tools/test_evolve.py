@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.helpers import MICRO_CFG, ROOT, process_alive, write_data_file
-from tools import evolve
+from tools import evolve, evolve_record
 from utils.base.errors import InputError
 from utils.base.repro import evolve_rng
 from utils.data.augment import AUGMENT_KEYS
@@ -79,26 +79,26 @@ def test_repro_leaves_the_augmentation_keys_alone():
 def test_kept_only_when_the_paired_interval_lies_above_zero():
     parent = [0.50, 0.60, 0.70]
     # Differences 0.02, 0.03, 0.01: mean 0.02, std 0.01, t(0.975, 2) 4.303: low -0.0048.
-    mean, low, high, kept = evolve.judge(parent, [0.52, 0.63, 0.71], 0.95)
+    mean, low, high, kept = evolve_record.judge(parent, [0.52, 0.63, 0.71], 0.95)
     assert mean == pytest.approx(0.02) and low == pytest.approx(0.02 - 4.3027 * 0.01 / 3 ** 0.5,
                                                                  abs=1e-4)
     assert not kept
-    assert evolve.judge(parent, [0.52, 0.63, 0.71], 0.5)[3]  # a lower bar keeps it
-    assert evolve.judge(parent, [0.6, 0.7, 0.8], 0.95)[3]  # every twin +0.1: no spread
+    assert evolve_record.judge(parent, [0.52, 0.63, 0.71], 0.5)[3]  # a lower bar keeps it
+    assert evolve_record.judge(parent, [0.6, 0.7, 0.8], 0.95)[3]  # every twin +0.1: no spread
 
 
 def test_the_csv_and_the_plot_of_a_search(tmp_path):
     hyp = {"optimizer": "sgd", "lr0": 0.01}
-    rows = [evolve.row(0, hyp, [0.5, 0.6])]
-    rows.append(evolve.row(1, dict(hyp, lr0=0.012), [0.6, 0.7], rows[0]))
-    rows.append(evolve.row(2, dict(hyp, lr0=0.02), [0.55, 0.72], rows[1]))
-    text = evolve.csv_text(rows, [0, 1]).splitlines()
+    rows = [evolve_record.row(0, hyp, [0.5, 0.6])]
+    rows.append(evolve_record.row(1, dict(hyp, lr0=0.012), [0.6, 0.7], rows[0]))
+    rows.append(evolve_record.row(2, dict(hyp, lr0=0.02), [0.55, 0.72], rows[1]))
+    text = evolve_record.csv_text(rows, [0, 1]).splitlines()
     assert text[0].startswith("generation,parent,verdict,fitness_mean,fitness_seed0,fitness_seed1,"
                               "difference_vs_parent,interval_low,interval_high,optimizer,lr0")
     assert text[1] == "0,,start,0.55,0.5,0.6,,,,sgd,0.01"
     assert text[2].startswith("1,0,kept,0.6") and text[2].endswith(",sgd,0.012")
-    assert text[3].startswith(f"2,1,{evolve.NOT_KEPT},")
-    evolve.plot_evolve(rows, [0, 1], 0.95, tmp_path / "evolve.png")
+    assert text[3].startswith(f"2,1,{evolve_record.NOT_KEPT},")
+    evolve_record.plot_evolve(rows, [0, 1], 0.95, tmp_path / "evolve.png")
     assert (tmp_path / "evolve.png").stat().st_size > 10_000
 
 
