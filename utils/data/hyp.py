@@ -63,7 +63,10 @@ def load_hyp(path: str | Path = DEFAULT_HYP) -> dict:
                              lines.get(key))
     missing = sorted(set(known) - set(hyp))
     if missing:
-        raise InputError(f"missing hyperparameters: {missing}", path)
+        added = [f"{k}: {ADDED_KEYS[k]:g}" for k in missing if k in ADDED_KEYS]
+        hint = (f" (keys added since the file was written; {', '.join(added)} keeps its "
+                "training as it was)" if added else "")
+        raise InputError(f"missing hyperparameters: {missing}{hint}", path)
     return {k: (v if k in STRING_KEYS else float(v)) for k, v in hyp.items()}
 
 

@@ -97,3 +97,9 @@ def test_close_mosaic_is_a_whole_number_of_epochs(tmp_path):
         load_hyp(path)
     path.write_text(SCRATCH_HYP.read_text().replace("close_mosaic: 0", "close_mosaic: 10"))
     assert load_hyp(path)["close_mosaic"] == 10
+    # A hyp file written before the key: the message says which line keeps its training.
+    path.write_text("".join(line for line in SCRATCH_HYP.read_text().splitlines(keepends=True)
+                            if not line.startswith("close_mosaic")))
+    with pytest.raises(InputError, match=r"missing hyperparameters: \['close_mosaic'\] \(keys "
+                       r"added since the file was written; close_mosaic: 0 keeps its training"):
+        load_hyp(path)
