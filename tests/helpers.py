@@ -1,6 +1,7 @@
 """What the tests share: the micro model, a .data file writer, and train.py run in-process."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import train
@@ -17,6 +18,17 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def hyp_with(source: Path, target: Path, **values) -> Path:
+    """``source``'s hyp file written to ``target`` with the given keys set to ``values``
+    (whatever the file had), so a test does not depend on the shipped file's numbers."""
+    text = source.read_text()
+    for key, value in values.items():
+        text, count = re.subn(rf"^{key}:\s*[^\s#]+", f"{key}: {value}", text, flags=re.M)
+        assert count == 1, key
+    target.write_text(text)
+    return target
 
 
 def write_data_file(folder: Path, train: str = "images/train", valid: str = "images/val") -> Path:

@@ -12,7 +12,7 @@ import yaml
 import test as test_script
 import train
 from models import Darknet
-from tests.helpers import MICRO_CFG, ROOT, comparable, run_train
+from tests.helpers import MICRO_CFG, ROOT, comparable, hyp_with, run_train
 from tools import convert_weights
 from utils.base.errors import InputError
 from utils.data.hyp import DEFAULT_HYP
@@ -151,10 +151,10 @@ def test_label_smoothing_and_mixup_act_and_are_recorded(tiny_data, tmp_path):
 
 
 def test_close_mosaic_changes_only_the_closed_epochs_and_resumes_exactly(tiny_data, tmp_path):
-    hyp = tmp_path / "hyp.yaml"
-    hyp.write_text(DEFAULT_HYP.read_text().replace("close_mosaic: 0", "close_mosaic: 1"))
+    hyp = hyp_with(DEFAULT_HYP, tmp_path / "hyp.yaml", close_mosaic=1)
+    never = hyp_with(DEFAULT_HYP, tmp_path / "never.yaml", close_mosaic=0)
     common = ("--repro", "--augment", "--epochs", "3")
-    plain = run_train(tiny_data, tmp_path, *common, "--name", "plain")
+    plain = run_train(tiny_data, tmp_path, *common, "--hyp", str(never), "--name", "plain")
     closed = run_train(tiny_data, tmp_path, *common, "--hyp", str(hyp), "--name", "closed")
     # Epochs 0 and 1 keep the bits of the run that never closes its mosaic; epoch 2 trains on
     # single images.

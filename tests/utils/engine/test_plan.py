@@ -5,10 +5,11 @@ import pytest
 import torch
 
 import train
-from tests.helpers import MICRO_CFG, poor_anchors_cfg, run_train, train_args
+from tests.helpers import MICRO_CFG, hyp_with, poor_anchors_cfg, run_train, train_args
 from utils.base.errors import InputError
 from utils.data.augment import AUGMENT_KEYS
 from utils.data.data_config import prepare_data
+from utils.data.hyp import DEFAULT_HYP
 from utils.engine.distributed import DistInfo
 from utils.engine.options import REPRO_THREADS, resolve_options
 from utils.engine.plan import make_plan
@@ -171,8 +172,7 @@ def test_optimizer_steps_count_the_last_partial_batch():
 
 
 def test_close_mosaic_is_planned_from_the_run_length_and_said(tiny_data, tmp_path):
-    hyp = tmp_path / "hyp.yaml"
-    hyp.write_text(open("data/hyp.own.yaml").read().replace("close_mosaic: 0", "close_mosaic: 3"))
+    hyp = hyp_with(DEFAULT_HYP, tmp_path / "hyp.yaml", close_mosaic=3)
     _, plan = _plan(tiny_data, tmp_path, "--hyp", str(hyp), "--epochs", "5")
     assert plan.mosaic_epochs == 2
     assert ("mosaic off from epoch 2 (the hyp's close_mosaic 3: single images for the run's "
@@ -181,4 +181,5 @@ def test_close_mosaic_is_planned_from_the_run_length_and_said(tiny_data, tmp_pat
     assert _plan(tiny_data, tmp_path, "--hyp", str(hyp), "--epochs", "2")[1].mosaic_epochs == 0
     _, repro = _plan(tiny_data, tmp_path, "--hyp", str(hyp), "--repro")
     assert repro.mosaic_epochs is None and not any("mosaic off from" in n for n in repro.notes)
-    assert _plan(tiny_data, tmp_path)[1].mosaic_epochs is None
+    never = hyp_with(DEFAULT_HYP, tmp_path / "never.yaml", close_mosaic=0)
+    assert _plan(tiny_data, tmp_path, "--hyp", str(never))[1].mosaic_epochs is None
