@@ -153,8 +153,7 @@ class Scored(NamedTuple):
     records with the ground truth's image and category ids (what pycocotools loads)."""
     result: EvalResult
     truth: dict
-    mapped: list[dict]
-    records: int
+    mapped: list[dict]  # one per record of the file
 
 
 def score_file(data_file: str, detections: str, category_offset: int | None = None) -> Scored:
@@ -167,8 +166,7 @@ def score_file(data_file: str, detections: str, category_offset: int | None = No
     categories = [c["id"] for c in truth["categories"]]
     classes = classes_of(records, categories, category_offset, path)
     images, mapped = score(truth, records, classes, path)
-    return Scored(eval_result(coco_evaluate(images), images, data.names, None), truth, mapped,
-                  len(records))
+    return Scored(eval_result(coco_evaluate(images), images, data.names, None), truth, mapped)
 
 
 def pycocotools_of(scored: Scored) -> list[float]:
@@ -182,7 +180,7 @@ def pycocotools_of(scored: Scored) -> list[float]:
 
 def main(args: argparse.Namespace) -> EvalResult:
     scored = score_file(args.data, args.detections, args.category_offset)
-    print(f"{scored.records} detections on {len(scored.truth['images'])} validation images of "
+    print(f"{len(scored.mapped)} detections on {len(scored.truth['images'])} validation images of "
           f"{args.data}")
     print(format_table(scored.result, kept=False))
     if args.pycocotools and not scored.mapped:
