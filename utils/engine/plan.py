@@ -105,8 +105,7 @@ class RunPlan:
     def mosaic_epochs(self) -> int | None:
         """The epochs (from 0) whose augmented items may be mosaics: all but the hyp's last
         close_mosaic of the run's schedule; None when it closes none."""
-        close = int(self.base_hyp["close_mosaic"])
-        return max(self.epochs - close, 0) if close and self.base_hyp["mosaic"] else None
+        return mosaic_stop(self.base_hyp, self.epochs)
 
     def warmup_iterations(self, batches_per_epoch: int) -> int:
         """The warm-up's length in batches: the hyp's warm-up epochs of this run's loader."""
@@ -120,6 +119,13 @@ class RunPlan:
         if self.portable:  # which --portable: 2 and above, the same bits at any thread count
             record["portable_recipe"] = PORTABLE_RECIPE
         return record
+
+
+def mosaic_stop(hyp: Mapping[str, Any], epochs: int) -> int | None:
+    """The first epoch (from 0) without mosaics when the hyp's close_mosaic closes the last
+    epochs of an ``epochs``-epoch schedule; None when mosaic is off or nothing closes."""
+    close = int(hyp["close_mosaic"])
+    return max(epochs - close, 0) if close and hyp["mosaic"] else None
 
 
 def choose_device(spec: str, dist: DistInfo) -> torch.device:
@@ -163,11 +169,11 @@ def make_plan(options: RunOptions, ckpt: dict | None, run_dir: Path | None, data
             notes.append("multi-scale off")
     if repro and not options.augment:
         base_hyp.update({k: 0.0 for k in AUGMENT_KEYS})
-    if base_hyp["close_mosaic"] and base_hyp["mosaic"] and augment:
+    stop = mosaic_stop(base_hyp, options.epochs)
+    if stop is not None:  # (augmentation off has set mosaic to 0 above)
         close = int(base_hyp["close_mosaic"])
-        notes.append(f"mosaic off from epoch {max(options.epochs - close, 0)} (the hyp's "
-                     f"close_mosaic {close}: single images for the run's last "
-                     f"{counted(close, 'epoch')})")
+        notes.append(f"mosaic off from epoch {stop} (the hyp's close_mosaic {close}: single "
+                     f"images for the run's last {counted(close, 'epoch')})")
     # --portable's bits do not depend on the thread count: it keeps torch's default (all
     # cores) unless --threads says otherwise.
     threads = options.threads if options.threads is not None else (
