@@ -133,6 +133,16 @@ def test_the_own_recipe_writes_its_scale_x_y_into_the_layers_that_set_none(tiny_
     assert plan.cfg_text.count("scale_x_y=1.05") == 1 and plan.cfg_text.count("scale_x_y=2") == 1
 
 
+def test_the_own_recipe_closes_mosaic_for_the_last_ten_epochs(tiny_data, tmp_path):
+    # Measured on three real sets (docs/measurements/own_data.md): kept at 10.
+    _, plan = _plan(tiny_data, tmp_path, "--epochs", "50")  # no hyp=: data/hyp.own.yaml
+    assert plan.base_hyp["close_mosaic"] == 10 and plan.mosaic_epochs == 40
+    assert any(n.startswith("mosaic off from epoch 40 (the hyp's close_mosaic 10") for n in
+               plan.notes)
+    _, short = _plan(tiny_data, tmp_path, "--epochs", "8")  # shorter than 10: never a mosaic
+    assert short.mosaic_epochs == 0
+
+
 def test_the_default_run_keeps_its_anchors_and_so_its_bits():
     """`python train.py` (the built-in set, yolov3-tiny, 224 px): the cfg's anchors reach a BPR
     of 1.0 there, so autoanchor fits nothing and the model is built from the cfg file as
