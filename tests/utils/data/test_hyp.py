@@ -39,15 +39,16 @@ def test_bad_hyp_file(tmp_path, change, message):
     assert message in str(err.value) and str(err.value).startswith(f"{path}:")
 
 
-def test_added_keys_are_in_every_hyp_file_and_off_but_the_own_recipes_scale():
+def test_added_keys_are_in_every_hyp_file_and_off_but_the_own_recipes_measured_levers():
     files = sorted(DATA.glob("hyp*.yaml"))
     assert len(files) >= 3
     assert ADDED_KEYS == {"label_smoothing": 0.0, "mixup": 0.0, "scale_x_y": 1.0,
                           "close_mosaic": 0.0}
     for path in files:
         hyp = load_hyp(path)
-        # The own-data recipe turns the neighbour-cell assignment on (measured: own_data.md).
-        on = {"scale_x_y": 2.0} if path == DEFAULT_HYP else {}
+        # The own-data recipe turns the neighbour-cell assignment on and closes mosaic for the
+        # last 10 epochs (each measured: docs/measurements/own_data.md).
+        on = {"scale_x_y": 2.0, "close_mosaic": 10} if path == DEFAULT_HYP else {}
         assert {k: hyp[k] for k in ADDED_KEYS} == {**ADDED_KEYS, **on}, path
 
 
