@@ -111,8 +111,14 @@ def test_an_interrupt_during_the_checkpoint_write_exits_130_with_a_whole_file(
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(SystemExit) as stop:
-        run_train(tiny_data, tmp_path, "--epochs", "2")
+    # Python maps SIGINT to KeyboardInterrupt only when it did not start with SIGINT ignored,
+    # as a shell's background job (`pytest &`, nohup) does: a user's Ctrl-C, whatever started us.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_train(tiny_data, tmp_path, "--epochs", "2")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert stop.value.code == 130
     run = tmp_path / "exp"
     assert load_checkpoint(run / "weights" / "last.pt")["epoch"] == 0
