@@ -7,17 +7,17 @@ the final epoch's mAP differences B - A over every seed twin of every pair of gr
 Each group is a tools.seed_group folder (seedK/ runs); twins are the runs of the same seed in A
 and B. compare_groups answers for one set; this answers "over these sets".
 """
-import csv
 import sys
 from pathlib import Path
 
 from utils.core.significance import paired_interval
+from utils.engine.results import read_results
 
 
 def final_maps(run: Path) -> tuple[float, float, int]:
     """(mAP@0.5, mAP@0.5:0.95) of the run's last epoch, and its epoch count."""
-    rows = list(csv.DictReader(open(run / "results.csv")))
-    return float(rows[-1]["mAP@0.5"]), float(rows[-1]["mAP@0.5:0.95"]), len(rows)
+    rows = read_results(run)
+    return rows[-1].values["mAP@0.5"], rows[-1].values["mAP@0.5:0.95"], len(rows)
 
 
 def main(pairs: list[str]) -> None:

@@ -7,7 +7,6 @@ ultralytics package (train_ultralytics.py folders), both scored by this project'
 SPEC.json: {"set name": {"data": ".data file", "epochs": E, "ours": "group folder",
 "ultralytics": "folder of seedK/ folders"}, ...}.
 """
-import csv
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from tools import score_detections  # noqa: E402
 from utils.core.significance import Summary, verdict_sentence, welch_interval  # noqa: E402
 from utils.data.coco_json import largest_difference  # noqa: E402
+from utils.engine.results import read_results  # noqa: E402
 
 METRICS = (("map50", "mAP@0.5"), ("map", "mAP@0.5:0.95"))
 
@@ -29,11 +29,11 @@ def ours(group: Path, epochs: int) -> list[dict]:
     evaluation after every epoch)."""
     runs = []
     for run in sorted(group.glob("seed*")):
-        rows = list(csv.DictReader(open(run / "results.csv")))
+        rows = read_results(run)
         if len(rows) == epochs:
             seconds = (run / "results.txt").stat().st_mtime - (run / "opt.yaml").stat().st_mtime
-            runs.append({"seed": run.name, "map50": float(rows[-1]["mAP@0.5"]),
-                         "map": float(rows[-1]["mAP@0.5:0.95"]), "s_per_epoch": seconds / epochs})
+            runs.append({"seed": run.name, "map50": rows[-1].values["mAP@0.5"],
+                         "map": rows[-1].values["mAP@0.5:0.95"], "s_per_epoch": seconds / epochs})
     return runs
 
 
